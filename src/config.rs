@@ -1,0 +1,405 @@
+//! The YAML configuration file: typed, with defaults for every key, so that markgate runs
+//! with no file at all and a file only names what differs. Unknown keys are errors: a typo
+//! in a security gateway's config must never be silently ignored.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::yaml::{self, YamlError};
+
+/// The whole configuration, as read from `--config` and patched by CLI flags.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the SMTP front end listens on.
+    pub listen: SocketAddr,
+    /// Name used in the greeting, EHLO reply and Received header.
+    pub hostname: String,
+    /// Where quarantine, tracking log and index live.
+    pub state_dir: PathBuf,
+    /// Client networks allowed to relay through markgate (CIDR).
+    pub relay_networks: Vec<IpNet>,
+    /// Refuse MAIL until the client has done STARTTLS.
+    pub require_tls: bool,
+    /// Certificate and key for inbound STARTTLS; STARTTLS is offered only when set.
+    pub tls: Option<TlsFiles>,
+    pub limits: Limits,
+    pub upstream: Upstream,
+    /// Rule file; the embedded CJSM ruleset when absent.
+    pub rules: Option<PathBuf>,
+    /// CJSM directory and trusted partners; only the `cjsm.net` suffix rule when absent.
+    pub directory: Option<PathBuf>,
+    /// HTTP listener for /metrics, /healthz, /readyz; none when absent.
+    pub metrics_listen: Option<SocketAddr>,
+    pub classifier: ClassifierConfig,
+    pub tracking: TrackingConfig,
+    pub quarantine: QuarantineConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 10025)),
+            hostname: default_hostname(),
+            state_dir: PathBuf::from("markgate-state"),
+            relay_networks: vec![IpNet::loopback_v4(), IpNet::loopback_v6()],
+            require_tls: false,
+            tls: None,
+            limits: Limits::default(),
+            upstream: Upstream::default(),
+            rules: None,
+            directory: None,
+            metrics_listen: None,
+            classifier: ClassifierConfig::default(),
+            tracking: TrackingConfig::default(),
+            quarantine: QuarantineConfig::default(),
+        }
+    }
+}
+
+fn default_hostname() -> String {
+    gethostname::gethostname()
+        .into_string()
+        .ok()
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Protocol limits. Defaults follow RFC 5321 minimums and Postfix's habits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest message accepted, in bytes (advertised as SIZE, enforced while data arrives).
+    pub max_message_size: u64,
+    /// Recipients per transaction; more get 452 4.5.3.
+    pub max_recipients: usize,
+    /// Longest command line, CRLF included.
+    pub max_command_length: usize,
+    /// Longest line of message text, CRLF included (RFC 5321: 1000).
+    pub max_line_length: usize,
+    /// Concurrent SMTP connections; past it: 421 4.7.0.
+    pub max_connections: usize,
+    #[serde(deserialize_with = "duration")]
+    pub command_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub data_timeout: Duration,
+    /// Messages up to this many bytes stay in memory; larger ones spool to a 0600 temp file.
+    pub spool_threshold: usize,
+    /// Errors (bad commands) tolerated in one session before it is closed.
+    pub max_errors: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_size: 64 * 1024 * 1024,
+            max_recipients: 1000,
+            max_command_length: 2048,
+            max_line_length: 1000,
+            max_connections: 256,
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(180),
+            spool_threshold: 1024 * 1024,
+            max_errors: 20,
+        }
+    }
+}
+
+/// How markgate talks to the next hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    None,
+    Opportunistic,
+    Required,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Upstream {
+    /// `host:port` of the next hop.
+    pub address: String,
+    pub tls: TlsMode,
+    /// PEM CA bundle to verify the next hop against instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Name to verify in the next hop's certificate; the host part of `address` by default.
+    pub tls_name: Option<String>,
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub data_timeout: Duration,
+    /// Idle connections kept for reuse.
+    pub max_idle: usize,
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Upstream {
+            address: "127.0.0.1:10026".to_string(),
+            tls: TlsMode::Opportunistic,
+            ca_file: None,
+            tls_name: None,
+            timeout: Duration::from_secs(60),
+            data_timeout: Duration::from_secs(600),
+            max_idle: 16,
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the classifier reads beyond the standard places.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClassifierConfig {
+    /// Headers whose whole value is a marking (EPMS-style `SEC=` values are understood too).
+    pub headers: Vec<String>,
+    /// Microsoft sensitivity label name or GUID → marking, for labels not named as markings.
+    pub msip_labels: HashMap<String, String>,
+    /// Phrases that make a closing paragraph a confidentiality statement.
+    pub confidentiality_phrases: Vec<String>,
+    /// Depth limit for attached messages.
+    pub max_depth: usize,
+}
+
+impl Default for ClassifierConfig {
+    fn default() -> Self {
+        ClassifierConfig {
+            headers: vec![
+                "X-Classification".into(),
+                "X-Security-Classification".into(),
+                "X-Titus-Classification".into(),
+            ],
+            msip_labels: HashMap::new(),
+            confidentiality_phrases: vec![
+                "intended solely for".into(),
+                "confidential".into(),
+                "need to know".into(),
+            ],
+            max_depth: 8,
+        }
+    }
+}
+
+/// What the tracking log keeps of the subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubjectPolicy {
+    Keep,
+    Hash,
+    Drop,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrackingConfig {
+    pub subject: SubjectPolicy,
+    /// Days a tracking file is kept (CJSM: one year).
+    pub retention_days: u64,
+}
+
+impl Default for TrackingConfig {
+    fn default() -> Self {
+        TrackingConfig {
+            subject: SubjectPolicy::Keep,
+            retention_days: 365,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuarantineConfig {
+    /// Days a quarantined message is kept before automatic purge.
+    pub retention_days: u64,
+}
+
+impl Default for QuarantineConfig {
+    fn default() -> Self {
+        QuarantineConfig { retention_days: 30 }
+    }
+}
+
+/// An IP network in CIDR notation (`10.0.0.0/8`, `::1/128`, or a bare address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    fn loopback_v4() -> IpNet {
+        IpNet {
+            addr: IpAddr::from([127, 0, 0, 0]),
+            prefix: 8,
+        }
+    }
+    fn loopback_v6() -> IpNet {
+        IpNet {
+            addr: IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+            prefix: 128,
+        }
+    }
+
+    /// True when `ip` lies in this network; IPv4-mapped IPv6 clients match IPv4 networks.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                prefix_eq(&net.octets(), &ip.octets(), self.prefix)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                prefix_eq(&net.octets(), &ip.octets(), self.prefix)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn prefix_eq(a: &[u8], b: &[u8], prefix: u8) -> bool {
+    let full = usize::from(prefix / 8);
+    let rest = prefix % 8;
+    if a[..full] != b[..full] {
+        return false;
+    }
+    if rest == 0 {
+        return true;
+    }
+    let mask = 0xffu8 << (8 - rest);
+    a[full] & mask == b[full] & mask
+}
+
+impl std::str::FromStr for IpNet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}` is not an IP network"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("`{s}`: prefix must be 0..={max}"))?,
+            None => max,
+        };
+        Ok(IpNet { addr, prefix })
+    }
+}
+
+impl<'de> Deserialize<'de> for IpNet {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Durations are written as humans write them: `30s`, `5m`, `1h 30m`.
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("`{s}`: {e}")))
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Yaml(#[from] YamlError),
+    #[error("{file}: {message}")]
+    Invalid { file: String, message: String },
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = yaml::from_file(path)?;
+        config.validate(&path.display().to_string())?;
+        Ok(config)
+    }
+
+    /// Checks what the types cannot: values that parse but make no sense together.
+    pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            file: file.to_string(),
+            message,
+        };
+        if self.limits.max_line_length < 80 {
+            return Err(invalid("limits.max_line_length must be at least 80".into()));
+        }
+        if self.limits.max_command_length < 512 {
+            return Err(invalid(
+                "limits.max_command_length must be at least 512 (RFC 5321)".into(),
+            ));
+        }
+        if self.limits.max_recipients == 0 || self.limits.max_connections == 0 {
+            return Err(invalid(
+                "limits.max_recipients and limits.max_connections must be positive".into(),
+            ));
+        }
+        if self.upstream.address.rsplit_once(':').is_none() {
+            return Err(invalid(format!(
+                "upstream.address `{}` must be host:port",
+                self.upstream.address
+            )));
+        }
+        if self.hostname.is_empty() || !self.hostname.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid("hostname must be a plain host name".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_matches_inside_and_not_outside() {
+        let net: IpNet = "10.1.0.0/16".parse().unwrap();
+        assert!(net.contains("10.1.200.3".parse().unwrap()));
+        assert!(!net.contains("10.2.0.1".parse().unwrap()));
+        let lo: IpNet = "127.0.0.0/8".parse().unwrap();
+        assert!(lo.contains("::ffff:127.0.0.1".parse().unwrap()));
+        let odd: IpNet = "192.168.0.128/25".parse().unwrap();
+        assert!(odd.contains("192.168.0.200".parse().unwrap()));
+        assert!(!odd.contains("192.168.0.100".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<IpNet>().is_err());
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_its_line() {
+        let err = yaml::from_str::<Config>("listen: 127.0.0.1:25\nlisten_typo: 1\n", "c.yaml")
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("c.yaml:2:"), "{text}");
+    }
+
+    #[test]
+    fn durations_read_as_humans_write_them() {
+        let c: Config =
+            yaml::from_str("limits:\n  command_timeout: 2m\n", "c.yaml").unwrap();
+        assert_eq!(c.limits.command_timeout, Duration::from_secs(120));
+    }
+}

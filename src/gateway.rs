@@ -1,0 +1,384 @@
+//! The one path every message takes, whichever front end received it:
+//!
+//! ```text
+//! spool ─▶ classify ─▶ decide ─▶ act (forward │ quarantine │ reject) ─▶ track ─▶ reply
+//! ```
+//!
+//! A front end builds a [`Transaction`] and calls [`Gateway::process`]; it only turns the
+//! returned reply into its protocol. The running rules, directory and config live in a
+//! [`Snapshot`] that a reload swaps atomically; a session keeps the one it started with.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Instant, SystemTime};
+
+use serde_json::json;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{Config, SubjectPolicy};
+use crate::directory::{Class, Directory};
+use crate::marking::classify::{Classification, Classifier};
+use crate::message::skeleton;
+use crate::metrics::{DecisionLabels, Metrics};
+use crate::policy::{Action, Facts, Policy, Verdict};
+use crate::quarantine::{Meta, Quarantine};
+use crate::smtp::next_hop::{Delivered, NextHop};
+use crate::smtp::reply::Reply;
+use crate::timefmt;
+use crate::tracking::Tracking;
+use crate::transaction::Transaction;
+
+/// Everything a decision depends on, swapped as one on reload.
+pub struct Snapshot {
+    pub config: Config,
+    pub policy: Policy,
+    pub directory: Directory,
+    pub classifier: Classifier,
+}
+
+impl Snapshot {
+    pub fn new(config: Config, policy: Policy, directory: Directory) -> Snapshot {
+        Snapshot {
+            classifier: Classifier::new(&config.classifier),
+            config,
+            policy,
+            directory,
+        }
+    }
+
+    /// Classifies the message and decides; the pure part of the path (`classify` runs it
+    /// without a network). A message that cannot be classified is held, never passed.
+    pub fn evaluate(&self, txn: &Transaction) -> Evaluation {
+        let recipients: Vec<(String, Class)> = txn
+            .envelope
+            .recipients
+            .iter()
+            .map(|r| (r.address.clone(), self.directory.classify(&r.address)))
+            .collect();
+        let classified = skeleton::view(&txn.message)
+            .map_err(|e| e.to_string())
+            .and_then(|view| self.classifier.classify(&view).map_err(|e| e.to_string()));
+        match classified {
+            Ok(classification) => {
+                let verdict = self.policy.decide(&Facts {
+                    sender: &txn.envelope.sender,
+                    recipients: &recipients,
+                    classification: &classification,
+                    size: txn.message.len(),
+                    tls: txn.tls.is_some(),
+                });
+                Evaluation {
+                    classification,
+                    recipients,
+                    verdict,
+                }
+            }
+            Err(err) => {
+                tracing::warn!(queue_id = %txn.id, error = %err, "unclassifiable message held");
+                Evaluation {
+                    classification: Classification::default(),
+                    recipients,
+                    verdict: Verdict {
+                        action: Action::Quarantine,
+                        rule: Some("unclassifiable".to_string()),
+                        reply: None,
+                        add_headers: Vec::new(),
+                        tags: vec!["unclassifiable".to_string()],
+                        matched: Vec::new(),
+                    },
+                }
+            }
+        }
+    }
+}
+
+/// The outcome of classify + decide.
+pub struct Evaluation {
+    pub classification: Classification,
+    pub recipients: Vec<(String, Class)>,
+    pub verdict: Verdict,
+}
+
+/// What acting on a verdict came to.
+enum Outcome {
+    Delivered(Delivered),
+    Held,
+    Refused,
+    /// Could not be done; the client retries.
+    Deferred(String),
+}
+
+pub struct Gateway {
+    current: RwLock<Arc<Snapshot>>,
+    pub tls_acceptor: Option<TlsAcceptor>,
+    pub next_hop: NextHop,
+    pub metrics: Arc<Metrics>,
+    pub tracking: Tracking,
+    pub quarantine: Quarantine,
+}
+
+impl Gateway {
+    pub fn new(
+        snapshot: Snapshot,
+        tls_acceptor: Option<TlsAcceptor>,
+        next_hop: NextHop,
+        metrics: Arc<Metrics>,
+    ) -> Gateway {
+        let state = &snapshot.config.state_dir;
+        Gateway {
+            tracking: Tracking::new(state, snapshot.config.tracking.retention_days),
+            quarantine: Quarantine::new(state),
+            current: RwLock::new(Arc::new(snapshot)),
+            tls_acceptor,
+            next_hop,
+            metrics,
+        }
+    }
+
+    /// The running rules; a session keeps this for its whole life.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Installs new rules; sessions in flight keep theirs.
+    pub fn swap(&self, snapshot: Snapshot) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
+    }
+
+    /// A message refused before it could be judged (bad data): tracked as a reject.
+    pub fn refuse(&self, snap: &Snapshot, txn: &Transaction, reply: Reply) -> Reply {
+        let verdict = Verdict {
+            action: Action::Reject,
+            rule: None,
+            reply: Some(reply.clone()),
+            add_headers: Vec::new(),
+            tags: vec!["protocol".to_string()],
+            matched: Vec::new(),
+        };
+        let eval = Evaluation {
+            classification: Classification::default(),
+            recipients: Vec::new(),
+            verdict,
+        };
+        self.finish(snap, txn, &eval, Outcome::Refused, reply)
+    }
+
+    /// Runs the whole path and returns the reply for the client.
+    pub async fn process(&self, snap: &Snapshot, txn: Transaction) -> Reply {
+        let started = Instant::now();
+        let eval = snap.evaluate(&txn);
+        self.metrics
+            .decision_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let (outcome, reply) = self.act(snap, &txn, &eval).await;
+        let reply = self.finish(snap, &txn, &eval, outcome, reply);
+        self.metrics
+            .transaction_seconds
+            .observe(started.elapsed().as_secs_f64());
+        reply
+    }
+
+    async fn act(&self, snap: &Snapshot, txn: &Transaction, eval: &Evaluation) -> (Outcome, Reply) {
+        let verdict = &eval.verdict;
+        match verdict.action {
+            Action::Reject => {
+                let reply = verdict.reply.clone().unwrap_or_else(Reply::temp_failure);
+                (Outcome::Refused, reply)
+            }
+            Action::Quarantine => {
+                let meta = Meta {
+                    id: txn.id.clone(),
+                    time: timefmt::rfc3339(txn.received),
+                    client: json!({"addr": txn.client.addr, "helo": txn.client.helo}),
+                    sender: txn.envelope.sender.clone(),
+                    recipients: txn.envelope.recipients.iter().map(|r| r.address.clone()).collect(),
+                    rule: verdict.rule.clone(),
+                    reason: verdict
+                        .rule
+                        .as_ref()
+                        .map(|r| format!("held by rule {r}"))
+                        .unwrap_or_default(),
+                    level: eval.classification.marking.level_name().to_string(),
+                    marking: eval.classification.marking.to_json(),
+                    size: txn.message.len(),
+                    sha256: String::new(),
+                    released: None,
+                };
+                match self.quarantine.put(&txn.message, meta) {
+                    Ok(()) => {
+                        let (n, bytes) = self.quarantine.usage();
+                        self.metrics.quarantine_messages.set(n);
+                        self.metrics.quarantine_bytes.set(bytes);
+                        (Outcome::Held, Reply::quarantined(&txn.id))
+                    }
+                    Err(err) => {
+                        tracing::error!(queue_id = %txn.id, error = %err, "quarantine write failed");
+                        (Outcome::Deferred(err.to_string()), Reply::temp_failure())
+                    }
+                }
+            }
+            Action::Pass => {
+                let headers = added_headers(snap, txn, eval);
+                let started = Instant::now();
+                let sent = self
+                    .next_hop
+                    .send(&txn.envelope, headers.as_bytes(), &txn.message)
+                    .await;
+                self.metrics
+                    .upstream_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                match sent {
+                    Ok(delivered) => {
+                        self.metrics.upstream_ok();
+                        let reply = Reply::queued(&txn.id, &delivered.reply);
+                        (Outcome::Delivered(delivered), reply)
+                    }
+                    Err(err) => {
+                        self.metrics.upstream_error(err.kind());
+                        if matches!(err, crate::smtp::next_hop::NextHopError::Refused(_)) {
+                            self.metrics.upstream_ok();
+                        }
+                        tracing::warn!(queue_id = %txn.id, error = %err, "next hop did not take the message");
+                        (Outcome::Deferred(err.to_string()), err.reply())
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tracks and counts the transaction; a record that cannot be written turns the reply
+    /// into 451 (fail closed).
+    fn finish(
+        &self,
+        snap: &Snapshot,
+        txn: &Transaction,
+        eval: &Evaluation,
+        outcome: Outcome,
+        reply: Reply,
+    ) -> Reply {
+        let record = record(snap, txn, eval, &outcome, &reply);
+        let level = eval.classification.marking.level_name();
+        for hit in eval.verdict.matched.iter().filter(|h| h.mode == "audit") {
+            self.metrics.decision(DecisionLabels {
+                action: hit.action.to_string(),
+                rule: hit.id.clone(),
+                level: level.to_string(),
+                mode: "audit".to_string(),
+            });
+        }
+        self.metrics.decision(DecisionLabels {
+            action: eval.verdict.action.name().to_string(),
+            rule: eval.verdict.rule.clone().unwrap_or_default(),
+            level: level.to_string(),
+            mode: "enforce".to_string(),
+        });
+        for (_, class) in &eval.recipients {
+            self.metrics.recipient(class.name());
+        }
+        self.metrics.message_size(txn.message.len());
+        tracing::info!(
+            queue_id = %txn.id,
+            action = eval.verdict.action.name(),
+            rule = eval.verdict.rule.as_deref().unwrap_or("-"),
+            level,
+            reply = %reply,
+            "decision"
+        );
+        if let Err(err) = self.tracking.append(&record, SystemTime::now()) {
+            self.metrics.tracking_write_error();
+            tracing::error!(queue_id = %txn.id, error = %err, "tracking record not written; deferring");
+            return Reply::temp_failure();
+        }
+        reply
+    }
+}
+
+/// The headers markgate adds: its Received line, the marking it found, and any rule's.
+pub fn added_headers(snap: &Snapshot, txn: &Transaction, eval: &Evaluation) -> String {
+    let with = if txn.tls.is_some() { "ESMTPS" } else { "ESMTP" };
+    let helo: String = txn
+        .client
+        .helo
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(255)
+        .collect();
+    let mut out = format!(
+        "Received: from {helo} ([{}])\r\n\tby {} (markgate) with {with} id {};\r\n\t{}\r\n",
+        txn.client.addr,
+        snap.config.hostname,
+        txn.id,
+        timefmt::rfc5322(txn.received)
+    );
+    out.push_str(&format!(
+        "X-Markgate-Marking: {}\r\n",
+        eval.classification.marking.level_name()
+    ));
+    for (name, value) in &eval.verdict.add_headers {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    out
+}
+
+/// Control characters in attacker-supplied values are escaped before they reach a record.
+fn clean(s: &str) -> String {
+    s.chars().flat_map(char::escape_default).collect::<String>().replace("\\'", "'").replace("\\\"", "\"")
+}
+
+fn record(
+    snap: &Snapshot,
+    txn: &Transaction,
+    eval: &Evaluation,
+    outcome: &Outcome,
+    reply: &Reply,
+) -> serde_json::Value {
+    use sha2::Digest;
+    let c = &eval.classification;
+    let subject = c.subject.as_deref().map(|s| match snap.config.tracking.subject {
+        SubjectPolicy::Keep => json!(clean(s)),
+        SubjectPolicy::Hash => json!(format!("sha256:{:x}", sha2::Sha256::digest(s.as_bytes()))),
+        SubjectPolicy::Drop => serde_json::Value::Null,
+    });
+    let recipients: Vec<_> = if eval.recipients.is_empty() {
+        txn.envelope
+            .recipients
+            .iter()
+            .map(|r| json!({"address": clean(&r.address), "class": null}))
+            .collect()
+    } else {
+        eval.recipients
+            .iter()
+            .map(|(a, class)| json!({"address": clean(a), "class": class.name()}))
+            .collect()
+    };
+    let (outcome_name, next_hop, error) = match outcome {
+        Outcome::Delivered(d) => ("delivered", json!({"reply": d.reply, "queue_id": d.queue_id}), None),
+        Outcome::Held => ("held", serde_json::Value::Null, None),
+        Outcome::Refused => ("refused", serde_json::Value::Null, None),
+        Outcome::Deferred(e) => ("deferred", serde_json::Value::Null, Some(clean(e))),
+    };
+    json!({
+        "time": timefmt::rfc3339(txn.received),
+        "queue_id": txn.id,
+        "client": {"addr": txn.client.addr, "helo": clean(&txn.client.helo)},
+        "tls": txn.tls,
+        "sender": clean(&txn.envelope.sender),
+        "recipients": recipients,
+        "message_id": c.message_id.as_deref().map(clean),
+        "subject": subject,
+        "size": txn.message.len(),
+        "marking": c.marking.to_json(),
+        "signature": c.signature,
+        "confidentiality_statement": c.confidentiality_statement,
+        "matched": eval.verdict.matched,
+        "tags": eval.verdict.tags,
+        "action": eval.verdict.action.name(),
+        "rule": eval.verdict.rule,
+        "reply": reply.to_string(),
+        "outcome": outcome_name,
+        "next_hop": next_hop,
+        "error": error,
+    })
+}

@@ -1,0 +1,321 @@
+//! The classifier: walks a message (and the messages attached to it) once, hands each place
+//! to its extractor, and gathers the facts the rules read: marking, signature block,
+//! confidentiality statement, attachments, headers.
+
+use std::sync::LazyLock;
+
+use mailparse::{MailHeaderMap, ParsedMail};
+use regex::Regex;
+
+use super::level::{Marking, Parsed};
+use super::places;
+use crate::config::ClassifierConfig;
+
+/// An attachment's name and media type, for rules.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Attachment {
+    pub name: String,
+    pub content_type: String,
+}
+
+/// Everything the rules may ask about a message's content.
+#[derive(Debug, Clone, Default)]
+pub struct Classification {
+    pub marking: Marking,
+    pub signature: bool,
+    pub confidentiality_statement: bool,
+    pub subject: Option<String>,
+    pub message_id: Option<String>,
+    pub attachments: Vec<Attachment>,
+    /// Top-level headers, decoded, in order.
+    pub headers: Vec<(String, String)>,
+    /// Addresses from To, Cc and Bcc (for `classify` without `--to`).
+    pub header_recipients: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClassifyError {
+    #[error("message cannot be parsed: {0}")]
+    Parse(#[from] mailparse::MailParseError),
+    #[error("message too complex to classify: {0}")]
+    TooComplex(&'static str),
+}
+
+/// Parts visited before a message counts as too complex (and so is never passed blind).
+const MAX_PARTS: usize = 5000;
+
+/// The compiled classifier settings (phrases lower-cased once).
+#[derive(Debug, Clone)]
+pub struct Classifier {
+    config: ClassifierConfig,
+    phrases: Vec<String>,
+}
+
+impl Classifier {
+    pub fn new(config: &ClassifierConfig) -> Classifier {
+        Classifier {
+            phrases: config
+                .confidentiality_phrases
+                .iter()
+                .map(|p| p.to_lowercase())
+                .collect(),
+            config: config.clone(),
+        }
+    }
+
+    pub fn classify(&self, raw: &[u8]) -> Result<Classification, ClassifyError> {
+        let mail = mailparse::parse_mail(raw)?;
+        let mut out = Classification {
+            subject: mail.headers.get_first_value("Subject"),
+            message_id: mail.headers.get_first_value("Message-ID"),
+            headers: mail
+                .headers
+                .iter()
+                .map(|h| (h.get_key(), h.get_value()))
+                .collect(),
+            ..Classification::default()
+        };
+        for name in ["To", "Cc", "Bcc"] {
+            for header in mail.headers.get_all_headers(name) {
+                if let Ok(list) = mailparse::addrparse_header(header) {
+                    for addr in list.iter() {
+                        match addr {
+                            mailparse::MailAddr::Single(s) => {
+                                out.header_recipients.push(s.addr.clone())
+                            }
+                            mailparse::MailAddr::Group(g) => out
+                                .header_recipients
+                                .extend(g.addrs.iter().map(|s| s.addr.clone())),
+                        }
+                    }
+                }
+            }
+        }
+        let mut walk = Walk {
+            classifier: self,
+            out: &mut out,
+            parts: 0,
+            first_text: None,
+        };
+        walk.entity(&mail, "", 0)?;
+        if let Some(text) = walk.first_text.take() {
+            out.signature = has_signature(&text);
+            out.confidentiality_statement = self.has_statement(&text);
+        }
+        Ok(out)
+    }
+
+    fn has_statement(&self, text: &str) -> bool {
+        let tail = last_lines(text, 30).to_lowercase();
+        self.phrases.iter().any(|p| tail.contains(p.as_str()))
+    }
+}
+
+struct Walk<'a> {
+    classifier: &'a Classifier,
+    out: &'a mut Classification,
+    parts: usize,
+    first_text: Option<String>,
+}
+
+impl Walk<'_> {
+    fn add(&mut self, found: Option<Parsed>, source: &str, text: &str) {
+        if let Some(parsed) = found {
+            self.out.marking.add(parsed, source, text);
+        }
+    }
+
+    /// The headers of a message (top-level or attached).
+    fn message_headers(&mut self, mail: &ParsedMail, prefix: &str) {
+        for header in &mail.headers {
+            let key = header.get_key_ref();
+            let value = header.get_value();
+            if key.eq_ignore_ascii_case("X-Protective-Marking") {
+                let found = places::header_value(&value);
+                self.add(found, &format!("{prefix}x-protective-marking"), &value);
+            } else if key.eq_ignore_ascii_case("msip_labels") {
+                for (parsed, name) in places::msip_labels(&value, &self.classifier.config.msip_labels) {
+                    self.add(Some(parsed), &format!("{prefix}msip_labels"), &name);
+                }
+            } else if key.eq_ignore_ascii_case("Sensitivity") {
+                let found = places::sensitivity(&value);
+                self.add(found, &format!("{prefix}header:Sensitivity"), &value);
+            } else if key.eq_ignore_ascii_case("Subject") {
+                for (parsed, raw) in places::subject(&value) {
+                    self.add(Some(parsed), &format!("{prefix}subject"), &raw);
+                }
+            } else if self
+                .classifier
+                .config
+                .headers
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(&key))
+            {
+                let found = places::header_value(&value);
+                self.add(found, &format!("{prefix}header:{key}"), &value);
+            }
+        }
+    }
+
+    fn entity(&mut self, mail: &ParsedMail, prefix: &str, depth: usize) -> Result<(), ClassifyError> {
+        self.message_headers(mail, prefix);
+        self.part(mail, prefix, depth)
+    }
+
+    fn part(&mut self, part: &ParsedMail, prefix: &str, depth: usize) -> Result<(), ClassifyError> {
+        self.parts += 1;
+        if self.parts > MAX_PARTS {
+            return Err(ClassifyError::TooComplex("too many MIME parts"));
+        }
+        let mimetype = part.ctype.mimetype.to_ascii_lowercase();
+        let disposition = part.get_content_disposition();
+        let name = disposition
+            .params
+            .get("filename")
+            .or_else(|| part.ctype.params.get("name"))
+            .map(|n| decode_words(n));
+        if let Some(name) = &name {
+            self.out.attachments.push(Attachment {
+                name: name.clone(),
+                content_type: mimetype.clone(),
+            });
+            for (parsed, raw) in places::file_name(name) {
+                self.add(Some(parsed), &format!("{prefix}attachment"), &raw);
+            }
+        }
+        if mimetype.starts_with("multipart/") {
+            for sub in &part.subparts {
+                self.part(sub, prefix, depth)?;
+            }
+        } else if mimetype == "message/rfc822" || mimetype == "message/global" {
+            if depth + 1 > self.classifier.config.max_depth {
+                return Err(ClassifyError::TooComplex("attached messages nested too deep"));
+            }
+            let body = part.get_body_raw()?;
+            let inner = mailparse::parse_mail(&body)?;
+            let n = self.out.attachments.len();
+            let prefix = format!("{prefix}attached[{n}].");
+            self.entity(&inner, &prefix, depth + 1)?;
+        } else if mimetype.starts_with("text/") && !is_attachment(&disposition) {
+            let body = part.get_body()?;
+            let text = if mimetype == "text/html" {
+                html_to_text(&body)
+            } else {
+                body
+            };
+            for (parsed, raw) in places::banners(&text) {
+                self.add(Some(parsed), &format!("{prefix}banner"), &raw);
+            }
+            if prefix.is_empty() && self.first_text.is_none() {
+                self.first_text = Some(text);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_attachment(d: &mailparse::ParsedContentDisposition) -> bool {
+    d.disposition == mailparse::DispositionType::Attachment
+}
+
+/// File names may still carry RFC 2047 words after RFC 2231 decoding.
+fn decode_words(name: &str) -> String {
+    if !name.contains("=?") {
+        return name.to_string();
+    }
+    let header = format!("X: {name}");
+    mailparse::parse_header(header.as_bytes())
+        .map(|(h, _)| h.get_value())
+        .unwrap_or_else(|_| name.to_string())
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+static PHONE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\+?\(?\d[\d\s().-]{8,}\d").expect("phone regex")
+});
+static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+").expect("email regex")
+});
+
+/// A signature block: a telephone number (10+ digits) or an e-mail address within the last
+/// 15 non-blank lines.
+pub fn has_signature(text: &str) -> bool {
+    let tail = last_lines(text, 15);
+    if EMAIL.is_match(&tail) {
+        return true;
+    }
+    PHONE
+        .find_iter(&tail)
+        .any(|m| m.as_str().chars().filter(char::is_ascii_digit).count() >= 10)
+}
+
+static TAG: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?s)<[^>]*>").expect("tag regex"));
+static BLOCK: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)<\s*(?:br|/p|p|/div|div|/tr|/li|/h[1-6]|hr|/table|/blockquote)\b[^>]*>")
+        .expect("block regex")
+});
+static DROP: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?is)<(script|style|head)\b.*?</(script|style|head)\s*>").expect("drop regex")
+});
+
+/// HTML reduced to lines of text: block elements become line breaks, tags go, the common
+/// entities are decoded. Enough to see a `<p><b>RESTRICTED</b></p>` banner.
+pub fn html_to_text(html: &str) -> String {
+    let html = DROP.replace_all(html, "");
+    let html = BLOCK.replace_all(&html, "\n");
+    let text = TAG.replace_all(&html, "");
+    text.replace("&nbsp;", " ")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn classify(raw: &str) -> Classification {
+        Classifier::new(&ClassifierConfig::default())
+            .classify(raw.as_bytes())
+            .unwrap()
+    }
+
+    #[test]
+    fn highest_marking_wins_and_evidence_is_kept() {
+        let c = classify(
+            "X-Protective-Marking: VER=2012.3, NS=gov.uk, SEC=PROTECT\r\nSubject: [SECRET] x\r\n\r\nNOT PROTECTIVELY MARKED\r\nbody\r\n",
+        );
+        assert_eq!(c.marking.level_name(), "SECRET");
+        assert_eq!(c.marking.evidence.len(), 3);
+    }
+
+    #[test]
+    fn quoted_printable_split_banner_is_found() {
+        let c = classify(
+            "Subject: hi\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nSEC=\r\nRET\r\n\r\nHello\r\n",
+        );
+        assert_eq!(c.marking.level_name(), "SECRET");
+    }
+
+    #[test]
+    fn html_banner_and_signature() {
+        let c = classify(
+            "Subject: hi\r\nContent-Type: text/html\r\n\r\n<p><b>RESTRICTED</b></p><p>Hello</p><p>Jane Doe<br>Tel: 020 7946 0018</p>\r\n",
+        );
+        assert_eq!(c.marking.level_name(), "RESTRICTED");
+        assert!(c.signature);
+    }
+
+    #[test]
+    fn nothing_found_is_unmarked() {
+        let c = classify("Subject: lunch\r\n\r\nSee you at noon.\r\n");
+        assert_eq!(c.marking.level_name(), "UNMARKED");
+        assert!(!c.signature);
+    }
+}

@@ -1,0 +1,6 @@
+//! The message being judged: its spooled bytes and the reduced view the classifier reads.
+
+pub mod skeleton;
+pub mod spool;
+
+pub use spool::Spool;

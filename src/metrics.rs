@@ -1,0 +1,288 @@
+//! Prometheus metrics and the HTTP endpoint that serves them with `/healthz` and `/readyz`.
+//! Label values are bounded: actions, rule ids and levels come from the loaded rules and the
+//! marking model, never from message content.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub action: String,
+    pub rule: String,
+    pub level: String,
+    pub mode: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabel {
+    class: String,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: String,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeClassLabel {
+    code_class: String,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: String,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    messages: Family<DecisionLabels, Counter>,
+    recipients: Family<ClassLabel, Counter>,
+    sessions_active: Gauge,
+    sessions: Family<OutcomeLabel, Counter>,
+    replies: Family<CodeClassLabel, Counter>,
+    pub decision_seconds: Histogram,
+    pub transaction_seconds: Histogram,
+    pub upstream_seconds: Histogram,
+    message_size: Histogram,
+    upstream_errors: Family<KindLabel, Counter>,
+    pub quarantine_messages: Gauge,
+    pub quarantine_bytes: Gauge,
+    rules_reload: Family<ResultLabel, Counter>,
+    rules_loaded: Gauge<i64, AtomicI64>,
+    tracking_write_errors: Counter,
+    /// Set when the next hop last answered; read by `/readyz`.
+    pub upstream_ok_at: AtomicI64,
+    pub ready: AtomicBool,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn seconds_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.5, 14))
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("markgate");
+        let m = Metrics {
+            messages: Family::default(),
+            recipients: Family::default(),
+            sessions_active: Gauge::default(),
+            sessions: Family::default(),
+            replies: Family::default(),
+            decision_seconds: seconds_histogram(),
+            transaction_seconds: seconds_histogram(),
+            upstream_seconds: seconds_histogram(),
+            message_size: Histogram::new(exponential_buckets(1024.0, 4.0, 10)),
+            upstream_errors: Family::default(),
+            quarantine_messages: Gauge::default(),
+            quarantine_bytes: Gauge::default(),
+            rules_reload: Family::default(),
+            rules_loaded: Gauge::default(),
+            tracking_write_errors: Counter::default(),
+            upstream_ok_at: AtomicI64::new(0),
+            ready: AtomicBool::new(false),
+            registry: Registry::default(),
+        };
+        registry.register("messages", "Decisions by action, rule, level and mode", m.messages.clone());
+        registry.register("recipients", "Recipients by directory class", m.recipients.clone());
+        registry.register("smtp_sessions_active", "Open SMTP sessions", m.sessions_active.clone());
+        registry.register("smtp_sessions", "SMTP sessions by outcome", m.sessions.clone());
+        registry.register("smtp_replies", "SMTP replies by code class", m.replies.clone());
+        registry.register("decision_seconds", "Time to classify and decide", m.decision_seconds.clone());
+        registry.register("transaction_seconds", "End of data to final reply", m.transaction_seconds.clone());
+        registry.register("upstream_seconds", "Time the next hop took", m.upstream_seconds.clone());
+        registry.register("message_size_bytes", "Message sizes", m.message_size.clone());
+        registry.register("upstream_errors", "Next-hop failures by kind", m.upstream_errors.clone());
+        registry.register("quarantine_messages", "Messages in quarantine", m.quarantine_messages.clone());
+        registry.register("quarantine_bytes", "Bytes in quarantine", m.quarantine_bytes.clone());
+        registry.register("rules_reload", "Rule reloads by result", m.rules_reload.clone());
+        registry.register(
+            "rules_loaded_timestamp_seconds",
+            "When the running rules were loaded",
+            m.rules_loaded.clone(),
+        );
+        registry.register(
+            "tracking_write_errors",
+            "Tracking records that could not be written",
+            m.tracking_write_errors.clone(),
+        );
+        let build = Family::<VersionLabel, Gauge>::default();
+        build
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            })
+            .set(1);
+        registry.register("build_info", "markgate version", build);
+        Metrics { registry, ..m }
+    }
+
+    pub fn reply(&self, code: u16) {
+        self.replies
+            .get_or_create(&CodeClassLabel {
+                code_class: format!("{}xx", code / 100),
+            })
+            .inc();
+    }
+
+    pub fn decision(&self, labels: DecisionLabels) {
+        self.messages.get_or_create(&labels).inc();
+    }
+
+    pub fn recipient(&self, class: &str) {
+        self.recipients
+            .get_or_create(&ClassLabel {
+                class: class.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn message_size(&self, bytes: u64) {
+        self.message_size.observe(bytes as f64);
+    }
+
+    pub fn session_started(&self) {
+        self.sessions_active.inc();
+    }
+
+    pub fn session_ended(&self, outcome: &str) {
+        self.sessions_active.dec();
+        self.sessions
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn session_refused(&self) {
+        self.sessions
+            .get_or_create(&OutcomeLabel {
+                outcome: "refused".to_string(),
+            })
+            .inc();
+    }
+
+    pub fn upstream_error(&self, kind: &str) {
+        self.upstream_errors
+            .get_or_create(&KindLabel {
+                kind: kind.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn upstream_ok(&self) {
+        self.upstream_ok_at.store(unix_now(), Ordering::Relaxed);
+    }
+
+    pub fn rules_reloaded(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.rules_reload
+            .get_or_create(&ResultLabel {
+                result: result.to_string(),
+            })
+            .inc();
+        if ok {
+            self.rules_loaded.set(unix_now());
+        }
+    }
+
+    pub fn tracking_write_error(&self) {
+        self.tracking_write_errors.inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    state_dir: std::path::PathBuf,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::http::{header, StatusCode};
+    use axum::routing::get;
+    let m = metrics.clone();
+    let r = metrics.clone();
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let m = m.clone();
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        m.render(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let r = r.clone();
+                let dir = state_dir.clone();
+                async move {
+                    let mut problems = Vec::new();
+                    if !r.ready.load(Ordering::Relaxed) {
+                        problems.push("rules not loaded");
+                    }
+                    if !state_dir_writable(&dir) {
+                        problems.push("state dir not writable");
+                    }
+                    if unix_now() - r.upstream_ok_at.load(Ordering::Relaxed) > 60 {
+                        problems.push("next hop not reached in the last minute");
+                    }
+                    if problems.is_empty() {
+                        (StatusCode::OK, "ready\n".to_string())
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, problems.join("; ") + "\n")
+                    }
+                }
+            }),
+        );
+    let _: SocketAddr = listener.local_addr()?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+fn state_dir_writable(dir: &std::path::Path) -> bool {
+    tempfile::tempfile_in(dir).is_ok()
+}

@@ -1,0 +1,220 @@
+//! The quarantine store: each held message byte for byte (`ID.eml`) with its metadata
+//! (`ID.json`) under `STATE/quarantine`. A message is stored durably before the client is
+//! told 250: written to a temp name, fsync'd, renamed into place, directory fsync'd; the
+//! metadata goes last, so a message is listed only once both files are whole.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::message::Spool;
+use crate::tracking::create_private_dir;
+
+/// What is kept beside a quarantined message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Meta {
+    pub id: String,
+    pub time: String,
+    pub client: serde_json::Value,
+    pub sender: String,
+    pub recipients: Vec<String>,
+    pub rule: Option<String>,
+    pub reason: String,
+    pub level: String,
+    pub marking: serde_json::Value,
+    pub size: u64,
+    pub sha256: String,
+    /// Set once a release was attempted: who and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released: Option<serde_json::Value>,
+}
+
+pub struct Quarantine {
+    dir: PathBuf,
+}
+
+impl Quarantine {
+    pub fn new(state_dir: &Path) -> Quarantine {
+        Quarantine {
+            dir: state_dir.join("quarantine"),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, id: &str, ext: &str) -> io::Result<PathBuf> {
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "bad quarantine id"));
+        }
+        Ok(self.dir.join(format!("{id}.{ext}")))
+    }
+
+    /// Stores the message and its metadata durably; on error nothing is left behind.
+    pub fn put(&self, spool: &Spool, mut meta: Meta) -> io::Result<()> {
+        create_private_dir(&self.dir)?;
+        let eml = self.path(&meta.id, "eml")?;
+        let mut hasher = Sha256::new();
+        let result = write_atomic(&eml, |f| {
+            spool.for_each_chunk(|chunk| {
+                hasher.update(chunk);
+                f.write_all(chunk)
+            })
+        });
+        if let Err(err) = result {
+            return Err(err);
+        }
+        meta.sha256 = format!("{:x}", hasher.finalize());
+        let json = serde_json::to_vec_pretty(&meta)?;
+        if let Err(err) = write_atomic(&self.path(&meta.id, "json")?, |f| f.write_all(&json)) {
+            let _ = std::fs::remove_file(&eml);
+            return Err(err);
+        }
+        sync_dir(&self.dir)
+    }
+
+    pub fn get(&self, id: &str) -> io::Result<Meta> {
+        let text = std::fs::read(self.path(id, "json")?)?;
+        serde_json::from_slice(&text).map_err(io::Error::other)
+    }
+
+    pub fn message_path(&self, id: &str) -> io::Result<PathBuf> {
+        self.path(id, "eml")
+    }
+
+    pub fn update(&self, meta: &Meta) -> io::Result<()> {
+        let json = serde_json::to_vec_pretty(meta)?;
+        write_atomic(&self.path(&meta.id, "json")?, |f| f.write_all(&json))?;
+        sync_dir(&self.dir)
+    }
+
+    /// All held messages, oldest first.
+    pub fn list(&self) -> io::Result<Vec<Meta>> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => return Err(err),
+        };
+        let mut out: Vec<Meta> = entries
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .filter_map(|b| serde_json::from_slice(&b).ok())
+            .collect();
+        out.sort_by(|a, b| a.time.cmp(&b.time).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    /// Removes a message: metadata first, so a crash leaves at worst an unlisted body.
+    pub fn delete(&self, id: &str) -> io::Result<()> {
+        std::fs::remove_file(self.path(id, "json")?)?;
+        match std::fs::remove_file(self.path(id, "eml")?) {
+            Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
+            _ => {}
+        }
+        sync_dir(&self.dir)
+    }
+
+    /// Deletes messages held since before `cutoff`; returns their ids.
+    pub fn purge(&self, cutoff: SystemTime) -> io::Result<Vec<String>> {
+        let cutoff = crate::timefmt::rfc3339(cutoff);
+        let mut gone = Vec::new();
+        for meta in self.list()? {
+            if meta.time < cutoff {
+                self.delete(&meta.id)?;
+                gone.push(meta.id);
+            }
+        }
+        Ok(gone)
+    }
+
+    /// (messages, bytes) held, for the gauges.
+    pub fn usage(&self) -> (i64, i64) {
+        self.list()
+            .map(|l| (l.len() as i64, l.iter().map(|m| m.size as i64).sum()))
+            .unwrap_or((0, 0))
+    }
+}
+
+/// Writes `path` via a temp file in the same directory: fsync, then rename into place.
+fn write_atomic(path: &Path, fill: impl FnOnce(&mut File) -> io::Result<()>) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("message");
+    let tmp = dir.join(format!(".tmp-{name}"));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        fill(&mut file)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(id: &str, time: &str) -> Meta {
+        Meta {
+            id: id.into(),
+            time: time.into(),
+            client: serde_json::json!({}),
+            sender: "a@b".into(),
+            recipients: vec!["c@d".into()],
+            rule: Some("r".into()),
+            reason: "held".into(),
+            level: "UNMARKED".into(),
+            marking: serde_json::json!({}),
+            size: 5,
+            sha256: String::new(),
+            released: None,
+        }
+    }
+
+    #[test]
+    fn put_list_get_delete_purge() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Quarantine::new(dir.path());
+        let spool = Spool::from_bytes(b"hello".to_vec());
+        q.put(&spool, meta("A1", "2026-01-01T00:00:00Z")).unwrap();
+        q.put(&spool, meta("B2", "2026-06-01T00:00:00Z")).unwrap();
+        let listed = q.list().unwrap();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(
+            listed[0].sha256,
+            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
+        assert_eq!(std::fs::read(q.message_path("A1").unwrap()).unwrap(), b"hello");
+        let gone = q
+            .purge(crate::timefmt::parse("2026-03-01").unwrap())
+            .unwrap();
+        assert_eq!(gone, vec!["A1".to_string()]);
+        q.delete("B2").unwrap();
+        assert!(q.list().unwrap().is_empty());
+        assert!(q.get("../etc").is_err());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(q.dir()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+}

@@ -1,0 +1,191 @@
+//! Turning a config into a running gateway: loading rules and directory into a snapshot,
+//! binding, serving until a signal, and reloading on SIGHUP or when a file changes.
+//! A reload that fails validation keeps the running rules and says why (log + metric).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::directory::Directory;
+use crate::gateway::{Gateway, Snapshot};
+use crate::metrics::Metrics;
+use crate::policy::{Policy, PolicyError};
+use crate::smtp::next_hop::NextHop;
+use crate::smtp::tls;
+use crate::yaml::YamlError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{0}")]
+    Policy(#[from] PolicyError),
+    #[error("{0}")]
+    Directory(#[from] YamlError),
+}
+
+/// Loads rules and directory named by the config (embedded defaults when absent).
+pub fn load_snapshot(config: &Config) -> Result<Snapshot, LoadError> {
+    let policy = match &config.rules {
+        Some(path) => Policy::load(path)?,
+        None => Policy::builtin()?,
+    };
+    let directory = match &config.directory {
+        Some(path) => Directory::load(path)?,
+        None => Directory::builtin(),
+    };
+    Ok(Snapshot::new(config.clone(), policy, directory))
+}
+
+/// Builds the gateway; every file is read and checked before anything listens.
+pub fn build(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Gateway> {
+    tls::install_provider();
+    let snapshot = load_snapshot(config)?;
+    let acceptor = match &config.tls {
+        Some(files) => Some(tls::acceptor(&files.cert, &files.key)?),
+        None => None,
+    };
+    let next_hop = NextHop::new(&config.upstream, &config.hostname)?;
+    crate::tracking::create_private_dir(&config.state_dir)
+        .map_err(|e| anyhow::anyhow!("state dir {}: {e}", config.state_dir.display()))?;
+    let gateway = Gateway::new(snapshot, acceptor, next_hop, metrics.clone());
+    metrics.rules_reloaded(true);
+    metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (n, bytes) = gateway.quarantine.usage();
+    metrics.quarantine_messages.set(n);
+    metrics.quarantine_bytes.set(bytes);
+    Ok(gateway)
+}
+
+/// Reloads rules and directory; on failure the running snapshot stays.
+pub fn reload(gateway: &Gateway) -> Result<(), LoadError> {
+    let config = gateway.snapshot().config.clone();
+    match load_snapshot(&config) {
+        Ok(snapshot) => {
+            gateway.swap(snapshot);
+            gateway.metrics.rules_reloaded(true);
+            tracing::info!("rules and directory reloaded");
+            Ok(())
+        }
+        Err(err) => {
+            gateway.metrics.rules_reloaded(false);
+            tracing::error!(error = %err, "reload failed; keeping the running rules");
+            Err(err)
+        }
+    }
+}
+
+fn mtimes(config: &Config) -> Vec<Option<SystemTime>> {
+    let files: Vec<&PathBuf> = config.rules.iter().chain(config.directory.iter()).collect();
+    files
+        .into_iter()
+        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+/// Runs `serve` until SIGTERM/SIGINT: SMTP, metrics, reloads and housekeeping.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let gateway = Arc::new(build(&config, metrics.clone())?);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for metrics: {e}"))?,
+        ),
+        None => None,
+    };
+    tracing::info!(listen = %config.listen, upstream = %config.upstream.address, rules = %gateway.snapshot().policy.source, "markgate serving");
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    if let Some(listener) = metrics_listener {
+        let mut rx = stop_rx.clone();
+        let dir = config.state_dir.clone();
+        let m = metrics.clone();
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = rx.changed().await;
+            };
+            if let Err(err) = crate::metrics::serve(listener, m, dir, stop).await {
+                tracing::error!(error = %err, "metrics endpoint failed");
+            }
+        });
+    }
+
+    // Next-hop probe for /readyz.
+    {
+        let g = gateway.clone();
+        tokio::spawn(async move {
+            loop {
+                if g.next_hop.probe().await.is_ok() {
+                    g.metrics.upstream_ok();
+                }
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+        });
+    }
+
+    // Reload on SIGHUP or when a watched file changes; housekeeping hourly.
+    {
+        let g = gateway.clone();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        tokio::spawn(async move {
+            let mut seen = mtimes(&g.snapshot().config);
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            let mut last_housekeeping = std::time::Instant::now() - Duration::from_secs(3600);
+            loop {
+                tokio::select! {
+                    _ = hup.recv() => {
+                        let _ = reload(&g);
+                        seen = mtimes(&g.snapshot().config);
+                    }
+                    _ = tick.tick() => {
+                        let now = mtimes(&g.snapshot().config);
+                        if now != seen {
+                            seen = now;
+                            let _ = reload(&g);
+                        }
+                    }
+                }
+                if last_housekeeping.elapsed() >= Duration::from_secs(3600) {
+                    last_housekeeping = std::time::Instant::now();
+                    housekeeping(&g);
+                }
+            }
+        });
+    }
+
+    let server = tokio::spawn(crate::smtp::server::serve(
+        listener,
+        gateway.clone(),
+        stop_rx.clone(),
+    ));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    Ok(())
+}
+
+/// Retention: tracking files past a year, quarantine past its days.
+fn housekeeping(g: &Gateway) {
+    let now = SystemTime::now();
+    if let Err(err) = g.tracking.expire(now) {
+        tracing::warn!(error = %err, "tracking retention failed");
+    }
+    let days = g.snapshot().config.quarantine.retention_days;
+    let cutoff = now - Duration::from_secs(days * 86_400);
+    match g.quarantine.purge(cutoff) {
+        Ok(ids) if !ids.is_empty() => tracing::info!(count = ids.len(), "quarantine purged"),
+        Ok(_) => {}
+        Err(err) => tracing::warn!(error = %err, "quarantine purge failed"),
+    }
+}

@@ -1,0 +1,8 @@
+//! The SMTP front end (server session, DATA reader, replies) and the next-hop client.
+
+pub mod data;
+pub mod next_hop;
+pub mod reply;
+pub mod server;
+pub mod session;
+pub mod tls;

@@ -1,0 +1,521 @@
+//! The next hop: forwards a passed message with its original envelope and bytes, over
+//! mail-send's low-level client, reusing idle connections.
+//!
+//! The one promise here: `send` returns `Ok` only after the next hop answered 250 to the
+//! end of data. Everything else is an error that says whether the next hop refused
+//! (its reply is mirrored to our client) or could not be reached or finished (451 4.4.1).
+
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use mail_send::SmtpClient;
+use smtp_proto::{Response, EXT_DSN, EXT_PIPELINING, EXT_START_TLS};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use super::reply::Reply;
+use super::tls::{self, TlsError};
+use crate::config::{TlsMode, Upstream};
+use crate::message::spool::{Spool, CHUNK};
+use crate::transaction::{Envelope, Recipient};
+
+/// The next hop's answer to a delivered message.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    /// The reply line, e.g. `250 2.0.0 Ok: queued as 4F2C`.
+    pub reply: String,
+    /// The next hop's queue id when its reply names one.
+    pub queue_id: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NextHopError {
+    /// The next hop answered with a refusal; mirror it.
+    #[error("next hop refused: {0}")]
+    Refused(Reply),
+    /// Down, timing out, dropping, or not offering required TLS: the client retries.
+    #[error("next hop unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl NextHopError {
+    /// What our client is told.
+    pub fn reply(&self) -> Reply {
+        match self {
+            NextHopError::Refused(reply) => reply.clone(),
+            NextHopError::Unavailable(detail) => Reply::upstream_unavailable(detail),
+        }
+    }
+
+    /// A bounded label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            NextHopError::Refused(r) if r.is_transient() => "refused_4xx",
+            NextHopError::Refused(_) => "refused_5xx",
+            NextHopError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+fn unavailable(what: &str, err: impl std::fmt::Display) -> NextHopError {
+    NextHopError::Unavailable(format!("{what}: {err}"))
+}
+
+/// A connection to the next hop, plain or after STARTTLS.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+struct Connection {
+    client: SmtpClient<Stream>,
+    dsn: bool,
+    pipelining: bool,
+    idle_since: Instant,
+}
+
+/// The configured next hop and its idle connections.
+pub struct NextHop {
+    cfg: Upstream,
+    helo: String,
+    connector: Option<TlsConnector>,
+    tls_name: String,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl NextHop {
+    pub fn new(cfg: &Upstream, helo: &str) -> Result<NextHop, TlsError> {
+        let connector = tls::connector(cfg.tls, cfg.ca_file.as_deref())?;
+        let host = cfg
+            .address
+            .rsplit_once(':')
+            .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
+            .unwrap_or(&cfg.address);
+        Ok(NextHop {
+            tls_name: cfg.tls_name.clone().unwrap_or_else(|| host.to_string()),
+            cfg: cfg.clone(),
+            helo: helo.to_string(),
+            connector,
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn address(&self) -> &str {
+        &self.cfg.address
+    }
+
+    /// Forwards the message: `prepend` (our added headers) then the spool, dot-stuffed.
+    pub async fn send(
+        &self,
+        envelope: &Envelope,
+        prepend: &[u8],
+        message: &Spool,
+    ) -> Result<Delivered, NextHopError> {
+        let mut conn = self.checkout().await?;
+        match self.transact(&mut conn, envelope, prepend, message).await {
+            Ok(delivered) => {
+                self.checkin(conn);
+                Ok(delivered)
+            }
+            Err(NextHopError::Refused(reply)) => {
+                // The session is still in step after a refusal: reset it and keep it.
+                if conn.client.rset().await.is_ok() {
+                    self.checkin(conn);
+                }
+                Err(NextHopError::Refused(reply))
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Checks that the next hop answers with a greeting (readiness probes, `check`).
+    pub async fn probe(&self) -> Result<(), NextHopError> {
+        let conn = self.connect().await?;
+        let _ = conn.client.quit().await;
+        Ok(())
+    }
+
+    async fn checkout(&self) -> Result<Connection, NextHopError> {
+        loop {
+            let candidate = {
+                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                idle.pop()
+            };
+            let Some(mut conn) = candidate else {
+                return self.connect().await;
+            };
+            if conn.idle_since.elapsed() > self.cfg.idle_timeout {
+                continue;
+            }
+            // RSET proves the connection is alive and starts a clean transaction.
+            if conn.client.rset().await.is_ok() {
+                return Ok(conn);
+            }
+        }
+    }
+
+    fn checkin(&self, mut conn: Connection) {
+        conn.idle_since = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < self.cfg.max_idle {
+            idle.push(conn);
+        }
+    }
+
+    async fn connect(&self) -> Result<Connection, NextHopError> {
+        let timeout = self.cfg.timeout;
+        let tcp = tokio::time::timeout(timeout, TcpStream::connect(&self.cfg.address))
+            .await
+            .map_err(|_| unavailable("connect", "timed out"))?
+            .map_err(|e| unavailable("connect", e))?;
+        let _ = tcp.set_nodelay(true);
+        let mut client = SmtpClient {
+            stream: Stream::Plain(tcp),
+            timeout,
+        };
+        let greeting = timed(timeout, client.read()).await?;
+        if greeting.code != 220 {
+            return Err(NextHopError::Unavailable(format!(
+                "greeting {}",
+                response_line(&greeting)
+            )));
+        }
+        let mut ehlo = client
+            .ehlo(&self.helo)
+            .await
+            .map_err(|e| unavailable("EHLO", e))?;
+        let offers_tls = ehlo.has_capability(EXT_START_TLS);
+        let mut client = match (&self.connector, offers_tls) {
+            (Some(connector), true) => {
+                let reply = client
+                    .cmd(b"STARTTLS\r\n")
+                    .await
+                    .map_err(|e| unavailable("STARTTLS", e))?;
+                if reply.code != 220 {
+                    if self.cfg.tls == TlsMode::Required {
+                        return Err(NextHopError::Unavailable(format!(
+                            "STARTTLS refused: {}",
+                            response_line(&reply)
+                        )));
+                    }
+                    client
+                } else {
+                    let Stream::Plain(tcp) = client.stream else {
+                        return Err(NextHopError::Unavailable("TLS twice".into()));
+                    };
+                    let name = rustls::pki_types::ServerName::try_from(self.tls_name.clone())
+                        .map_err(|e| unavailable("TLS name", e))?;
+                    let tls = tokio::time::timeout(timeout, connector.connect(name, tcp))
+                        .await
+                        .map_err(|_| unavailable("TLS handshake", "timed out"))?
+                        .map_err(|e| unavailable("TLS handshake", e))?;
+                    let mut client = SmtpClient {
+                        stream: Stream::Tls(Box::new(tls)),
+                        timeout,
+                    };
+                    ehlo = client
+                        .ehlo(&self.helo)
+                        .await
+                        .map_err(|e| unavailable("EHLO after STARTTLS", e))?;
+                    client
+                }
+            }
+            _ if self.cfg.tls == TlsMode::Required => {
+                // Never fall back to plaintext when TLS is required.
+                let _ = client.quit().await;
+                return Err(NextHopError::Unavailable(
+                    "next hop does not offer STARTTLS and TLS is required".into(),
+                ));
+            }
+            _ => client,
+        };
+        let _ = &mut client;
+        Ok(Connection {
+            dsn: ehlo.has_capability(EXT_DSN),
+            pipelining: ehlo.has_capability(EXT_PIPELINING),
+            client,
+            idle_since: Instant::now(),
+        })
+    }
+
+    async fn transact(
+        &self,
+        conn: &mut Connection,
+        envelope: &Envelope,
+        prepend: &[u8],
+        message: &Spool,
+    ) -> Result<Delivered, NextHopError> {
+        let size = message.len() + prepend.len() as u64;
+        let mut commands = vec![mail_command(envelope, size, conn.dsn)];
+        commands.extend(
+            envelope
+                .recipients
+                .iter()
+                .map(|r| rcpt_command(r, conn.dsn)),
+        );
+        let replies = if conn.pipelining {
+            conn.client
+                .cmds(&commands)
+                .await
+                .map_err(|e| unavailable("envelope", e))?
+        } else {
+            let mut replies = Vec::with_capacity(commands.len());
+            for command in &commands {
+                let reply = conn
+                    .client
+                    .cmd(command)
+                    .await
+                    .map_err(|e| unavailable("envelope", e))?;
+                let refused = reply.code >= 400;
+                replies.push(reply);
+                if refused {
+                    break;
+                }
+            }
+            replies
+        };
+        // One refused recipient refuses the whole message: splitting it would report
+        // delivery to our client for recipients that never got it. Prefer a 4xx, so the
+        // sender retries, over a 5xx, which bounces.
+        let refusal = replies
+            .iter()
+            .filter(|r| r.code >= 400)
+            .min_by_key(|r| r.code);
+        if let Some(reply) = refusal {
+            return Err(NextHopError::Refused(mirror(reply)));
+        }
+        let reply = conn
+            .client
+            .cmd(b"DATA\r\n")
+            .await
+            .map_err(|e| unavailable("DATA", e))?;
+        if reply.code != 354 {
+            return Err(refused_or_unavailable(&reply));
+        }
+        let stream = &mut conn.client.stream;
+        let data_timeout = self.cfg.data_timeout;
+        tokio::time::timeout(data_timeout, write_stuffed(stream, prepend, message))
+            .await
+            .map_err(|_| unavailable("sending data", "timed out"))?
+            .map_err(|e| unavailable("sending data", e))?;
+        let reply = timed(data_timeout, conn.client.read()).await?;
+        if reply.code / 100 != 2 {
+            return Err(refused_or_unavailable(&reply));
+        }
+        let line = response_line(&reply);
+        Ok(Delivered {
+            queue_id: queue_id_of(&reply.message),
+            reply: line,
+        })
+    }
+}
+
+async fn timed<F>(limit: Duration, f: F) -> Result<Response<String>, NextHopError>
+where
+    F: std::future::Future<Output = mail_send::Result<Response<String>>>,
+{
+    tokio::time::timeout(limit, f)
+        .await
+        .map_err(|_| unavailable("reply", "timed out"))?
+        .map_err(|e| unavailable("reply", e))
+}
+
+fn refused_or_unavailable(reply: &Response<String>) -> NextHopError {
+    if (400..600).contains(&reply.code) {
+        NextHopError::Refused(mirror(reply))
+    } else {
+        NextHopError::Unavailable(format!("unexpected reply {}", response_line(reply)))
+    }
+}
+
+/// The next hop's reply as ours; a 421 is not passed on as such, since it would tell our
+/// client that *we* are closing.
+fn mirror(reply: &Response<String>) -> Reply {
+    let status = if reply.esc[0] != 0 {
+        format!("{}.{}.{}", reply.esc[0], reply.esc[1], reply.esc[2])
+    } else if reply.code >= 500 {
+        "5.0.0".to_string()
+    } else {
+        "4.0.0".to_string()
+    };
+    let code = if reply.code == 421 { 451 } else { reply.code };
+    Reply::new(code, &status, format!("next hop said: {}", reply.message))
+}
+
+fn response_line(reply: &Response<String>) -> String {
+    if reply.esc[0] != 0 {
+        format!(
+            "{} {}.{}.{} {}",
+            reply.code, reply.esc[0], reply.esc[1], reply.esc[2], reply.message
+        )
+    } else {
+        format!("{} {}", reply.code, reply.message)
+    }
+}
+
+/// Postfix and most MTAs say `queued as ID`.
+fn queue_id_of(message: &str) -> Option<String> {
+    let rest = &message[message.find("queued as ")? + "queued as ".len()..];
+    let id: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect();
+    (!id.is_empty()).then_some(id)
+}
+
+fn mail_command(envelope: &Envelope, size: u64, dsn: bool) -> String {
+    let p = &envelope.params;
+    let mut cmd = format!("MAIL FROM:<{}> SIZE={size}", envelope.sender);
+    if let Some(body) = p.body {
+        cmd.push_str(" BODY=");
+        cmd.push_str(body);
+    }
+    if p.smtputf8 {
+        cmd.push_str(" SMTPUTF8");
+    }
+    if dsn {
+        if let Some(ret) = p.ret {
+            cmd.push_str(" RET=");
+            cmd.push_str(ret);
+        }
+        if let Some(envid) = &p.envid {
+            cmd.push_str(" ENVID=");
+            cmd.push_str(&xtext(envid));
+        }
+    }
+    cmd.push_str("\r\n");
+    cmd
+}
+
+fn rcpt_command(rcpt: &Recipient, dsn: bool) -> String {
+    let mut cmd = format!("RCPT TO:<{}>", rcpt.address);
+    if dsn {
+        if let Some(notify) = &rcpt.notify {
+            cmd.push_str(" NOTIFY=");
+            cmd.push_str(notify);
+        }
+        if let Some(orcpt) = &rcpt.orcpt {
+            cmd.push_str(" ORCPT=rfc822;");
+            cmd.push_str(&xtext(orcpt));
+        }
+    }
+    cmd.push_str("\r\n");
+    cmd
+}
+
+/// RFC 3461 xtext: `+`, `=`, controls and non-ASCII as `+HH`.
+fn xtext(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (b'!'..=b'~').contains(&b) && b != b'+' && b != b'=' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("+{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Writes the message as DATA content: dot-stuffed, then the end marker. Reads the spool a
+/// chunk at a time so a large message is never held whole.
+async fn write_stuffed(stream: &mut Stream, prepend: &[u8], message: &Spool) -> std::io::Result<()> {
+    let mut out = Vec::with_capacity(CHUNK + CHUNK / 8 + prepend.len());
+    out.extend_from_slice(prepend);
+    let mut at_line_start = prepend.is_empty() || prepend.ends_with(b"\n");
+    let mut buf = vec![0u8; CHUNK];
+    let mut offset = 0u64;
+    let mut last = prepend.last().copied();
+    while offset < message.len() {
+        let n = message.read_at(&mut buf, offset)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "spool shorter than its length",
+            ));
+        }
+        for &b in &buf[..n] {
+            if at_line_start && b == b'.' {
+                out.push(b'.');
+            }
+            out.push(b);
+            at_line_start = b == b'\n';
+        }
+        last = Some(buf[n - 1]);
+        offset += n as u64;
+        stream.write_all(&out).await?;
+        out.clear();
+    }
+    if last.is_some() && last != Some(b'\n') {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    stream.write_all(&out).await?;
+    stream.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_id_is_read_from_postfix_and_sink_replies() {
+        assert_eq!(queue_id_of("2.0.0 Ok: queued as 4F2C1A").as_deref(), Some("4F2C1A"));
+        assert_eq!(queue_id_of("Ok"), None);
+    }
+
+    #[test]
+    fn dsn_parameters_are_rebuilt_only_when_the_next_hop_speaks_dsn() {
+        let r = Recipient {
+            address: "a@b.cjsm.net".into(),
+            notify: Some("SUCCESS,FAILURE".into()),
+            orcpt: Some("a+x@b".into()),
+        };
+        assert_eq!(
+            rcpt_command(&r, true),
+            "RCPT TO:<a@b.cjsm.net> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;a+2Bx@b\r\n"
+        );
+        assert_eq!(rcpt_command(&r, false), "RCPT TO:<a@b.cjsm.net>\r\n");
+    }
+}

@@ -1,0 +1,177 @@
+//! Every SMTP reply markgate sends, built by named constructors, so the codes and texts can
+//! be read and reviewed in one place. Internal errors all become [`Reply::temp_failure`].
+
+use std::fmt;
+
+/// One SMTP reply: code, enhanced status and text (single line; multi-line replies are
+/// written by the EHLO handler directly).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Reply {
+    pub code: u16,
+    pub status: String,
+    pub text: String,
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.status.is_empty() {
+            write!(f, "{} {}", self.code, self.text)
+        } else {
+            write!(f, "{} {} {}", self.code, self.status, self.text)
+        }
+    }
+}
+
+impl Reply {
+    pub fn new(code: u16, status: &str, text: impl Into<String>) -> Reply {
+        // CR and LF in a reply text would let rule authors (or a mirrored upstream reply)
+        // inject extra reply lines; flatten them.
+        let text: String = text
+            .into()
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        Reply {
+            code,
+            status: status.to_string(),
+            text,
+        }
+    }
+
+    /// The wire form, CRLF terminated.
+    pub fn to_wire(&self) -> String {
+        format!("{self}\r\n")
+    }
+
+    pub fn is_positive(&self) -> bool {
+        (200..400).contains(&self.code)
+    }
+
+    pub fn is_transient(&self) -> bool {
+        (400..500).contains(&self.code)
+    }
+
+    pub fn ok() -> Reply {
+        Reply::new(250, "2.0.0", "OK")
+    }
+    pub fn sender_ok() -> Reply {
+        Reply::new(250, "2.1.0", "Sender OK")
+    }
+    pub fn recipient_ok() -> Reply {
+        Reply::new(250, "2.1.5", "Recipient OK")
+    }
+    pub fn queued(queue_id: &str, upstream: &str) -> Reply {
+        Reply::new(
+            250,
+            "2.0.0",
+            format!("Ok: queued as {queue_id} (next hop: {upstream})"),
+        )
+    }
+    pub fn quarantined(queue_id: &str) -> Reply {
+        Reply::new(
+            250,
+            "2.0.0",
+            format!("Ok: held for review as {queue_id}"),
+        )
+    }
+    pub fn start_data() -> Reply {
+        Reply::new(354, "", "End data with <CR><LF>.<CR><LF>")
+    }
+    pub fn ready_for_tls() -> Reply {
+        Reply::new(220, "2.0.0", "Ready to start TLS")
+    }
+    pub fn bye(host: &str) -> Reply {
+        Reply::new(221, "2.0.0", format!("{host} closing connection"))
+    }
+    pub fn vrfy() -> Reply {
+        Reply::new(
+            252,
+            "2.5.2",
+            "Cannot VRFY user, but will accept message and attempt delivery",
+        )
+    }
+    pub fn help() -> Reply {
+        Reply::new(
+            214,
+            "2.0.0",
+            "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY STARTTLS",
+        )
+    }
+    pub fn too_many_connections() -> Reply {
+        Reply::new(421, "4.7.0", "Too many connections, try again later")
+    }
+    pub fn timeout(host: &str) -> Reply {
+        Reply::new(421, "4.4.2", format!("{host} Error: timeout exceeded"))
+    }
+    pub fn shutting_down(host: &str) -> Reply {
+        Reply::new(421, "4.3.2", format!("{host} Service shutting down"))
+    }
+    pub fn too_many_errors() -> Reply {
+        Reply::new(421, "4.7.0", "Too many errors, closing connection")
+    }
+    pub fn too_many_recipients(max: usize) -> Reply {
+        Reply::new(452, "4.5.3", format!("Too many recipients (at most {max})"))
+    }
+    /// Any internal failure: the sending MTA keeps the message and retries.
+    pub fn temp_failure() -> Reply {
+        Reply::new(451, "4.3.0", "Local error in processing, try again later")
+    }
+    pub fn upstream_unavailable(detail: &str) -> Reply {
+        Reply::new(
+            451,
+            "4.4.1",
+            format!("Next hop unavailable ({detail}), try again later"),
+        )
+    }
+    pub fn unrecognized() -> Reply {
+        Reply::new(500, "5.5.2", "Command not recognized")
+    }
+    pub fn line_too_long() -> Reply {
+        Reply::new(500, "5.5.2", "Line too long")
+    }
+    pub fn syntax(detail: &str) -> Reply {
+        Reply::new(501, "5.5.4", format!("Syntax: {detail}"))
+    }
+    pub fn not_implemented() -> Reply {
+        Reply::new(502, "5.5.1", "Command not implemented")
+    }
+    pub fn bad_sequence(detail: &str) -> Reply {
+        Reply::new(503, "5.5.1", detail.to_string())
+    }
+    pub fn tls_required() -> Reply {
+        Reply::new(530, "5.7.0", "Must issue a STARTTLS command first")
+    }
+    pub fn tls_not_available() -> Reply {
+        Reply::new(454, "4.7.0", "TLS not available")
+    }
+    pub fn relay_denied() -> Reply {
+        Reply::new(554, "5.7.1", "Relay access denied")
+    }
+    pub fn message_too_big(max: u64) -> Reply {
+        Reply::new(
+            552,
+            "5.3.4",
+            format!("Message size exceeds fixed maximum message size ({max} bytes)"),
+        )
+    }
+    pub fn bad_line_in_data(max: usize) -> Reply {
+        Reply::new(
+            500,
+            "5.5.2",
+            format!("Message has a line longer than {max} bytes; refused"),
+        )
+    }
+    pub fn bare_newline() -> Reply {
+        Reply::new(
+            550,
+            "5.5.2",
+            "Message contains a bare CR or LF; refused (RFC 5321 section 2.3.8)",
+        )
+    }
+    pub fn unsupported_parameter(param: &str) -> Reply {
+        Reply::new(555, "5.5.4", format!("Unsupported parameter {param}"))
+    }
+    pub fn no_valid_recipients() -> Reply {
+        Reply::new(554, "5.5.1", "No valid recipients")
+    }
+}

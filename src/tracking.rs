@@ -1,0 +1,139 @@
+//! The message-tracking log: one JSON object per line per transaction, in daily files
+//! (`tracking-YYYY-MM-DD.jsonl`) under the state dir, kept for the retention period (CJSM:
+//! one year). A record is written before the final reply; if it cannot be, the transaction
+//! fails closed with 451 (DESIGN invariants 2 and 3).
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use crate::timefmt;
+
+pub struct Tracking {
+    dir: PathBuf,
+    retention: Duration,
+    current: Mutex<Option<(String, File)>>,
+}
+
+impl Tracking {
+    pub fn new(state_dir: &Path, retention_days: u64) -> Tracking {
+        Tracking {
+            dir: state_dir.join("tracking"),
+            retention: Duration::from_secs(retention_days * 86_400),
+            current: Mutex::new(None),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Appends one record to the file of `now`'s day; returns only once the line has been
+    /// handed to the kernel in one write.
+    pub fn append(&self, record: &serde_json::Value, now: SystemTime) -> io::Result<()> {
+        let mut line = serde_json::to_vec(record)?;
+        line.push(b'\n');
+        let day = timefmt::date(now);
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.as_ref().is_none_or(|(d, _)| *d != day) {
+            create_private_dir(&self.dir)?;
+            let path = self.dir.join(format!("tracking-{day}.jsonl"));
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(path)?;
+            *current = Some((day, file));
+        }
+        let Some((_, file)) = current.as_mut() else {
+            return Err(io::Error::other("tracking file not open"));
+        };
+        if let Err(err) = file.write_all(&line).and_then(|_| file.flush()) {
+            // Reopen next time: the file may have been rotated away or the disk freed.
+            *current = None;
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// Deletes daily files older than the retention; returns how many went.
+    pub fn expire(&self, now: SystemTime) -> io::Result<usize> {
+        let cutoff = timefmt::date(now.checked_sub(self.retention).unwrap_or(SystemTime::UNIX_EPOCH));
+        let mut removed = 0;
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Ok(0);
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(day) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("tracking-"))
+                .and_then(|n| n.strip_suffix(".jsonl"))
+            else {
+                continue;
+            };
+            if day < cutoff.as_str() {
+                std::fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Every record, oldest file first (search and reindex read this).
+    pub fn records(&self) -> io::Result<Vec<serde_json::Value>> {
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+                .collect(),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => return Err(err),
+        };
+        files.sort();
+        let mut out = Vec::new();
+        for path in files {
+            let reader = io::BufReader::new(File::open(&path)?);
+            for line in reader.lines() {
+                let line = line?;
+                if let Ok(value) = serde_json::from_str(&line) {
+                    out.push(value);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Creates a directory (and parents) readable by its owner only.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_rotate_daily_and_expire_after_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tracking::new(dir.path(), 365);
+        let day = Duration::from_secs(86_400);
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        t.append(&serde_json::json!({"n": 1}), start).unwrap();
+        t.append(&serde_json::json!({"n": 2}), start + day).unwrap();
+        t.append(&serde_json::json!({"n": 3}), start + day * 400).unwrap();
+        assert_eq!(std::fs::read_dir(t.dir()).unwrap().count(), 3);
+        assert_eq!(t.expire(start + day * 400).unwrap(), 2);
+        let left = t.records().unwrap();
+        assert_eq!(left, vec![serde_json::json!({"n": 3})]);
+    }
+}

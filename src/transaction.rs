@@ -1,0 +1,96 @@
+//! What both front ends (SMTP and milter) hand to policy: who connected, over what, the
+//! envelope and the spooled message. Nothing here knows about a protocol.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::message::Spool;
+
+/// The connecting client as the front end saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientInfo {
+    pub addr: String,
+    pub helo: String,
+}
+
+/// The TLS facts of the client connection.
+#[derive(Debug, Clone, Serialize)]
+pub struct TlsInfo {
+    pub version: String,
+    pub cipher: String,
+}
+
+/// ESMTP parameters of MAIL FROM, kept so the next hop sees them as the client sent them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MailParams {
+    /// `7BIT`, `8BITMIME` or `BINARYMIME`.
+    pub body: Option<&'static str>,
+    pub smtputf8: bool,
+    /// `FULL` or `HDRS`.
+    pub ret: Option<&'static str>,
+    pub envid: Option<String>,
+}
+
+/// One recipient with its DSN parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    pub address: String,
+    /// `SUCCESS,FAILURE,DELAY` or `NEVER`, as given.
+    pub notify: Option<String>,
+    /// The original recipient (ORCPT), decoded.
+    pub orcpt: Option<String>,
+}
+
+impl Recipient {
+    pub fn plain(address: &str) -> Recipient {
+        Recipient {
+            address: address.to_string(),
+            notify: None,
+            orcpt: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Envelope {
+    /// Empty for the null sender `<>`.
+    pub sender: String,
+    pub params: MailParams,
+    pub recipients: Vec<Recipient>,
+}
+
+/// One message on its way through markgate.
+#[derive(Debug)]
+pub struct Transaction {
+    /// markgate's queue id: unique per transaction, in every log, record and reply.
+    pub id: String,
+    pub received: SystemTime,
+    pub client: ClientInfo,
+    pub tls: Option<TlsInfo>,
+    pub envelope: Envelope,
+    pub message: Spool,
+}
+
+/// A queue id: time-ordered and unique within the process (and, with the pid, across
+/// instances on one host), 16 upper-case hex digits like Postfix's long ids.
+pub fn new_queue_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let micros = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mix = (u64::from(std::process::id()) << 20) ^ n;
+    format!("{:011X}{:05X}", micros & 0xFFF_FFFF_FFFF, mix & 0xFFFFF)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn queue_ids_are_unique() {
+        let ids: std::collections::HashSet<_> = (0..10_000).map(|_| super::new_queue_id()).collect();
+        assert_eq!(ids.len(), 10_000);
+    }
+}
