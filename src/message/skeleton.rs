@@ -107,10 +107,12 @@ impl Reducer {
             }
         }
         if self.body == Some(Body::Text) {
+            // Once the head is full, every later line is tail, however short.
             if self.kept + line.len() <= TEXT_HEAD {
                 self.kept += line.len();
                 self.out.extend_from_slice(line);
             } else {
+                self.kept = usize::MAX / 2;
                 self.tail_len += line.len();
                 self.tail.push_back(line.to_vec());
                 while self.tail_len > TEXT_TAIL {
@@ -210,5 +212,25 @@ mod tests {
         assert!(text.contains("SECRET plan.pdf"));
         assert!(text.contains("Hello\r\nRESTRICTED\r\n"));
         assert!(text.ends_with("--b1--\r\n"));
+    }
+}
+
+#[cfg(test)]
+mod tail_tests {
+    use super::*;
+
+    #[test]
+    fn last_lines_of_a_huge_text_part_are_kept() {
+        let mut msg = String::from("Subject: big\r\n\r\n");
+        for _ in 0..100_000 {
+            msg.push_str("zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz\r\n");
+        }
+        msg.push_str("\r\nJane Doe\r\nTel: 020 7946 0018\r\n");
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::new(1024, dir.path());
+        spool.write(msg.as_bytes()).unwrap();
+        let view = view(&spool).unwrap();
+        let text = String::from_utf8_lossy(&view);
+        assert!(text.ends_with("Jane Doe\r\nTel: 020 7946 0018\r\n"), "{}", &text[text.len() - 200..]);
     }
 }

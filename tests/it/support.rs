@@ -1,0 +1,484 @@
+//! Real peers for the integration tests: markgate itself as a child process, Postfix's
+//! smtp-sink as the next hop, swaks / smtplib / smtp-source as clients, a raw SMTP client
+//! for hostile input, and a private Postfix instance. Everything listens on 127.0.0.1 and
+//! every process a test starts is stopped by PID when its handle drops.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("nothing listening on {port}");
+}
+
+/// Waits until `f` holds or panics after `secs`.
+pub fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_markgate")
+}
+
+pub fn tool_available(path: &str) -> bool {
+    Path::new(path).exists()
+}
+
+/// Postfix's smtp-sink, dumping each message to a file.
+pub struct Sink {
+    child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl Sink {
+    /// `args` are failure modes such as `["-r", "."]`.
+    pub fn start(args: &[&str]) -> Sink {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut perms = std::fs::metadata(dir.path()).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o777);
+        std::fs::set_permissions(dir.path(), perms).unwrap();
+        let port = free_port();
+        let template = format!("{}/%H%M%S", dir.path().display());
+        let child = Command::new("/usr/sbin/smtp-sink")
+            .args(["-u", "nobody", "-d", &template])
+            .args(args)
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("64")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("smtp-sink (apt-get install postfix)");
+        wait_port(port);
+        Sink { child, port, dir }
+    }
+
+    /// Every dumped message, as written (smtp-sink prepends its own X- and Received lines).
+    pub fn messages(&self) -> Vec<Vec<u8>> {
+        let mut paths: Vec<_> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        paths.sort();
+        paths.iter().map(|p| std::fs::read(p).unwrap()).collect()
+    }
+
+    pub fn wait_for(&self, n: usize) -> Vec<Vec<u8>> {
+        eventually(20, "messages at the sink", || self.messages().len() >= n);
+        // smtp-sink writes the file as data arrives; give it a moment to finish.
+        std::thread::sleep(Duration::from_millis(100));
+        self.messages()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The part of a sink dump from markgate's Received header on. smtp-sink writes its dumps
+/// with LF line ends and its own X- headers and Received line first.
+pub fn from_markgate(dump: &[u8]) -> String {
+    let text = String::from_utf8_lossy(dump).to_string();
+    let starts: Vec<usize> = text.match_indices("Received:").map(|(i, _)| i).collect();
+    match starts.get(1) {
+        Some(&i) => text[i..].to_string(),
+        None => text,
+    }
+}
+
+/// The message after markgate's added headers (Received, X-Markgate-*), LF line ends, with
+/// the blank lines smtp-sink appends removed.
+pub fn strip_added(dump: &[u8]) -> String {
+    let text = from_markgate(dump);
+    let mut lines = text.split_inclusive('\n').peekable();
+    let mut skipped = 0;
+    while let Some(line) = lines.peek() {
+        let added = line.starts_with("Received:")
+            || line.starts_with("X-Markgate-")
+            || line.starts_with('\t')
+            || line.starts_with(' ');
+        if !added {
+            break;
+        }
+        skipped += line.len();
+        lines.next();
+    }
+    text[skipped..].trim_end_matches('\n').to_string() + "\n"
+}
+
+/// Options for a markgate instance.
+#[derive(Default, Clone)]
+pub struct Opts {
+    /// Extra lines under `limits:` (indented two spaces).
+    pub limits: Vec<String>,
+    /// Extra lines under `upstream:`.
+    pub upstream: Vec<String>,
+    /// Extra top-level YAML.
+    pub top: Vec<String>,
+}
+
+/// `markgate serve` as a child process with its own state dir.
+pub struct Markgate {
+    child: Option<Child>,
+    pub port: u16,
+    pub metrics_port: u16,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Markgate {
+    pub fn start(upstream_port: u16) -> Markgate {
+        Markgate::with(upstream_port, Opts::default())
+    }
+
+    pub fn with(upstream_port: u16, opts: Opts) -> Markgate {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let metrics_port = free_port();
+        let mut yaml = format!(
+            "listen: 127.0.0.1:{port}\nmetrics_listen: 127.0.0.1:{metrics_port}\nstate_dir: {}\nhostname: markgate.test\n",
+            dir.path().join("state").display()
+        );
+        yaml.push_str("limits:\n");
+        if !opts.limits.iter().any(|l| l.starts_with("command_timeout")) {
+            yaml.push_str("  command_timeout: 30s\n");
+        }
+        for l in &opts.limits {
+            yaml.push_str(&format!("  {l}\n"));
+        }
+        yaml.push_str(&format!(
+            "upstream:\n  address: 127.0.0.1:{upstream_port}\n  timeout: 10s\n"
+        ));
+        if !opts.upstream.iter().any(|l| l.starts_with("tls:")) {
+            yaml.push_str("  tls: none\n");
+        }
+        for l in &opts.upstream {
+            yaml.push_str(&format!("  {l}\n"));
+        }
+        for l in &opts.top {
+            yaml.push_str(l);
+            yaml.push('\n');
+        }
+        let config = dir.path().join("markgate.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        let log = dir.path().join("markgate.log");
+        let mut mg = Markgate {
+            child: None,
+            port,
+            metrics_port,
+            dir,
+            config,
+            log,
+        };
+        mg.spawn();
+        mg
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(&self.log).unwrap();
+        let child = Command::new(bin())
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .env("MARKGATE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("markgate");
+        self.child = Some(child);
+        wait_port(self.port);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+    }
+
+    /// Peak resident memory in kB (VmHWM).
+    pub fn peak_rss_kb(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(self.metrics_port, "/metrics").1
+    }
+
+    /// Every tracking record written so far.
+    pub fn records(&self) -> Vec<serde_json::Value> {
+        let dir = self.state().join("tracking");
+        let mut out = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                for line in std::fs::read_to_string(e.path()).unwrap().lines() {
+                    out.push(serde_json::from_str(line).unwrap());
+                }
+            }
+        }
+        out
+    }
+
+    /// Runs a markgate subcommand against this instance's config.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = Command::new(bin());
+        cmd.args(args);
+        cmd.arg("--config").arg(&self.config);
+        cmd.output().unwrap()
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Markgate {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (code, body)
+}
+
+/// A raw SMTP client: write exactly the bytes a test wants, read replies line by line.
+pub struct Raw {
+    reader: BufReader<TcpStream>,
+    pub stream: TcpStream,
+}
+
+impl Raw {
+    pub fn connect(port: u16) -> Raw {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        Raw {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            stream,
+        }
+    }
+
+    /// Reads one (possibly multi-line) reply; returns its lines joined with `\n`.
+    pub fn reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            let n = self.reader.read_line(&mut line).unwrap_or(0);
+            if n == 0 {
+                return all;
+            }
+            let done = line.as_bytes().get(3) != Some(&b'-');
+            all.push_str(line.trim_end());
+            if done {
+                return all;
+            }
+            all.push('\n');
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// Sends a command line and returns its reply.
+    pub fn cmd(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes());
+        self.reply()
+    }
+
+    /// Greeting, EHLO, MAIL, RCPT..., DATA; returns the DATA reply.
+    pub fn start(port: u16, from: &str, to: &[&str]) -> Raw {
+        let mut raw = Raw::connect(port);
+        assert!(raw.reply().starts_with("220"));
+        assert!(raw.cmd("EHLO client.test").starts_with("250"));
+        assert!(raw.cmd(&format!("MAIL FROM:<{from}>")).starts_with("250"));
+        for t in to {
+            let r = raw.cmd(&format!("RCPT TO:<{t}>"));
+            assert!(r.starts_with("250"), "{r}");
+        }
+        let r = raw.cmd("DATA");
+        assert!(r.starts_with("354"), "{r}");
+        raw
+    }
+
+    /// True once the server closed the connection.
+    pub fn closed(&mut self) -> bool {
+        let mut buf = [0u8; 1];
+        matches!(self.reader.read(&mut buf), Ok(0) | Err(_))
+    }
+}
+
+/// A message that passes the default rules to a CJSM recipient.
+pub fn good_message(subject: &str) -> String {
+    format!(
+        "From: jane@police.cjsm.net\r\nTo: bob@cps.cjsm.net\r\nSubject: {subject}\r\nMessage-ID: <{}@test>\r\n\r\nHello Bob,\r\n\r\nThe file is attached.\r\n\r\nJane Doe\r\nTel: 020 7946 0018\r\nThis e-mail is intended solely for the addressee.\r\n",
+        subject.len()
+    )
+}
+
+/// Sends one message with Python's smtplib; returns (code, reply text) of the end of data,
+/// or the refusal of an earlier command.
+pub fn smtplib_send(port: u16, from: &str, to: &[&str], msg: &str) -> (u16, String) {
+    let script = r#"
+import smtplib, sys, json
+port, sender, rcpts, path = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
+data = open(path, 'rb').read()
+s = smtplib.SMTP('127.0.0.1', port, timeout=60)
+s.ehlo('smtplib.test')
+try:
+    code, resp = s.mail(sender)
+    if code != 250: print(code, resp.decode()); sys.exit(0)
+    for r in rcpts:
+        code, resp = s.rcpt(r)
+        if code != 250: print(code, resp.decode()); sys.exit(0)
+    code, resp = s.data(data)
+    print(code, resp.decode())
+finally:
+    try: s.quit()
+    except Exception: pass
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("msg.eml");
+    std::fs::write(&path, msg).unwrap();
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(port.to_string())
+        .arg(from)
+        .arg(serde_json::to_string(to).unwrap())
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        !text.is_empty(),
+        "smtplib failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, rest) = text.split_once(' ').unwrap_or((&text, ""));
+    (code.parse().unwrap_or(0), rest.to_string())
+}
+
+/// Runs swaks; returns its whole transcript.
+pub fn swaks(port: u16, args: &[&str]) -> String {
+    let out = Command::new("swaks")
+        .args(["--server", &format!("127.0.0.1:{port}"), "--timeout", "60"])
+        .args(args)
+        .output()
+        .expect("swaks (apt-get install swaks)");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A CA and a server certificate for `localhost`/127.0.0.1, made with openssl.
+pub struct TestCa {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let run = |args: &[&str]| {
+            let st = Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(st.success(), "openssl {args:?}");
+        };
+        run(&[
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+            "-days", "2", "-subj", "/CN=markgate test CA",
+        ]);
+        run(&[
+            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+            "-subj", "/CN=localhost",
+        ]);
+        std::fs::write(
+            d.join("ext.cnf"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        run(&[
+            "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf",
+        ]);
+        TestCa { dir }
+    }
+
+    pub fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+}
