@@ -17,7 +17,11 @@ use crate::quarantine::Quarantine;
 use crate::transaction::{ClientInfo, Envelope, Recipient, Transaction};
 
 #[derive(Parser, Debug)]
-#[command(name = "markgate", version, about = "Outbound mail gateway for CJSM protective markings")]
+#[command(
+    name = "markgate",
+    version,
+    about = "Outbound mail gateway for CJSM protective markings"
+)]
 pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_parser = ["text", "json"], default_value = "text")]
@@ -295,11 +299,20 @@ fn check(args: &ConfigArgs, run_tests: bool) -> anyhow::Result<ExitCode> {
 }
 
 /// Runs a message through the same evaluate step `serve` uses.
-fn evaluate(snapshot: &Snapshot, raw: Vec<u8>, from: &str, to: &[String]) -> crate::gateway::Evaluation {
+fn evaluate(
+    snapshot: &Snapshot,
+    raw: Vec<u8>,
+    from: &str,
+    to: &[String],
+) -> crate::gateway::Evaluation {
     let mut recipients: Vec<Recipient> = to.iter().map(|a| Recipient::plain(a)).collect();
     if recipients.is_empty() {
         if let Ok(c) = snapshot.classifier.classify(&raw) {
-            recipients = c.header_recipients.iter().map(|a| Recipient::plain(a)).collect();
+            recipients = c
+                .header_recipients
+                .iter()
+                .map(|a| Recipient::plain(a))
+                .collect();
         }
     }
     let txn = Transaction {
@@ -320,7 +333,13 @@ fn evaluate(snapshot: &Snapshot, raw: Vec<u8>, from: &str, to: &[String]) -> cra
     snapshot.evaluate(&txn)
 }
 
-fn classify(config: &Config, as_json: bool, from: &str, to: &[String], path: &Path) -> anyhow::Result<ExitCode> {
+fn classify(
+    config: &Config,
+    as_json: bool,
+    from: &str,
+    to: &[String],
+    path: &Path,
+) -> anyhow::Result<ExitCode> {
     let snapshot = crate::runtime::load_snapshot(config)?;
     let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let eval = evaluate(&snapshot, raw, from, to);
@@ -344,12 +363,24 @@ fn classify(config: &Config, as_json: bool, from: &str, to: &[String], path: &Pa
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("marking:     {} (rank {})", m.level_name(), m.rank().map(|r| r.to_string()).unwrap_or_else(|| "none: must be protected".into()));
+    println!(
+        "marking:     {} (rank {})",
+        m.level_name(),
+        m.rank()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "none: must be protected".into())
+    );
     if !m.descriptors.is_empty() {
-        println!("descriptors: {}", m.descriptors.iter().cloned().collect::<Vec<_>>().join(", "));
+        println!(
+            "descriptors: {}",
+            m.descriptors.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
     }
     if !m.caveats.is_empty() {
-        println!("caveats:     {}", m.caveats.iter().cloned().collect::<Vec<_>>().join(", "));
+        println!(
+            "caveats:     {}",
+            m.caveats.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
     }
     for e in &m.evidence {
         println!("  found {:<20} in {:<28} {:?}", e.level, e.source, e.text);
@@ -357,13 +388,30 @@ fn classify(config: &Config, as_json: bool, from: &str, to: &[String], path: &Pa
     if m.evidence.is_empty() {
         println!("  no marking found anywhere (UNMARKED)");
     }
-    println!("signature:   {}", if eval.classification.signature { "present" } else { "absent" });
-    println!("statement:   {}", if eval.classification.confidentiality_statement { "present" } else { "absent" });
+    println!(
+        "signature:   {}",
+        if eval.classification.signature {
+            "present"
+        } else {
+            "absent"
+        }
+    );
+    println!(
+        "statement:   {}",
+        if eval.classification.confidentiality_statement {
+            "present"
+        } else {
+            "absent"
+        }
+    );
     for (a, c) in &eval.recipients {
         println!("recipient:   {a} ({})", c.name());
     }
     for hit in &v.matched {
-        println!("matched:     {} ({}, would {})", hit.id, hit.mode, hit.action);
+        println!(
+            "matched:     {} ({}, would {})",
+            hit.id, hit.mode, hit.action
+        );
     }
     println!(
         "decision:    {} by {} -> {}",
@@ -387,15 +435,27 @@ fn quarantine(command: QuarantineCommand) -> anyhow::Result<ExitCode> {
             let config = config.load()?;
             let q = Quarantine::new(&config.state_dir);
             let since = since
-                .map(|s| crate::timefmt::parse(&s).map(crate::timefmt::rfc3339).context("--since: use YYYY-MM-DD or RFC 3339"))
+                .map(|s| {
+                    crate::timefmt::parse(&s)
+                        .map(crate::timefmt::rfc3339)
+                        .context("--since: use YYYY-MM-DD or RFC 3339")
+                })
                 .transpose()?;
             let list: Vec<_> = q
                 .list()?
                 .into_iter()
                 .filter(|m| since.as_ref().is_none_or(|s| m.time >= *s))
                 .filter(|m| rule.as_ref().is_none_or(|r| m.rule.as_ref() == Some(r)))
-                .filter(|m| sender.as_ref().is_none_or(|s| m.sender.eq_ignore_ascii_case(s)))
-                .filter(|m| recipient.as_ref().is_none_or(|r| m.recipients.iter().any(|x| x.eq_ignore_ascii_case(r))))
+                .filter(|m| {
+                    sender
+                        .as_ref()
+                        .is_none_or(|s| m.sender.eq_ignore_ascii_case(s))
+                })
+                .filter(|m| {
+                    recipient
+                        .as_ref()
+                        .is_none_or(|r| m.recipients.iter().any(|x| x.eq_ignore_ascii_case(r)))
+                })
                 .collect();
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
@@ -415,10 +475,17 @@ fn quarantine(command: QuarantineCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        QuarantineCommand::Show { config, json, raw, id } => {
+        QuarantineCommand::Show {
+            config,
+            json,
+            raw,
+            id,
+        } => {
             let config = config.load()?;
             let q = Quarantine::new(&config.state_dir);
-            let meta = q.get(&id).with_context(|| format!("no quarantined message {id}"))?;
+            let meta = q
+                .get(&id)
+                .with_context(|| format!("no quarantined message {id}"))?;
             let bytes = std::fs::read(q.message_path(&id)?)?;
             if raw {
                 use std::io::Write;
@@ -432,16 +499,26 @@ fn quarantine(command: QuarantineCommand) -> anyhow::Result<ExitCode> {
                 .unwrap_or(bytes.len());
             let headers = String::from_utf8_lossy(&bytes[..end]).to_string();
             if json {
-                println!("{}", serde_json::to_string_pretty(&json!({"meta": meta, "headers": headers}))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({"meta": meta, "headers": headers}))?
+                );
             } else {
                 println!("{}", serde_json::to_string_pretty(&meta)?);
                 println!("\n{headers}");
             }
             Ok(ExitCode::SUCCESS)
         }
-        QuarantineCommand::Release { config, force, by, id } => {
+        QuarantineCommand::Release {
+            config,
+            force,
+            by,
+            id,
+        } => {
             let config = config.load()?;
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(release(&config, &id, force, by))
         }
         QuarantineCommand::Delete { config, id } => {
@@ -463,10 +540,17 @@ fn quarantine(command: QuarantineCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn release(config: &Config, id: &str, force: bool, by: Option<String>) -> anyhow::Result<ExitCode> {
+async fn release(
+    config: &Config,
+    id: &str,
+    force: bool,
+    by: Option<String>,
+) -> anyhow::Result<ExitCode> {
     crate::smtp::tls::install_provider();
     let q = Quarantine::new(&config.state_dir);
-    let mut meta = q.get(id).with_context(|| format!("no quarantined message {id}"))?;
+    let mut meta = q
+        .get(id)
+        .with_context(|| format!("no quarantined message {id}"))?;
     let raw = std::fs::read(q.message_path(id)?)?;
     let snapshot = crate::runtime::load_snapshot(config)?;
     let to: Vec<String> = meta.recipients.clone();
@@ -477,7 +561,10 @@ async fn release(config: &Config, id: &str, force: bool, by: Option<String>) -> 
             eprintln!(
                 "refused: the current rules reject this message ({}: {}); use --force to override",
                 eval.verdict.rule.as_deref().unwrap_or("-"),
-                eval.verdict.reply.map(|r| r.to_string()).unwrap_or_default()
+                eval.verdict
+                    .reply
+                    .map(|r| r.to_string())
+                    .unwrap_or_default()
             );
             return Ok(ExitCode::FAILURE);
         }
@@ -494,12 +581,19 @@ async fn release(config: &Config, id: &str, force: bool, by: Option<String>) -> 
     let now = std::time::SystemTime::now();
     let header = format!(
         "X-Markgate-Released: by {} at {} (held as {id})\r\n",
-        who.chars().filter(|c| c.is_ascii_graphic()).collect::<String>(),
+        who.chars()
+            .filter(|c| c.is_ascii_graphic())
+            .collect::<String>(),
         crate::timefmt::rfc5322(now)
     );
-    match next_hop.send(&envelope, header.as_bytes(), &Spool::from_bytes(raw)).await {
+    match next_hop
+        .send(&envelope, header.as_bytes(), &Spool::from_bytes(raw))
+        .await
+    {
         Ok(delivered) => {
-            meta.released = Some(json!({"by": who, "time": crate::timefmt::rfc3339(now), "reply": delivered.reply}));
+            meta.released = Some(
+                json!({"by": who, "time": crate::timefmt::rfc3339(now), "reply": delivered.reply}),
+            );
             let record = json!({
                 "time": crate::timefmt::rfc3339(now),
                 "queue_id": id,
@@ -542,7 +636,8 @@ fn track(command: TrackCommand) -> anyhow::Result<ExitCode> {
         until,
     } = command;
     let config = config.load()?;
-    let tracking = crate::tracking::Tracking::new(&config.state_dir, config.tracking.retention_days);
+    let tracking =
+        crate::tracking::Tracking::new(&config.state_dir, config.tracking.retention_days);
     let parse_time = |s: Option<String>, flag: &str| -> anyhow::Result<Option<String>> {
         s.map(|s| {
             crate::timefmt::parse(&s)
@@ -553,24 +648,38 @@ fn track(command: TrackCommand) -> anyhow::Result<ExitCode> {
     };
     let since = parse_time(since, "--since")?;
     let until = parse_time(until, "--until")?;
-    let text = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+    let text = |v: &serde_json::Value, k: &str| {
+        v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string()
+    };
     let found: Vec<serde_json::Value> = tracking
         .records()?
         .into_iter()
-        .filter(|r| message_id.as_ref().is_none_or(|m| text(r, "message_id") == *m))
-        .filter(|r| sender.as_ref().is_none_or(|s| text(r, "sender").eq_ignore_ascii_case(s)))
+        .filter(|r| {
+            message_id
+                .as_ref()
+                .is_none_or(|m| text(r, "message_id") == *m)
+        })
+        .filter(|r| {
+            sender
+                .as_ref()
+                .is_none_or(|s| text(r, "sender").eq_ignore_ascii_case(s))
+        })
         .filter(|r| {
             recipient.as_ref().is_none_or(|want| {
                 r.get("recipients")
                     .and_then(|x| x.as_array())
-                    .is_some_and(|a| a.iter().any(|x| text(x, "address").eq_ignore_ascii_case(want)))
+                    .is_some_and(|a| {
+                        a.iter()
+                            .any(|x| text(x, "address").eq_ignore_ascii_case(want))
+                    })
             })
         })
         .filter(|r| action.as_ref().is_none_or(|a| text(r, "action") == *a))
         .filter(|r| rule.as_ref().is_none_or(|x| text(r, "rule") == *x))
         .filter(|r| {
             level.as_ref().is_none_or(|l| {
-                r.get("marking").is_some_and(|m| text(m, "level").eq_ignore_ascii_case(l))
+                r.get("marking")
+                    .is_some_and(|m| text(m, "level").eq_ignore_ascii_case(l))
             })
         })
         .filter(|r| since.as_ref().is_none_or(|s| text(r, "time") >= *s))

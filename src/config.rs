@@ -398,8 +398,7 @@ mod tests {
 
     #[test]
     fn durations_read_as_humans_write_them() {
-        let c: Config =
-            yaml::from_str("limits:\n  command_timeout: 2m\n", "c.yaml").unwrap();
+        let c: Config = yaml::from_str("limits:\n  command_timeout: 2m\n", "c.yaml").unwrap();
         assert_eq!(c.limits.command_timeout, Duration::from_secs(120));
     }
 }

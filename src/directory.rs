@@ -74,8 +74,11 @@ impl Directory {
 
     pub fn from_file(file: DirectoryFile) -> Directory {
         let mut dir = Directory::builtin();
-        dir.suffixes
-            .extend(file.cjsm_suffixes.iter().map(|s| normalize(s.trim_start_matches('.'))));
+        dir.suffixes.extend(
+            file.cjsm_suffixes
+                .iter()
+                .map(|s| normalize(s.trim_start_matches('.'))),
+        );
         dir.cjsm_domains = file.cjsm_domains.iter().map(|d| normalize(d)).collect();
         dir.cjsm_addresses = file.cjsm_addresses.iter().map(|a| normalize(a)).collect();
         dir.trusted_domains = file.trusted_domains.iter().map(|d| normalize(d)).collect();

@@ -193,7 +193,12 @@ impl Gateway {
                     time: timefmt::rfc3339(txn.received),
                     client: json!({"addr": txn.client.addr, "helo": txn.client.helo}),
                     sender: txn.envelope.sender.clone(),
-                    recipients: txn.envelope.recipients.iter().map(|r| r.address.clone()).collect(),
+                    recipients: txn
+                        .envelope
+                        .recipients
+                        .iter()
+                        .map(|r| r.address.clone())
+                        .collect(),
                     rule: verdict.rule.clone(),
                     reason: verdict
                         .rule
@@ -324,7 +329,11 @@ pub fn added_headers(snap: &Snapshot, txn: &Transaction, eval: &Evaluation) -> S
 
 /// Control characters in attacker-supplied values are escaped before they reach a record.
 fn clean(s: &str) -> String {
-    s.chars().flat_map(char::escape_default).collect::<String>().replace("\\'", "'").replace("\\\"", "\"")
+    s.chars()
+        .flat_map(char::escape_default)
+        .collect::<String>()
+        .replace("\\'", "'")
+        .replace("\\\"", "\"")
 }
 
 fn record(
@@ -336,11 +345,16 @@ fn record(
 ) -> serde_json::Value {
     use sha2::Digest;
     let c = &eval.classification;
-    let subject = c.subject.as_deref().map(|s| match snap.config.tracking.subject {
-        SubjectPolicy::Keep => json!(clean(s)),
-        SubjectPolicy::Hash => json!(format!("sha256:{:x}", sha2::Sha256::digest(s.as_bytes()))),
-        SubjectPolicy::Drop => serde_json::Value::Null,
-    });
+    let subject = c
+        .subject
+        .as_deref()
+        .map(|s| match snap.config.tracking.subject {
+            SubjectPolicy::Keep => json!(clean(s)),
+            SubjectPolicy::Hash => {
+                json!(format!("sha256:{:x}", sha2::Sha256::digest(s.as_bytes())))
+            }
+            SubjectPolicy::Drop => serde_json::Value::Null,
+        });
     let recipients: Vec<_> = if eval.recipients.is_empty() {
         txn.envelope
             .recipients
@@ -354,7 +368,11 @@ fn record(
             .collect()
     };
     let (outcome_name, next_hop, error) = match outcome {
-        Outcome::Delivered(d) => ("delivered", json!({"reply": d.reply, "queue_id": d.queue_id}), None),
+        Outcome::Delivered(d) => (
+            "delivered",
+            json!({"reply": d.reply, "queue_id": d.queue_id}),
+            None,
+        ),
         Outcome::Held => ("held", serde_json::Value::Null, None),
         Outcome::Refused => ("refused", serde_json::Value::Null, None),
         Outcome::Deferred(e) => ("deferred", serde_json::Value::Null, Some(clean(e))),

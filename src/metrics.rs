@@ -102,19 +102,71 @@ impl Metrics {
             ready: AtomicBool::new(false),
             registry: Registry::default(),
         };
-        registry.register("messages", "Decisions by action, rule, level and mode", m.messages.clone());
-        registry.register("recipients", "Recipients by directory class", m.recipients.clone());
-        registry.register("smtp_sessions_active", "Open SMTP sessions", m.sessions_active.clone());
-        registry.register("smtp_sessions", "SMTP sessions by outcome", m.sessions.clone());
-        registry.register("smtp_replies", "SMTP replies by code class", m.replies.clone());
-        registry.register("decision_seconds", "Time to classify and decide", m.decision_seconds.clone());
-        registry.register("transaction_seconds", "End of data to final reply", m.transaction_seconds.clone());
-        registry.register("upstream_seconds", "Time the next hop took", m.upstream_seconds.clone());
-        registry.register("message_size_bytes", "Message sizes", m.message_size.clone());
-        registry.register("upstream_errors", "Next-hop failures by kind", m.upstream_errors.clone());
-        registry.register("quarantine_messages", "Messages in quarantine", m.quarantine_messages.clone());
-        registry.register("quarantine_bytes", "Bytes in quarantine", m.quarantine_bytes.clone());
-        registry.register("rules_reload", "Rule reloads by result", m.rules_reload.clone());
+        registry.register(
+            "messages",
+            "Decisions by action, rule, level and mode",
+            m.messages.clone(),
+        );
+        registry.register(
+            "recipients",
+            "Recipients by directory class",
+            m.recipients.clone(),
+        );
+        registry.register(
+            "smtp_sessions_active",
+            "Open SMTP sessions",
+            m.sessions_active.clone(),
+        );
+        registry.register(
+            "smtp_sessions",
+            "SMTP sessions by outcome",
+            m.sessions.clone(),
+        );
+        registry.register(
+            "smtp_replies",
+            "SMTP replies by code class",
+            m.replies.clone(),
+        );
+        registry.register(
+            "decision_seconds",
+            "Time to classify and decide",
+            m.decision_seconds.clone(),
+        );
+        registry.register(
+            "transaction_seconds",
+            "End of data to final reply",
+            m.transaction_seconds.clone(),
+        );
+        registry.register(
+            "upstream_seconds",
+            "Time the next hop took",
+            m.upstream_seconds.clone(),
+        );
+        registry.register(
+            "message_size_bytes",
+            "Message sizes",
+            m.message_size.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Next-hop failures by kind",
+            m.upstream_errors.clone(),
+        );
+        registry.register(
+            "quarantine_messages",
+            "Messages in quarantine",
+            m.quarantine_messages.clone(),
+        );
+        registry.register(
+            "quarantine_bytes",
+            "Bytes in quarantine",
+            m.quarantine_bytes.clone(),
+        );
+        registry.register(
+            "rules_reload",
+            "Rule reloads by result",
+            m.rules_reload.clone(),
+        );
         registry.register(
             "rules_loaded_timestamp_seconds",
             "When the running rules were loaded",

@@ -51,7 +51,10 @@ impl Quarantine {
 
     fn path(&self, id: &str, ext: &str) -> io::Result<PathBuf> {
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "bad quarantine id"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "bad quarantine id",
+            ));
         }
         Ok(self.dir.join(format!("{id}.{ext}")))
     }
@@ -61,15 +64,12 @@ impl Quarantine {
         create_private_dir(&self.dir)?;
         let eml = self.path(&meta.id, "eml")?;
         let mut hasher = Sha256::new();
-        let result = write_atomic(&eml, |f| {
+        write_atomic(&eml, |f| {
             spool.for_each_chunk(|chunk| {
                 hasher.update(chunk);
                 f.write_all(chunk)
             })
-        });
-        if let Err(err) = result {
-            return Err(err);
-        }
+        })?;
         meta.sha256 = format!("{:x}", hasher.finalize());
         let json = serde_json::to_vec_pretty(&meta)?;
         if let Err(err) = write_atomic(&self.path(&meta.id, "json")?, |f| f.write_all(&json)) {
@@ -205,7 +205,10 @@ mod tests {
             listed[0].sha256,
             "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
         );
-        assert_eq!(std::fs::read(q.message_path("A1").unwrap()).unwrap(), b"hello");
+        assert_eq!(
+            std::fs::read(q.message_path("A1").unwrap()).unwrap(),
+            b"hello"
+        );
         let gone = q
             .purge(crate::timefmt::parse("2026-03-01").unwrap())
             .unwrap();

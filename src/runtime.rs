@@ -51,7 +51,9 @@ pub fn build(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Gateway> 
         .map_err(|e| anyhow::anyhow!("state dir {}: {e}", config.state_dir.display()))?;
     let gateway = Gateway::new(snapshot, acceptor, next_hop, metrics.clone());
     metrics.rules_reloaded(true);
-    metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    metrics
+        .ready
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let (n, bytes) = gateway.quarantine.usage();
     metrics.quarantine_messages.set(n);
     metrics.quarantine_bytes.set(bytes);

@@ -61,7 +61,10 @@ impl Tracking {
 
     /// Deletes daily files older than the retention; returns how many went.
     pub fn expire(&self, now: SystemTime) -> io::Result<usize> {
-        let cutoff = timefmt::date(now.checked_sub(self.retention).unwrap_or(SystemTime::UNIX_EPOCH));
+        let cutoff = timefmt::date(
+            now.checked_sub(self.retention)
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+        );
         let mut removed = 0;
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return Ok(0);
@@ -130,7 +133,8 @@ mod tests {
         let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         t.append(&serde_json::json!({"n": 1}), start).unwrap();
         t.append(&serde_json::json!({"n": 2}), start + day).unwrap();
-        t.append(&serde_json::json!({"n": 3}), start + day * 400).unwrap();
+        t.append(&serde_json::json!({"n": 3}), start + day * 400)
+            .unwrap();
         assert_eq!(std::fs::read_dir(t.dir()).unwrap().count(), 3);
         assert_eq!(t.expire(start + day * 400).unwrap(), 2);
         let left = t.records().unwrap();

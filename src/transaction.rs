@@ -90,7 +90,8 @@ pub fn new_queue_id() -> String {
 mod tests {
     #[test]
     fn queue_ids_are_unique() {
-        let ids: std::collections::HashSet<_> = (0..10_000).map(|_| super::new_queue_id()).collect();
+        let ids: std::collections::HashSet<_> =
+            (0..10_000).map(|_| super::new_queue_id()).collect();
         assert_eq!(ids.len(), 10_000);
     }
 }

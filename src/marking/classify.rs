@@ -134,7 +134,9 @@ impl Walk<'_> {
                 let found = places::header_value(&value);
                 self.add(found, &format!("{prefix}x-protective-marking"), &value);
             } else if key.eq_ignore_ascii_case("msip_labels") {
-                for (parsed, name) in places::msip_labels(&value, &self.classifier.config.msip_labels) {
+                for (parsed, name) in
+                    places::msip_labels(&value, &self.classifier.config.msip_labels)
+                {
                     self.add(Some(parsed), &format!("{prefix}msip_labels"), &name);
                 }
             } else if key.eq_ignore_ascii_case("Sensitivity") {
@@ -157,7 +159,12 @@ impl Walk<'_> {
         }
     }
 
-    fn entity(&mut self, mail: &ParsedMail, prefix: &str, depth: usize) -> Result<(), ClassifyError> {
+    fn entity(
+        &mut self,
+        mail: &ParsedMail,
+        prefix: &str,
+        depth: usize,
+    ) -> Result<(), ClassifyError> {
         self.message_headers(mail, prefix);
         self.part(mail, prefix, depth)
     }
@@ -189,7 +196,9 @@ impl Walk<'_> {
             }
         } else if mimetype == "message/rfc822" || mimetype == "message/global" {
             if depth + 1 > self.classifier.config.max_depth {
-                return Err(ClassifyError::TooComplex("attached messages nested too deep"));
+                return Err(ClassifyError::TooComplex(
+                    "attached messages nested too deep",
+                ));
             }
             let body = part.get_body_raw()?;
             let inner = mailparse::parse_mail(&body)?;
@@ -234,9 +243,8 @@ fn last_lines(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-static PHONE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"\+?\(?\d[\d\s().-]{8,}\d").expect("phone regex")
-});
+static PHONE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\+?\(?\d[\d\s().-]{8,}\d").expect("phone regex"));
 static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+").expect("email regex")
 });

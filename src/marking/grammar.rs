@@ -38,7 +38,8 @@ static CAVEAT: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 static DESCRIPTOR: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(&format!(r"^({})(?:$|[\s\-:/,_;])", DESCRIPTORS.join("|"))).expect("descriptor regex")
+    Regex::new(&format!(r"^({})(?:$|[\s\-:/,_;])", DESCRIPTORS.join("|")))
+        .expect("descriptor regex")
 });
 
 static SPACES: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\s+").expect("spaces regex"));

@@ -34,7 +34,9 @@ fn in_title(text: &str, separators: &[&str]) -> Vec<(Parsed, String)> {
     // Bracketed anywhere.
     let mut rest = text;
     while let Some(open) = rest.find('[') {
-        let Some(close) = rest[open..].find(']') else { break };
+        let Some(close) = rest[open..].find(']') else {
+            break;
+        };
         let inner = &rest[open + 1..open + close];
         if let Some(p) = grammar::parse(inner) {
             found.push((p, rest[open..=open + close].to_string()));
@@ -105,10 +107,13 @@ pub fn header_value(value: &str) -> Option<Parsed> {
 /// RFC 2156 `Sensitivity:` — only `Private` is a marking (PRIVATE); `Personal` and
 /// `Company-Confidential` are Outlook settings, not GPMS levels.
 pub fn sensitivity(value: &str) -> Option<Parsed> {
-    value.trim().eq_ignore_ascii_case("private").then(|| Parsed {
-        level: Some(Level::Private),
-        ..Parsed::default()
-    })
+    value
+        .trim()
+        .eq_ignore_ascii_case("private")
+        .then(|| Parsed {
+            level: Some(Level::Private),
+            ..Parsed::default()
+        })
 }
 
 /// `msip_labels`: for each enabled label, its `_Name` through the configured map (by GUID or
@@ -198,9 +203,15 @@ mod tests {
             ("RESTRICTED - COMMERCIAL: tender", "RESTRICTED"),
             ("Witness list - RESTRICTED", "RESTRICTED"),
             ("[OFFICIAL-SENSITIVE] Referral", "OFFICIAL-SENSITIVE"),
-            ("OFFICIAL-SENSITIVE: PERSONAL - victim", "OFFICIAL-SENSITIVE"),
+            (
+                "OFFICIAL-SENSITIVE: PERSONAL - victim",
+                "OFFICIAL-SENSITIVE",
+            ),
             ("[SEC=OFFICIAL:Sensitive] Report", "OFFICIAL-SENSITIVE"),
-            ("[NOT PROTECTIVELY MARKED] Office closure", "NOT PROTECTIVELY MARKED"),
+            (
+                "[NOT PROTECTIVELY MARKED] Office closure",
+                "NOT PROTECTIVELY MARKED",
+            ),
             ("Re: FW: SECRET // plan", "SECRET"),
         ] {
             assert_eq!(levels(subject(s)).first().copied(), Some(want), "{s}");
@@ -228,7 +239,10 @@ mod tests {
 
     #[test]
     fn file_names() {
-        assert_eq!(levels(file_name("RESTRICTED - witness list.docx")), ["RESTRICTED"]);
+        assert_eq!(
+            levels(file_name("RESTRICTED - witness list.docx")),
+            ["RESTRICTED"]
+        );
         assert_eq!(levels(file_name("[SECRET] plan.pdf")), ["SECRET"]);
         assert_eq!(
             levels(file_name("OFFICIAL-SENSITIVE_report.xlsx")),
@@ -247,7 +261,10 @@ mod tests {
     #[test]
     fn msip_enabled_labels_only() {
         let v = "MSIP_Label_3c6e_Enabled=true; MSIP_Label_3c6e_Name=OFFICIAL-SENSITIVE; MSIP_Label_9f_Enabled=false; MSIP_Label_9f_Name=SECRET";
-        assert_eq!(levels(msip_labels(v, &HashMap::new())), ["OFFICIAL-SENSITIVE"]);
+        assert_eq!(
+            levels(msip_labels(v, &HashMap::new())),
+            ["OFFICIAL-SENSITIVE"]
+        );
         let mut map = HashMap::new();
         map.insert("3c6e".to_string(), "RESTRICTED".to_string());
         assert_eq!(levels(msip_labels(v, &map)), ["RESTRICTED"]);

@@ -223,7 +223,9 @@ mod tail_tests {
     fn last_lines_of_a_huge_text_part_are_kept() {
         let mut msg = String::from("Subject: big\r\n\r\n");
         for _ in 0..100_000 {
-            msg.push_str("zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz\r\n");
+            msg.push_str(
+                "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz\r\n",
+            );
         }
         msg.push_str("\r\nJane Doe\r\nTel: 020 7946 0018\r\n");
         let dir = tempfile::tempdir().unwrap();
@@ -231,6 +233,10 @@ mod tail_tests {
         spool.write(msg.as_bytes()).unwrap();
         let view = view(&spool).unwrap();
         let text = String::from_utf8_lossy(&view);
-        assert!(text.ends_with("Jane Doe\r\nTel: 020 7946 0018\r\n"), "{}", &text[text.len() - 200..]);
+        assert!(
+            text.ends_with("Jane Doe\r\nTel: 020 7946 0018\r\n"),
+            "{}",
+            &text[text.len() - 200..]
+        );
     }
 }

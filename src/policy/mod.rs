@@ -137,7 +137,10 @@ fn compile(spec: &Condition) -> Result<Compiled, String> {
             }
         }
     }
-    for rank in [spec.rank_at_least, spec.rank_at_most].into_iter().flatten() {
+    for rank in [spec.rank_at_least, spec.rank_at_most]
+        .into_iter()
+        .flatten()
+    {
         if rank > 5 {
             return Err(format!("rank {rank} is out of range 0..=5"));
         }
@@ -201,7 +204,12 @@ impl Policy {
                     message,
                 }
             };
-            if rule.id.is_empty() || !rule.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            if rule.id.is_empty()
+                || !rule
+                    .id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
                 return Err(invalid("id must be letters, digits, - or _".into()));
             }
             if !seen.insert(rule.id.clone()) {
@@ -347,7 +355,10 @@ fn holds(c: &Compiled, f: &Facts) -> bool {
         || !check(s.marked, marking.is_sensitive())
         || !check(s.null_sender, f.sender.is_empty())
         || !check(s.signature, f.classification.signature)
-        || !check(s.confidentiality_statement, f.classification.confidentiality_statement)
+        || !check(
+            s.confidentiality_statement,
+            f.classification.confidentiality_statement,
+        )
         || !check(s.tls, f.tls)
     {
         return false;
@@ -436,9 +447,11 @@ fn holds(c: &Compiled, f: &Facts) -> bool {
         return false;
     }
     if !c.attachment_type.is_empty()
-        && !attachments
-            .iter()
-            .any(|a| c.attachment_type.iter().any(|r| r.is_match(&a.content_type)))
+        && !attachments.iter().any(|a| {
+            c.attachment_type
+                .iter()
+                .any(|r| r.is_match(&a.content_type))
+        })
     {
         return false;
     }

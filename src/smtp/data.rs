@@ -189,7 +189,10 @@ mod tests {
         let wire = b"Subject: x\r\n\r\n..leading dot\r\nbody\r\n.\r\nQUIT\r\n";
         for step in 1..=wire.len() {
             let (msg, fault, consumed) = run(wire, step);
-            assert_eq!(msg, b"Subject: x\r\n\r\n.leading dot\r\nbody\r\n", "step {step}");
+            assert_eq!(
+                msg, b"Subject: x\r\n\r\n.leading dot\r\nbody\r\n",
+                "step {step}"
+            );
             assert_eq!(fault, None);
             assert_eq!(consumed, Some(wire.len() - 6), "step {step}");
         }

@@ -460,7 +460,11 @@ fn xtext(s: &str) -> String {
 
 /// Writes the message as DATA content: dot-stuffed, then the end marker. Reads the spool a
 /// chunk at a time so a large message is never held whole.
-async fn write_stuffed(stream: &mut Stream, prepend: &[u8], message: &Spool) -> std::io::Result<()> {
+async fn write_stuffed(
+    stream: &mut Stream,
+    prepend: &[u8],
+    message: &Spool,
+) -> std::io::Result<()> {
     let mut out = Vec::with_capacity(CHUNK + CHUNK / 8 + prepend.len());
     out.extend_from_slice(prepend);
     let mut at_line_start = prepend.is_empty() || prepend.ends_with(b"\n");
@@ -501,7 +505,10 @@ mod tests {
 
     #[test]
     fn queue_id_is_read_from_postfix_and_sink_replies() {
-        assert_eq!(queue_id_of("2.0.0 Ok: queued as 4F2C1A").as_deref(), Some("4F2C1A"));
+        assert_eq!(
+            queue_id_of("2.0.0 Ok: queued as 4F2C1A").as_deref(),
+            Some("4F2C1A")
+        );
         assert_eq!(queue_id_of("Ok"), None);
     }
 

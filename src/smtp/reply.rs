@@ -68,11 +68,7 @@ impl Reply {
         )
     }
     pub fn quarantined(queue_id: &str) -> Reply {
-        Reply::new(
-            250,
-            "2.0.0",
-            format!("Ok: held for review as {queue_id}"),
-        )
+        Reply::new(250, "2.0.0", format!("Ok: held for review as {queue_id}"))
     }
     pub fn start_data() -> Reply {
         Reply::new(354, "", "End data with <CR><LF>.<CR><LF>")

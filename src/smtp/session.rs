@@ -367,7 +367,8 @@ impl Session {
         let last = lines.len() - 1;
         for (i, line) in lines.iter().enumerate() {
             let sep = if i == last { ' ' } else { '-' };
-            self.out.extend_from_slice(format!("250{sep}{line}\r\n").as_bytes());
+            self.out
+                .extend_from_slice(format!("250{sep}{line}\r\n").as_bytes());
         }
         self.gateway.metrics.reply(250);
         Next::Read
@@ -570,7 +571,9 @@ fn parse_error_reply(err: &smtp_proto::Error) -> Reply {
         E::InvalidSenderAddress => Reply::new(501, "5.1.7", "Bad sender address syntax"),
         E::InvalidRecipientAddress => Reply::new(501, "5.1.3", "Bad recipient address syntax"),
         E::SyntaxError { syntax } => Reply::syntax(syntax),
-        E::InvalidParameter { param } => Reply::new(501, "5.5.4", format!("Invalid parameter {param}")),
+        E::InvalidParameter { param } => {
+            Reply::new(501, "5.5.4", format!("Invalid parameter {param}"))
+        }
         E::UnsupportedParameter { param } => {
             let shown: String = param.chars().filter(|c| !c.is_control()).take(64).collect();
             Reply::unsupported_parameter(&shown)

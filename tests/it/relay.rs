@@ -16,7 +16,10 @@ fn swaks_message_reaches_the_sink_byte_identical_apart_from_added_headers() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.eml");
     std::fs::write(&path, &msg).unwrap();
-    let out = swaks(mg.port, &["--from", FROM, "--to", TO, "--data", path.to_str().unwrap()]);
+    let out = swaks(
+        mg.port,
+        &["--from", FROM, "--to", TO, "--data", path.to_str().unwrap()],
+    );
     assert!(out.contains("<-  250 2.0.0 Ok: queued as"), "{out}");
     let dumps = sink.wait_for(1);
     // smtp-sink stores LF line ends; everything else must be the bytes that were sent.
@@ -188,7 +191,9 @@ fn too_many_recipients_get_452() {
     raw.reply();
     raw.cmd(&format!("MAIL FROM:<{FROM}>"));
     for i in 0..3 {
-        assert!(raw.cmd(&format!("RCPT TO:<r{i}@cps.cjsm.net>")).starts_with("250"));
+        assert!(raw
+            .cmd(&format!("RCPT TO:<r{i}@cps.cjsm.net>"))
+            .starts_with("250"));
     }
     let r = raw.cmd("RCPT TO:<r4@cps.cjsm.net>");
     assert!(r.starts_with("452 4.5.3"), "{r}");
@@ -304,9 +309,17 @@ fn commands_have_their_rfc_replies() {
     let mg = Markgate::start(sink.port);
     let mut raw = Raw::connect(mg.port);
     raw.reply();
-    assert!(raw.cmd(&format!("MAIL FROM:<{FROM}>")).starts_with("503 5.5.1"));
+    assert!(raw
+        .cmd(&format!("MAIL FROM:<{FROM}>"))
+        .starts_with("503 5.5.1"));
     let ehlo = raw.cmd("EHLO c.test");
-    for ext in ["PIPELINING", "SIZE", "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8"] {
+    for ext in [
+        "PIPELINING",
+        "SIZE",
+        "8BITMIME",
+        "ENHANCEDSTATUSCODES",
+        "SMTPUTF8",
+    ] {
         assert!(ehlo.contains(ext), "{ehlo}");
     }
     assert!(!ehlo.contains("STARTTLS"), "no certificate, no STARTTLS");
@@ -317,8 +330,13 @@ fn commands_have_their_rfc_replies() {
     assert!(raw.cmd("DATA").starts_with("503"));
     assert!(raw.cmd("BDAT 10 LAST").starts_with("502"));
     assert!(raw.cmd("FOO").starts_with("500"));
-    assert!(raw.cmd(&format!("MAIL FROM:<{FROM}> BODY=8BITMIME SMTPUTF8")).starts_with("250"));
-    assert!(raw.cmd(&format!("MAIL FROM:<{FROM}>")).starts_with("503"), "nested MAIL");
+    assert!(raw
+        .cmd(&format!("MAIL FROM:<{FROM}> BODY=8BITMIME SMTPUTF8"))
+        .starts_with("250"));
+    assert!(
+        raw.cmd(&format!("MAIL FROM:<{FROM}>")).starts_with("503"),
+        "nested MAIL"
+    );
     assert!(raw.cmd("RSET").starts_with("250"));
     assert!(raw.cmd("QUIT").starts_with("221"));
 }
@@ -332,7 +350,11 @@ fn require_tls_refuses_mail_before_starttls() {
         Opts {
             top: vec![
                 "require_tls: true".into(),
-                format!("tls: {{cert: {}, key: {}}}", ca.path("server.pem"), ca.path("server.key")),
+                format!(
+                    "tls: {{cert: {}, key: {}}}",
+                    ca.path("server.pem"),
+                    ca.path("server.key")
+                ),
             ],
             ..Opts::default()
         },
@@ -347,12 +369,23 @@ fn require_tls_refuses_mail_before_starttls() {
     std::fs::write(msg.path(), good_message("[OFFICIAL] tls")).unwrap();
     let out = swaks(
         mg.port,
-        &["--tls", "--from", FROM, "--to", TO, "--data", msg.path().to_str().unwrap()],
+        &[
+            "--tls",
+            "--from",
+            FROM,
+            "--to",
+            TO,
+            "--data",
+            msg.path().to_str().unwrap(),
+        ],
     );
     assert!(out.contains("<~  250 2.0.0 Ok: queued"), "{out}");
     sink.wait_for(1);
     let rec = &mg.records()[0];
-    assert!(rec["tls"]["version"].as_str().unwrap().contains("TLS"), "{rec}");
+    assert!(
+        rec["tls"]["version"].as_str().unwrap().contains("TLS"),
+        "{rec}"
+    );
 }
 
 #[test]
@@ -383,7 +416,10 @@ fn plaintext_pipelined_after_starttls_is_discarded() {
         .set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
     let extra = raw.reply();
-    assert!(!extra.starts_with("250"), "injected command answered: {extra}");
+    assert!(
+        !extra.starts_with("250"),
+        "injected command answered: {extra}"
+    );
 }
 
 #[test]
@@ -493,9 +529,17 @@ fn smtp_source_load_all_messages_arrive() {
         .arg(format!("127.0.0.1:{}", mg.port))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let dumps = sink.wait_for(50);
     assert_eq!(dumps.len(), 50);
-    let passes = mg.records().iter().filter(|r| r["outcome"] == "delivered").count();
+    let passes = mg
+        .records()
+        .iter()
+        .filter(|r| r["outcome"] == "delivered")
+        .count();
     assert_eq!(passes, 50);
 }

@@ -1,0 +1,215 @@
+//! A real Postfix in front of markgate: a private instance under a temp dir with
+//! `relayhost = [127.0.0.1]:PORT`, as a site would point its own Postfix at markgate.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::support::*;
+
+/// A private Postfix instance; stopped with `postfix -c DIR stop` when dropped.
+pub struct Postfix {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Postfix {
+    fn etc(&self) -> PathBuf {
+        self.dir.path().join("etc")
+    }
+
+    /// Starts smtpd on a free port; `main_extra` lines go into main.cf.
+    pub fn start(main_extra: &[String]) -> Postfix {
+        let dir = tempfile::Builder::new().prefix("pf").tempdir().unwrap();
+        let d = dir.path();
+        for sub in ["etc", "queue", "data"] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        set_mode(d, 0o755);
+        Command::new("chown")
+            .args(["postfix"])
+            .arg(d.join("data"))
+            .status()
+            .unwrap();
+        let port = free_port();
+        let mut main = format!(
+            "compatibility_level = 3.6
+queue_directory = {q}
+data_directory = {data}
+mail_owner = postfix
+setgid_group = postdrop
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = postfix.test
+mydestination =
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject
+smtp_dns_support_level = disabled
+smtp_host_lookup = native
+alias_maps =
+alias_database =
+local_recipient_maps =
+maillog_file = {d}/maillog
+maillog_file_prefixes = {d}
+smtp_tls_security_level = none
+",
+            q = d.join("queue").display(),
+            data = d.join("data").display(),
+            d = d.display(),
+        );
+        for l in main_extra {
+            main.push_str(l);
+            main.push('\n');
+        }
+        std::fs::write(d.join("etc/main.cf"), main).unwrap();
+        let master = format!(
+            "127.0.0.1:{port} inet n - n - - smtpd
+pickup unix n - n 60 1 pickup
+cleanup unix n - n - 0 cleanup
+qmgr unix n - n 300 1 qmgr
+tlsmgr unix - - n 1000? 1 tlsmgr
+rewrite unix - - n - - trivial-rewrite
+bounce unix - - n - 0 bounce
+defer unix - - n - 0 bounce
+trace unix - - n - 0 bounce
+verify unix - - n - 1 verify
+flush unix n - n 1000? 0 flush
+proxymap unix - - n - - proxymap
+smtp unix - - n - - smtp
+relay unix - - n - - smtp
+showq unix n - n - - showq
+error unix - - n - - error
+retry unix - - n - - error
+discard unix - - n - - discard
+anvil unix - - n - 1 anvil
+scache unix - - n - 1 scache
+postlog unix-dgram n - n - 1 postlogd
+"
+        );
+        std::fs::write(d.join("etc/master.cf"), master).unwrap();
+        let pf = Postfix { dir, port };
+        let check = pf.postfix(&["check"]);
+        assert!(
+            check.status.success(),
+            "postfix check: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        let start = pf.postfix(&["start"]);
+        assert!(
+            start.status.success(),
+            "postfix start: {}",
+            String::from_utf8_lossy(&start.stderr)
+        );
+        wait_port(port);
+        pf
+    }
+
+    fn postfix(&self, args: &[&str]) -> std::process::Output {
+        Command::new("/usr/sbin/postfix")
+            .arg("-c")
+            .arg(self.etc())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("maillog")).unwrap_or_default()
+    }
+
+    /// The queue as `postqueue -j` lists it.
+    pub fn queue(&self) -> String {
+        let out = Command::new("/usr/sbin/postqueue")
+            .arg("-c")
+            .arg(self.etc())
+            .arg("-j")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        let _ = self.postfix(&["stop"]);
+    }
+}
+
+fn set_mode(p: &Path, mode: u32) {
+    let mut perms = std::fs::metadata(p).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, mode);
+    std::fs::set_permissions(p, perms).unwrap();
+}
+
+fn message() -> String {
+    "From: jane@police.cjsm.net\r\nTo: bob@cps.cjsm.net\r\nDate: Tue, 24 Nov 2026 10:00:00 +0000\r\nMessage-ID: <pf-1@police.cjsm.net>\r\nSubject: [RESTRICTED] Case file 4411\r\n\r\nHello Bob,\r\n\r\n..a line that starts with a dot survives.\r\n\r\nJane Doe\r\nTel: 020 7946 0018\r\n".to_string()
+}
+
+#[test]
+fn postfix_relayhost_sends_through_markgate_byte_identical_apart_from_added_headers() {
+    let sink = Sink::start(&[]);
+    let mg = Markgate::start(sink.port);
+    let pf = Postfix::start(&[format!("relayhost = [127.0.0.1]:{}", mg.port)]);
+    let msg = message();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &msg).unwrap();
+    let out = swaks(
+        pf.port,
+        &[
+            "--from",
+            "jane@police.cjsm.net",
+            "--to",
+            "bob@cps.cjsm.net",
+            "--data",
+            file.path().to_str().unwrap(),
+        ],
+    );
+    assert!(out.contains("<-  250 2.0.0 Ok: queued as"), "{out}");
+    let dumps = sink.wait_for(1);
+    // Postfix adds its own Received line in front of markgate's; after both, the message
+    // is the one that was sent.
+    let text = String::from_utf8_lossy(&dumps[0]).to_string();
+    let mg_at = text.find("(markgate)").expect("markgate Received header");
+    let body_at = text[mg_at..].find("From: ").unwrap() + mg_at;
+    assert_eq!(
+        text[body_at..].trim_end_matches('\n').to_string() + "\n",
+        msg.replace("\r\n", "\n"),
+        "postfix log:\n{}",
+        pf.log()
+    );
+    assert!(text[mg_at..body_at].contains("X-Markgate-Marking: RESTRICTED"));
+    // Postfix logged markgate's 250 with markgate's queue id.
+    let rec = &mg.records()[0];
+    let id = rec["queue_id"].as_str().unwrap().to_string();
+    eventually(10, "postfix log of the relay", || pf.log().contains(&id));
+}
+
+#[test]
+fn postfix_keeps_and_retries_what_markgate_defers() {
+    let dead = free_port();
+    let mg = Markgate::start(dead);
+    let pf = Postfix::start(&[format!("relayhost = [127.0.0.1]:{}", mg.port)]);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), message()).unwrap();
+    let out = swaks(
+        pf.port,
+        &[
+            "--from",
+            "jane@police.cjsm.net",
+            "--to",
+            "bob@cps.cjsm.net",
+            "--data",
+            file.path().to_str().unwrap(),
+        ],
+    );
+    assert!(out.contains("<-  250"), "{out}");
+    // markgate answered 451 (next hop down); Postfix must still hold the message.
+    eventually(20, "the deferral in the postfix log", || {
+        pf.log().contains("status=deferred")
+    });
+    assert!(pf.log().contains("451 4.4.1"), "{}", pf.log());
+    assert!(
+        pf.queue().contains("bob@cps.cjsm.net"),
+        "queue: {}",
+        pf.queue()
+    );
+}
