@@ -271,6 +271,7 @@ fn connections_past_the_limit_get_421() {
             ..Opts::default()
         },
     );
+    mg.wait_idle();
     let mut a = Raw::connect(mg.port);
     let mut b = Raw::connect(mg.port);
     assert!(a.reply().starts_with("220"));

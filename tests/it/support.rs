@@ -252,6 +252,13 @@ impl Markgate {
             .unwrap()
     }
 
+    /// Waits until no SMTP session is open (the readiness probe's own connection included).
+    pub fn wait_idle(&self) {
+        eventually(10, "no open sessions", || {
+            self.metrics().contains("markgate_smtp_sessions_active 0\n")
+        });
+    }
+
     pub fn metrics(&self) -> String {
         http_get(self.metrics_port, "/metrics").1
     }
