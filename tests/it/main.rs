@@ -4,4 +4,5 @@
 mod classifier;
 mod postfix;
 mod relay;
+mod rules;
 mod support;

@@ -1,0 +1,301 @@
+//! Rules as security teams use them: `check` with file:line:column errors, rule tests, audit
+//! mode, first-match order, hot reload through a running `serve`, the directory.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use markgate::directory::{Class, Directory, DirectoryFile};
+use markgate::policy::Policy;
+
+use crate::support::*;
+
+fn check(args: &[&str]) -> (bool, String) {
+    let out = Command::new(bin())
+        .arg("check")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn default_rules_pass_their_own_tests() {
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/rules/cjsm.yaml");
+    let (ok, out) = check(&["--rules", rules, "--run-tests"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("9 passed, 0 failed"), "{out}");
+}
+
+#[test]
+fn a_failing_rule_test_fails_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.yaml");
+    std::fs::write(
+        &path,
+        "rules:\n  - id: hold-all\n    action: quarantine\ntests:\n  - name: expects pass\n    message: \"Subject: x\\r\\n\\r\\nhi\\r\\n\"\n    to: [a@b.cjsm.net]\n    expect: {action: pass}\n",
+    )
+    .unwrap();
+    let (ok, out) = check(&["--rules", path.to_str().unwrap(), "--run-tests"]);
+    assert!(!ok);
+    assert!(out.contains("FAIL: expects pass"), "{out}");
+}
+
+#[test]
+fn every_error_carries_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "unknown-key.yaml",
+            "rules:\n  - id: a\n    action: pass\n    wen: {}\n",
+            ":4:5:",
+        ),
+        (
+            "bad-yaml.yaml",
+            "rules:\n  - id: a\n    action: [pass\n",
+            ":",
+        ),
+        (
+            "bad-regex.yaml",
+            "rules:\n  - id: a\n    when: {subject: '(['}\n    action: pass\n",
+            ":2:1:",
+        ),
+        (
+            "bad-level.yaml",
+            "rules:\n  - id: a\n    when: {level: [SECRETISH]}\n    action: pass\n",
+            ":2:1:",
+        ),
+        (
+            "bad-code.yaml",
+            "rules:\n  - id: a\n    action: {reject: {code: 250, status: '2.0.0', text: x}}\n",
+            ":2:1:",
+        ),
+        (
+            "bad-condition.yaml",
+            "rules:\n  - id: a\n    when: {rank_at_lest: 3}\n    action: pass\n",
+            ":3:11:",
+        ),
+    ];
+    for (name, text, want) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let (ok, out) = check(&["--rules", path.to_str().unwrap()]);
+        assert!(!ok, "{name} should fail");
+        let prefix = format!("{}{want}", path.display());
+        assert!(
+            out.starts_with(&prefix),
+            "{name}: want prefix {prefix}, got:\n{out}"
+        );
+    }
+    let config = dir.path().join("c.yaml");
+    std::fs::write(
+        &config,
+        "listen: 127.0.0.1:2525\nlimits:\n  max_recipents: 5\n",
+    )
+    .unwrap();
+    let (ok, out) = check(&["--config", config.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        out.starts_with(&format!("{}:3:3:", config.display())),
+        "{out}"
+    );
+}
+
+fn policy(text: &str) -> Policy {
+    Policy::from_str(text, "t.yaml").unwrap()
+}
+
+fn decide(p: &Policy, subject: &str, to: &[(&str, Class)]) -> markgate::policy::Verdict {
+    let c = markgate::marking::classify::Classifier::new(&Default::default())
+        .classify(format!("Subject: {subject}\r\n\r\nhi\r\n\r\nTel: 020 7946 0018\r\n").as_bytes())
+        .unwrap();
+    let recipients: Vec<(String, Class)> = to.iter().map(|(a, c)| (a.to_string(), *c)).collect();
+    p.decide(&markgate::policy::Facts {
+        sender: "a@b.cjsm.net",
+        recipients: &recipients,
+        classification: &c,
+        size: 100,
+        tls: false,
+    })
+}
+
+#[test]
+fn first_matching_rule_decides_and_audit_lets_the_next_rule_decide() {
+    let p = policy(
+        "rules:
+  - id: audit-secret
+    mode: audit
+    when: {level: [SECRET]}
+    action: {reject: {code: 550, status: '5.7.1', text: would refuse}}
+  - id: hold-marked
+    when: {marked: true}
+    action: quarantine
+  - id: reject-secret
+    when: {level: [SECRET]}
+    action: {reject: {code: 550, status: '5.7.1', text: never reached}}
+",
+    );
+    let v = decide(&p, "[SECRET] x", &[("a@b.cjsm.net", Class::Cjsm)]);
+    assert_eq!(v.action.name(), "quarantine");
+    assert_eq!(v.rule.as_deref(), Some("hold-marked"));
+    let ids: Vec<_> = v.matched.iter().map(|h| (h.id.as_str(), h.mode)).collect();
+    assert_eq!(ids, [("audit-secret", "audit"), ("hold-marked", "enforce")]);
+    let v = decide(&p, "lunch", &[("a@b.cjsm.net", Class::Cjsm)]);
+    assert_eq!(v.action.name(), "pass");
+    assert!(v.rule.is_none() && v.matched.is_empty());
+}
+
+#[test]
+fn each_condition_kind_matches_its_case_and_not_its_neighbour() {
+    let p = policy(
+        "rules:
+  - id: any-external
+    when: {recipients: {any: [external]}, subject: 'any'}
+    action: quarantine
+  - id: all-cjsm
+    when: {recipients: {all: [cjsm]}, subject: 'all'}
+    action: quarantine
+  - id: none-trusted
+    when: {recipients: {none: [trusted]}, subject: 'none'}
+    action: quarantine
+  - id: descriptor
+    when: {descriptor: [COMMERCIAL]}
+    action: quarantine
+  - id: caveat
+    when: {caveat: ['EYES ONLY$']}
+    action: quarantine
+  - id: not-and-any-of
+    when: {not: {marked: true}, any_of: [{subject: 'alpha'}, {subject: 'beta'}]}
+    action: quarantine
+  - id: recipient-pattern
+    when: {recipient: ['@gmail\\.com$']}
+    action: quarantine
+",
+    );
+    let cj = ("a@x.cjsm.net", Class::Cjsm);
+    let ext = ("b@gmail.com", Class::External);
+    let tr = ("c@court.uk", Class::Trusted);
+    let rule = |subject: &str, to: &[(&str, Class)]| decide(&p, subject, to).rule;
+    assert_eq!(rule("any", &[cj, ext]).as_deref(), Some("any-external"));
+    assert_eq!(rule("any", &[cj, tr]), None);
+    assert_eq!(rule("all", &[cj]).as_deref(), Some("all-cjsm"));
+    assert_eq!(rule("all", &[cj, tr]), None);
+    assert_eq!(rule("none", &[cj]).as_deref(), Some("none-trusted"));
+    assert_eq!(rule("none", &[cj, tr]), None);
+    assert_eq!(
+        rule("RESTRICTED - COMMERCIAL: bid", &[cj]).as_deref(),
+        Some("descriptor")
+    );
+    assert_eq!(rule("RESTRICTED - MANAGEMENT: bid", &[cj]), None);
+    assert_eq!(
+        rule("[RESTRICTED - UK EYES ONLY] x", &[cj]).as_deref(),
+        Some("caveat")
+    );
+    assert_eq!(rule("beta", &[cj]).as_deref(), Some("not-and-any-of"));
+    assert_eq!(rule("[OFFICIAL] beta", &[cj]), None);
+    assert_eq!(rule("gamma", &[cj]), None);
+    assert_eq!(
+        rule("x", &[tr, ("z@GMAIL.com", Class::External)]).as_deref(),
+        Some("recipient-pattern")
+    );
+}
+
+#[test]
+fn a_broken_rule_file_on_reload_keeps_the_running_rules() {
+    let sink = Sink::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(&rules, "rules:\n  - id: hold-all\n    action: quarantine\n").unwrap();
+    let mut mg = Markgate::with(
+        sink.port,
+        Opts {
+            top: vec![format!("rules: {}", rules.display())],
+            ..Opts::default()
+        },
+    );
+    let send = |mg: &Markgate| {
+        smtplib_send(
+            mg.port,
+            "a@b.cjsm.net",
+            &["c@d.cjsm.net"],
+            &good_message("[OFFICIAL] x"),
+        )
+    };
+    assert!(send(&mg).1.contains("held for review"));
+    // A broken file: the running rules stay, the failure is logged and counted.
+    std::fs::write(&rules, "rules:\n  - id: hold-all\n    acton: pass\n").unwrap();
+    mg.signal("HUP");
+    eventually(10, "reload failure metric", || {
+        mg.metrics()
+            .contains("markgate_rules_reload_total{result=\"failure\"}")
+    });
+    assert!(
+        mg.log_text().contains("rules.yaml:3:5"),
+        "{}",
+        mg.log_text()
+    );
+    assert!(
+        send(&mg).1.contains("held for review"),
+        "old rules still apply"
+    );
+    // A good file is picked up without a signal (the file watcher).
+    std::fs::write(&rules, "rules:\n  - id: pass-all\n    action: pass\n").unwrap();
+    eventually(10, "the new rules", || {
+        send(&mg).0 == 250 && !send(&mg).1.contains("held")
+    });
+    mg.stop();
+}
+
+#[test]
+fn directory_classifies_by_suffix_address_domain_and_case() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dir.yaml");
+    std::fs::write(
+        &path,
+        "cjsm_domains: [Partner.Police.UK]\ncjsm_addresses: [Solicitor@Example.com]\ntrusted_domains: [court.example.gov.uk]\n",
+    )
+    .unwrap();
+    let d = Directory::load(&path).unwrap();
+    assert_eq!(d.classify("x@cjsm.net"), Class::Cjsm);
+    assert_eq!(d.classify("x@CPS.CJSM.NET"), Class::Cjsm);
+    assert_eq!(d.classify("x@fakecjsm.net"), Class::External);
+    assert_eq!(d.classify("x@partner.police.uk"), Class::Cjsm);
+    assert_eq!(d.classify("solicitor@example.COM"), Class::Cjsm);
+    assert_eq!(d.classify("other@example.com"), Class::External);
+    assert_eq!(d.classify("clerk@Court.Example.gov.uk"), Class::Trusted);
+}
+
+#[test]
+fn a_directory_of_100000_addresses_loads_and_looks_up() {
+    let addresses: Vec<String> = (0..100_000)
+        .map(|i| format!("user{i}@firm{}.example", i % 977))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.yaml");
+    let mut yaml = String::from("cjsm_addresses:\n");
+    for a in &addresses {
+        yaml.push_str(&format!("  - {a}\n"));
+    }
+    std::fs::write(&path, yaml).unwrap();
+    let started = Instant::now();
+    let d = Directory::load(&path).unwrap();
+    let built = started.elapsed();
+    eprintln!("100,000-address directory loaded in {built:?}");
+    assert_eq!(d.classify("user99999@firm345.example"), Class::Cjsm);
+    assert_eq!(d.classify("user100000@firm345.example"), Class::External);
+    let small = Directory::from_file(DirectoryFile {
+        cjsm_suffixes: vec![],
+        cjsm_domains: vec![],
+        cjsm_addresses: addresses[..10].to_vec(),
+        trusted_domains: vec![],
+    });
+    assert_eq!(small.classify("user9@firm9.example"), Class::Cjsm);
+    // Generous bound: this is about O(1) structure, not speed on a noisy machine.
+    assert!(built < Duration::from_secs(5), "{built:?}");
+}
