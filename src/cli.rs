@@ -171,28 +171,42 @@ pub enum QuarantineCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum TrackCommand {
-    Search {
+    /// Find tracking records (from the index).
+    Search(Box<SearchArgs>),
+    /// Rebuild the search index from the tracking files.
+    Reindex {
         #[command(flatten)]
         config: ConfigArgs,
-        #[arg(long)]
-        json: bool,
-        #[arg(long)]
-        message_id: Option<String>,
-        #[arg(long)]
-        sender: Option<String>,
-        #[arg(long)]
-        recipient: Option<String>,
-        #[arg(long)]
-        action: Option<String>,
-        #[arg(long)]
-        rule: Option<String>,
-        #[arg(long)]
-        level: Option<String>,
-        #[arg(long)]
-        since: Option<String>,
-        #[arg(long)]
-        until: Option<String>,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    #[arg(long)]
+    json: bool,
+    #[arg(long)]
+    message_id: Option<String>,
+    #[arg(long)]
+    sender: Option<String>,
+    #[arg(long)]
+    recipient: Option<String>,
+    #[arg(long)]
+    action: Option<String>,
+    #[arg(long)]
+    rule: Option<String>,
+    #[arg(long)]
+    level: Option<String>,
+    /// From this time on (YYYY-MM-DD or RFC 3339).
+    #[arg(long)]
+    since: Option<String>,
+    /// Before this time.
+    #[arg(long)]
+    until: Option<String>,
+    /// At most this many records.
+    #[arg(long)]
+    limit: Option<usize>,
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -623,68 +637,57 @@ async fn release(
 }
 
 fn track(command: TrackCommand) -> anyhow::Result<ExitCode> {
-    let TrackCommand::Search {
-        config,
-        json,
-        message_id,
-        sender,
-        recipient,
-        action,
-        rule,
-        level,
-        since,
-        until,
-    } = command;
-    let config = config.load()?;
+    let (config, q, json) = match command {
+        TrackCommand::Reindex { config } => {
+            let config = config.load()?;
+            let tracking =
+                crate::tracking::Tracking::new(&config.state_dir, config.tracking.retention_days);
+            let n = tracking.reindex()?;
+            println!("indexed {n} records");
+            return Ok(ExitCode::SUCCESS);
+        }
+        TrackCommand::Search(args) => {
+            let SearchArgs {
+                config,
+                json,
+                message_id,
+                sender,
+                recipient,
+                action,
+                rule,
+                level,
+                since,
+                until,
+                limit,
+            } = *args;
+            let parse_time = |s: Option<String>, flag: &str| -> anyhow::Result<Option<String>> {
+                s.map(|s| {
+                    crate::timefmt::parse(&s)
+                        .map(crate::timefmt::rfc3339)
+                        .with_context(|| format!("{flag}: use YYYY-MM-DD or RFC 3339"))
+                })
+                .transpose()
+            };
+            let q = crate::store::index::Query {
+                message_id,
+                sender,
+                recipient,
+                action,
+                rule,
+                level,
+                since: parse_time(since, "--since")?,
+                until: parse_time(until, "--until")?,
+                limit,
+            };
+            (config.load()?, q, json)
+        }
+    };
     let tracking =
         crate::tracking::Tracking::new(&config.state_dir, config.tracking.retention_days);
-    let parse_time = |s: Option<String>, flag: &str| -> anyhow::Result<Option<String>> {
-        s.map(|s| {
-            crate::timefmt::parse(&s)
-                .map(crate::timefmt::rfc3339)
-                .with_context(|| format!("{flag}: use YYYY-MM-DD or RFC 3339"))
-        })
-        .transpose()
-    };
-    let since = parse_time(since, "--since")?;
-    let until = parse_time(until, "--until")?;
+    let found = tracking.search(&q)?;
     let text = |v: &serde_json::Value, k: &str| {
-        v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string()
+        v.get(k).and_then(|x| x.as_str()).unwrap_or("-").to_string()
     };
-    let found: Vec<serde_json::Value> = tracking
-        .records()?
-        .into_iter()
-        .filter(|r| {
-            message_id
-                .as_ref()
-                .is_none_or(|m| text(r, "message_id") == *m)
-        })
-        .filter(|r| {
-            sender
-                .as_ref()
-                .is_none_or(|s| text(r, "sender").eq_ignore_ascii_case(s))
-        })
-        .filter(|r| {
-            recipient.as_ref().is_none_or(|want| {
-                r.get("recipients")
-                    .and_then(|x| x.as_array())
-                    .is_some_and(|a| {
-                        a.iter()
-                            .any(|x| text(x, "address").eq_ignore_ascii_case(want))
-                    })
-            })
-        })
-        .filter(|r| action.as_ref().is_none_or(|a| text(r, "action") == *a))
-        .filter(|r| rule.as_ref().is_none_or(|x| text(r, "rule") == *x))
-        .filter(|r| {
-            level.as_ref().is_none_or(|l| {
-                r.get("marking")
-                    .is_some_and(|m| text(m, "level").eq_ignore_ascii_case(l))
-            })
-        })
-        .filter(|r| since.as_ref().is_none_or(|s| text(r, "time") >= *s))
-        .filter(|r| until.as_ref().is_none_or(|u| text(r, "time") < *u))
-        .collect();
     if json {
         println!("{}", serde_json::to_string_pretty(&found)?);
     } else {
@@ -694,7 +697,7 @@ fn track(command: TrackCommand) -> anyhow::Result<ExitCode> {
                 text(r, "time"),
                 text(r, "queue_id"),
                 text(r, "action"),
-                r.get("rule").and_then(|x| x.as_str()).unwrap_or("-"),
+                text(r, "rule"),
                 text(r, "sender"),
                 text(r, "reply")
             );

@@ -23,6 +23,7 @@ pub mod policy;
 pub mod quarantine;
 pub mod runtime;
 pub mod smtp;
+pub mod store;
 pub mod timefmt;
 pub mod tracking;
 pub mod transaction;

@@ -134,6 +134,32 @@ impl Quarantine {
         Ok(gone)
     }
 
+    /// Clears what a crash can leave: temp files from an interrupted write and message
+    /// files whose metadata never landed (the client was never told 250 for those).
+    pub fn recover(&self) -> io::Result<usize> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(err) => return Err(err),
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let orphan = path.extension().is_some_and(|x| x == "eml")
+                && !path.with_extension("json").exists();
+            if name.starts_with(".tmp-") || orphan {
+                std::fs::remove_file(&path)?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            sync_dir(&self.dir)?;
+        }
+        Ok(removed)
+    }
+
     /// (messages, bytes) held, for the gauges.
     pub fn usage(&self) -> (i64, i64) {
         self.list()

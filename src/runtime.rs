@@ -50,6 +50,14 @@ pub fn build(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Gateway> 
     crate::tracking::create_private_dir(&config.state_dir)
         .map_err(|e| anyhow::anyhow!("state dir {}: {e}", config.state_dir.display()))?;
     let gateway = Gateway::new(snapshot, acceptor, next_hop, metrics.clone());
+    match gateway.quarantine.recover() {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            files = n,
+            "removed incomplete quarantine files left by a crash"
+        ),
+        Err(err) => anyhow::bail!("quarantine {}: {err}", gateway.quarantine.dir().display()),
+    }
     metrics.rules_reloaded(true);
     metrics
         .ready

@@ -10,12 +10,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
+use crate::store::index::{Index, IndexError, Query};
 use crate::timefmt;
 
 pub struct Tracking {
     dir: PathBuf,
     retention: Duration,
     current: Mutex<Option<(String, File)>>,
+    index: Mutex<Option<Index>>,
 }
 
 impl Tracking {
@@ -24,6 +26,7 @@ impl Tracking {
             dir: state_dir.join("tracking"),
             retention: Duration::from_secs(retention_days * 86_400),
             current: Mutex::new(None),
+            index: Mutex::new(None),
         }
     }
 
@@ -31,9 +34,42 @@ impl Tracking {
         &self.dir
     }
 
-    /// Appends one record to the file of `now`'s day; returns only once the line has been
-    /// handed to the kernel in one write.
+    /// Appends one record to the file of `now`'s day, then indexes it. Returns once the line
+    /// has been handed to the kernel in one write; the JSONL line is the record, so an index
+    /// failure is logged (and repaired by `track reindex`), not fatal.
     pub fn append(&self, record: &serde_json::Value, now: SystemTime) -> io::Result<()> {
+        let (file, offset) = self.write_line(record, now)?;
+        if let Err(err) = self.with_index(|index| index.add(record, &file, offset)) {
+            tracing::warn!(error = %err, "tracking index not updated; run `markgate track reindex`");
+        }
+        Ok(())
+    }
+
+    fn with_index<T>(
+        &self,
+        f: impl FnOnce(&mut Index) -> Result<T, IndexError>,
+    ) -> Result<T, IndexError> {
+        let mut guard = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            *guard = Some(Index::open(&self.dir)?);
+        }
+        match guard.as_mut() {
+            Some(index) => f(index),
+            None => Err(IndexError::Io(io::Error::other("index not open"))),
+        }
+    }
+
+    /// Records matching `q`, from the index.
+    pub fn search(&self, q: &Query) -> Result<Vec<serde_json::Value>, IndexError> {
+        self.with_index(|index| index.search(q))
+    }
+
+    /// Rebuilds the index from the JSONL files.
+    pub fn reindex(&self) -> Result<usize, IndexError> {
+        self.with_index(|index| index.rebuild())
+    }
+
+    fn write_line(&self, record: &serde_json::Value, now: SystemTime) -> io::Result<(String, u64)> {
         let mut line = serde_json::to_vec(record)?;
         line.push(b'\n');
         let day = timefmt::date(now);
@@ -48,15 +84,23 @@ impl Tracking {
                 .open(path)?;
             *current = Some((day, file));
         }
-        let Some((_, file)) = current.as_mut() else {
+        let Some((day, file)) = current.as_mut() else {
             return Err(io::Error::other("tracking file not open"));
         };
-        if let Err(err) = file.write_all(&line).and_then(|_| file.flush()) {
-            // Reopen next time: the file may have been rotated away or the disk freed.
-            *current = None;
-            return Err(err);
+        let name = format!("tracking-{day}.jsonl");
+        let written = file.metadata().map(|m| m.len()).and_then(|offset| {
+            file.write_all(&line)
+                .and_then(|_| file.flush())
+                .map(|_| offset)
+        });
+        match written {
+            Ok(offset) => Ok((name, offset)),
+            Err(err) => {
+                // Reopen next time: the file may have been rotated away or the disk freed.
+                *current = None;
+                Err(err)
+            }
         }
-        Ok(())
     }
 
     /// Deletes daily files older than the retention; returns how many went.
@@ -79,7 +123,11 @@ impl Tracking {
                 continue;
             };
             if day < cutoff.as_str() {
+                let name = format!("tracking-{day}.jsonl");
                 std::fs::remove_file(entry.path())?;
+                if let Err(err) = self.with_index(|index| index.forget_file(&name)) {
+                    tracing::warn!(error = %err, "tracking index not pruned");
+                }
                 removed += 1;
             }
         }
@@ -135,9 +183,22 @@ mod tests {
         t.append(&serde_json::json!({"n": 2}), start + day).unwrap();
         t.append(&serde_json::json!({"n": 3}), start + day * 400)
             .unwrap();
-        assert_eq!(std::fs::read_dir(t.dir()).unwrap().count(), 3);
+        let jsonl = |t: &Tracking| {
+            std::fs::read_dir(t.dir())
+                .unwrap()
+                .flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "jsonl"))
+                .count()
+        };
+        assert_eq!(jsonl(&t), 3);
+        assert_eq!(t.search(&Query::default()).unwrap().len(), 3);
         assert_eq!(t.expire(start + day * 400).unwrap(), 2);
         let left = t.records().unwrap();
         assert_eq!(left, vec![serde_json::json!({"n": 3})]);
+        assert_eq!(
+            t.search(&Query::default()).unwrap(),
+            left,
+            "index pruned too"
+        );
     }
 }

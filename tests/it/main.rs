@@ -5,4 +5,5 @@ mod classifier;
 mod postfix;
 mod relay;
 mod rules;
+mod store;
 mod support;

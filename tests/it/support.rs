@@ -268,8 +268,14 @@ impl Markgate {
         let dir = self.state().join("tracking");
         let mut out = Vec::new();
         if let Ok(entries) = std::fs::read_dir(dir) {
-            for e in entries.flatten() {
-                for line in std::fs::read_to_string(e.path()).unwrap().lines() {
+            let mut paths: Vec<_> = entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+                .collect();
+            paths.sort();
+            for p in paths {
+                for line in std::fs::read_to_string(&p).unwrap().lines() {
                     out.push(serde_json::from_str(line).unwrap());
                 }
             }

@@ -1,0 +1,247 @@
+//! The tracking index: an embedded SQLite database (`STATE/tracking/index.sqlite`) that points
+//! at records in the JSONL files by file and byte offset, so a search over a year of records
+//! is an index lookup, not a scan. The JSONL files stay the source of truth: the index can be
+//! rebuilt from them at any time (`markgate track reindex`). This is the only SQL in markgate.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, params_from_iter, Connection};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("tracking index: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("tracking index: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// What a search asks for; every field given must match.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    pub message_id: Option<String>,
+    pub sender: Option<String>,
+    pub recipient: Option<String>,
+    pub action: Option<String>,
+    pub rule: Option<String>,
+    pub level: Option<String>,
+    /// RFC 3339, inclusive.
+    pub since: Option<String>,
+    /// RFC 3339, exclusive.
+    pub until: Option<String>,
+    pub limit: Option<usize>,
+}
+
+pub struct Index {
+    conn: Connection,
+    dir: PathBuf,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS records (
+    id INTEGER PRIMARY KEY,
+    time TEXT NOT NULL,
+    queue_id TEXT,
+    message_id TEXT,
+    sender TEXT,
+    action TEXT,
+    rule TEXT,
+    level TEXT,
+    file TEXT NOT NULL,
+    offset INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS recipients (
+    record INTEGER NOT NULL REFERENCES records(id) ON DELETE CASCADE,
+    address TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_time ON records(time);
+CREATE INDEX IF NOT EXISTS records_sender ON records(sender, time);
+CREATE INDEX IF NOT EXISTS records_message_id ON records(message_id);
+CREATE INDEX IF NOT EXISTS records_file ON records(file);
+CREATE INDEX IF NOT EXISTS recipients_address ON recipients(address);
+CREATE INDEX IF NOT EXISTS recipients_record ON recipients(record);
+";
+
+fn text<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(|x| x.as_str())
+}
+
+impl Index {
+    /// Opens (creating if needed) the index for the tracking files in `dir`.
+    pub fn open(dir: &Path) -> Result<Index, IndexError> {
+        crate::tracking::create_private_dir(dir)?;
+        let conn = Connection::open(dir.join("index.sqlite"))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+        )?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Index {
+            conn,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Adds one record that starts at `offset` in `file` (a name inside the tracking dir).
+    pub fn add(
+        &mut self,
+        record: &serde_json::Value,
+        file: &str,
+        offset: u64,
+    ) -> Result<(), IndexError> {
+        let tx = self.conn.transaction()?;
+        insert(&tx, record, file, offset)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Forgets the records of a deleted tracking file.
+    pub fn forget_file(&mut self, file: &str) -> Result<(), IndexError> {
+        self.conn
+            .execute("DELETE FROM records WHERE file = ?1", params![file])?;
+        Ok(())
+    }
+
+    /// Rebuilds the index from every tracking file; returns how many records it holds.
+    pub fn rebuild(&mut self) -> Result<usize, IndexError> {
+        let mut files: Vec<String> = std::fs::read_dir(&self.dir)?
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.starts_with("tracking-") && n.ends_with(".jsonl"))
+            .collect();
+        files.sort();
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM recipients", [])?;
+        tx.execute("DELETE FROM records", [])?;
+        let mut count = 0;
+        for name in files {
+            let mut reader = BufReader::new(File::open(self.dir.join(&name))?);
+            let mut offset = 0u64;
+            let mut line = String::new();
+            loop {
+                line.clear();
+                let n = reader.read_line(&mut line)?;
+                if n == 0 {
+                    break;
+                }
+                if let Ok(record) = serde_json::from_str::<serde_json::Value>(&line) {
+                    insert(&tx, &record, &name, offset)?;
+                    count += 1;
+                }
+                offset += n as u64;
+            }
+        }
+        tx.commit()?;
+        Ok(count)
+    }
+
+    /// The records matching `q`, oldest first, read back from the JSONL files.
+    pub fn search(&self, q: &Query) -> Result<Vec<serde_json::Value>, IndexError> {
+        let mut sql = String::from("SELECT DISTINCT r.file, r.offset, r.time FROM records r");
+        let mut args: Vec<String> = Vec::new();
+        let mut conds: Vec<String> = Vec::new();
+        if let Some(rcpt) = &q.recipient {
+            sql.push_str(" JOIN recipients p ON p.record = r.id");
+            args.push(rcpt.to_lowercase());
+            conds.push(format!("p.address = ?{}", args.len()));
+        }
+        for (col, val) in [
+            ("r.message_id", &q.message_id),
+            ("r.sender", &q.sender.as_ref().map(|s| s.to_lowercase())),
+            ("r.action", &q.action),
+            ("r.rule", &q.rule),
+            ("r.level", &q.level.as_ref().map(|s| s.to_uppercase())),
+        ] {
+            if let Some(v) = val {
+                args.push(v.clone());
+                conds.push(format!("{col} = ?{}", args.len()));
+            }
+        }
+        if let Some(since) = &q.since {
+            args.push(since.clone());
+            conds.push(format!("r.time >= ?{}", args.len()));
+        }
+        if let Some(until) = &q.until {
+            args.push(until.clone());
+            conds.push(format!("r.time < ?{}", args.len()));
+        }
+        if !conds.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conds.join(" AND "));
+        }
+        sql.push_str(" ORDER BY r.time, r.id");
+        if let Some(limit) = q.limit {
+            sql.push_str(&format!(" LIMIT {limit}"));
+        }
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map(params_from_iter(args.iter()), |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (file, offset) = row?;
+            if let Some(record) = read_at(&self.dir.join(&file), offset as u64)? {
+                out.push(record);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn count(&self) -> Result<usize, IndexError> {
+        Ok(self
+            .conn
+            .query_row("SELECT COUNT(*) FROM records", [], |r| r.get::<_, i64>(0))?
+            as usize)
+    }
+}
+
+fn insert(
+    conn: &Connection,
+    record: &serde_json::Value,
+    file: &str,
+    offset: u64,
+) -> Result<(), IndexError> {
+    let level = record
+        .get("marking")
+        .and_then(|m| text(m, "level"))
+        .map(str::to_uppercase);
+    conn.execute(
+        "INSERT INTO records (time, queue_id, message_id, sender, action, rule, level, file, offset)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            text(record, "time").unwrap_or(""),
+            text(record, "queue_id"),
+            text(record, "message_id"),
+            text(record, "sender").map(str::to_lowercase),
+            text(record, "action"),
+            text(record, "rule"),
+            level,
+            file,
+            offset as i64,
+        ],
+    )?;
+    let id = conn.last_insert_rowid();
+    if let Some(list) = record.get("recipients").and_then(|r| r.as_array()) {
+        let mut stmt =
+            conn.prepare_cached("INSERT INTO recipients (record, address) VALUES (?1, ?2)")?;
+        for r in list {
+            if let Some(a) = text(r, "address") {
+                stmt.execute(params![id, a.to_lowercase()])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One JSON line at `offset`; `None` if the file or line is gone (rotated away).
+fn read_at(path: &Path, offset: u64) -> Result<Option<serde_json::Value>, IndexError> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    file.seek(SeekFrom::Start(offset))?;
+    let mut line = String::new();
+    BufReader::new(file.take(16 * 1024 * 1024)).read_line(&mut line)?;
+    Ok(serde_json::from_str(&line).ok())
+}
