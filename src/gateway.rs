@@ -275,7 +275,11 @@ impl Gateway {
         }
         self.metrics.decision(DecisionLabels {
             action: eval.verdict.action.name().to_string(),
-            rule: eval.verdict.rule.clone().unwrap_or_default(),
+            rule: eval
+                .verdict
+                .rule
+                .clone()
+                .unwrap_or_else(|| "none".to_string()),
             level: level.to_string(),
             mode: "enforce".to_string(),
         });

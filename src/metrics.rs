@@ -184,6 +184,17 @@ impl Metrics {
             })
             .set(1);
         registry.register("build_info", "markgate version", build);
+        // Series that alerts rate() over exist from the start, at zero.
+        for kind in ["refused_4xx", "refused_5xx", "unavailable"] {
+            m.upstream_errors.get_or_create(&KindLabel {
+                kind: kind.to_string(),
+            });
+        }
+        for result in ["success", "failure"] {
+            m.rules_reload.get_or_create(&ResultLabel {
+                result: result.to_string(),
+            });
+        }
         Metrics { registry, ..m }
     }
 
@@ -260,11 +271,39 @@ impl Metrics {
         self.tracking_write_errors.inc();
     }
 
-    /// The Prometheus text exposition.
+    /// The Prometheus text exposition (format 0.0.4), which every Prometheus and `promtool
+    /// check metrics` read. prometheus-client writes OpenMetrics, where a counter's HELP and
+    /// TYPE name drop the `_total` its samples carry; 0.0.4 wants the sample name.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        if encode(&mut out, &self.registry).is_err() {
-            out.clear();
+        let mut open = String::new();
+        if encode(&mut open, &self.registry).is_err() {
+            return String::new();
+        }
+        let counters: std::collections::HashSet<&str> = open
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.strip_suffix(" counter"))
+            .collect();
+        let mut out = String::with_capacity(open.len());
+        for line in open.lines() {
+            if line == "# EOF" || line.starts_with("# UNIT ") {
+                continue;
+            }
+            let meta = ["# HELP ", "# TYPE "]
+                .into_iter()
+                .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+            match meta {
+                Some((prefix, rest)) => {
+                    let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                    if counters.contains(name) {
+                        out.push_str(&format!("{prefix}{name}_total {tail}"));
+                    } else {
+                        out.push_str(line);
+                    }
+                }
+                None => out.push_str(line),
+            }
+            out.push('\n');
         }
         out
     }
@@ -297,7 +336,7 @@ pub async fn serve(
                     (
                         [(
                             header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            "text/plain; version=0.0.4; charset=utf-8",
                         )],
                         m.render(),
                     )
