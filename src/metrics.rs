@@ -186,12 +186,12 @@ impl Metrics {
         registry.register("build_info", "markgate version", build);
         // Series that alerts rate() over exist from the start, at zero.
         for kind in ["refused_4xx", "refused_5xx", "unavailable"] {
-            m.upstream_errors.get_or_create(&KindLabel {
+            let _ = m.upstream_errors.get_or_create(&KindLabel {
                 kind: kind.to_string(),
             });
         }
         for result in ["success", "failure"] {
-            m.rules_reload.get_or_create(&ResultLabel {
+            let _ = m.rules_reload.get_or_create(&ResultLabel {
                 result: result.to_string(),
             });
         }
