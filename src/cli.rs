@@ -82,6 +82,17 @@ pub enum Command {
         #[arg(long)]
         metrics_listen: Option<SocketAddr>,
     },
+    /// Run the policy as a milter inside Postfix's smtpd.
+    Milter {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// inet:ADDR:PORT or unix:PATH.
+        #[arg(long, default_value = "inet:127.0.0.1:10027")]
+        listen: crate::milter::Listen,
+        /// Address for /metrics, /healthz, /readyz.
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
+    },
     /// Validate config, rules and directory; print file:line:column for each error.
     Check {
         #[command(flatten)]
@@ -232,7 +243,27 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()
                 .context("starting the runtime")?;
-            rt.block_on(crate::runtime::run(config))?;
+            rt.block_on(crate::runtime::run(config, crate::runtime::FrontEnd::Smtp))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Milter {
+            config,
+            listen,
+            metrics_listen,
+        } => {
+            let mut config = config.load()?;
+            if metrics_listen.is_some() {
+                config.metrics_listen = metrics_listen;
+            }
+            config.validate("command line")?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")?;
+            rt.block_on(crate::runtime::run(
+                config,
+                crate::runtime::FrontEnd::Milter(listen),
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config, run_tests } => check(&config, run_tests),
@@ -343,6 +374,8 @@ fn evaluate(
             recipients,
         },
         message: Spool::from_bytes(raw),
+        front_end: "classify",
+        mta_queue_id: None,
     };
     snapshot.evaluate(&txn)
 }

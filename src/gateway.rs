@@ -98,9 +98,29 @@ pub struct Evaluation {
     pub verdict: Verdict,
 }
 
+/// Who delivers a passed message: markgate's next hop (smarthost mode), or the MTA that
+/// asked (milter mode), which then adds the headers markgate returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandOff {
+    NextHop,
+    Mta,
+}
+
+/// What the front end turns into its protocol's answer.
+#[derive(Debug, Clone)]
+pub struct Processed {
+    pub action: Action,
+    pub reply: Reply,
+    /// Headers for the MTA to add (milter mode; empty unless passed or held).
+    pub headers: Vec<(String, String)>,
+    pub rule: Option<String>,
+}
+
 /// What acting on a verdict came to.
 enum Outcome {
     Delivered(Delivered),
+    /// Accepted for the MTA to deliver (milter mode).
+    Accepted,
     Held,
     Refused,
     /// Could not be done; the client retries.
@@ -165,22 +185,38 @@ impl Gateway {
         self.finish(snap, txn, &eval, Outcome::Refused, reply)
     }
 
-    /// Runs the whole path and returns the reply for the client.
-    pub async fn process(&self, snap: &Snapshot, txn: Transaction) -> Reply {
+    /// Runs the whole path and returns what the front end answers.
+    pub async fn process(&self, snap: &Snapshot, txn: Transaction, hand_off: HandOff) -> Processed {
         let started = Instant::now();
         let eval = snap.evaluate(&txn);
         self.metrics
             .decision_seconds
             .observe(started.elapsed().as_secs_f64());
-        let (outcome, reply) = self.act(snap, &txn, &eval).await;
+        let (outcome, reply) = self.act(snap, &txn, &eval, hand_off).await;
         let reply = self.finish(snap, &txn, &eval, outcome, reply);
         self.metrics
             .transaction_seconds
             .observe(started.elapsed().as_secs_f64());
-        reply
+        let headers = if reply.is_positive() {
+            header_fields(&eval)
+        } else {
+            Vec::new()
+        };
+        Processed {
+            action: eval.verdict.action,
+            reply,
+            headers,
+            rule: eval.verdict.rule.clone(),
+        }
     }
 
-    async fn act(&self, snap: &Snapshot, txn: &Transaction, eval: &Evaluation) -> (Outcome, Reply) {
+    async fn act(
+        &self,
+        snap: &Snapshot,
+        txn: &Transaction,
+        eval: &Evaluation,
+        hand_off: HandOff,
+    ) -> (Outcome, Reply) {
         let verdict = &eval.verdict;
         match verdict.action {
             Action::Reject => {
@@ -224,6 +260,7 @@ impl Gateway {
                     }
                 }
             }
+            Action::Pass if hand_off == HandOff::Mta => (Outcome::Accepted, Reply::ok()),
             Action::Pass => {
                 let headers = added_headers(snap, txn, eval);
                 let started = Instant::now();
@@ -304,7 +341,18 @@ impl Gateway {
     }
 }
 
-/// The headers markgate adds: its Received line, the marking it found, and any rule's.
+/// The header fields markgate adds to a message it lets through: the marking it found and
+/// any the deciding rule names.
+pub fn header_fields(eval: &Evaluation) -> Vec<(String, String)> {
+    let mut fields = vec![(
+        "X-Markgate-Marking".to_string(),
+        eval.classification.marking.level_name().to_string(),
+    )];
+    fields.extend(eval.verdict.add_headers.iter().cloned());
+    fields
+}
+
+/// What markgate prepends when it forwards: its Received line, then [`header_fields`].
 pub fn added_headers(snap: &Snapshot, txn: &Transaction, eval: &Evaluation) -> String {
     let with = if txn.tls.is_some() { "ESMTPS" } else { "ESMTP" };
     let helo: String = txn
@@ -321,11 +369,7 @@ pub fn added_headers(snap: &Snapshot, txn: &Transaction, eval: &Evaluation) -> S
         txn.id,
         timefmt::rfc5322(txn.received)
     );
-    out.push_str(&format!(
-        "X-Markgate-Marking: {}\r\n",
-        eval.classification.marking.level_name()
-    ));
-    for (name, value) in &eval.verdict.add_headers {
+    for (name, value) in header_fields(eval) {
         out.push_str(&format!("{name}: {value}\r\n"));
     }
     out
@@ -377,6 +421,7 @@ fn record(
             json!({"reply": d.reply, "queue_id": d.queue_id}),
             None,
         ),
+        Outcome::Accepted => ("accepted", serde_json::Value::Null, None),
         Outcome::Held => ("held", serde_json::Value::Null, None),
         Outcome::Refused => ("refused", serde_json::Value::Null, None),
         Outcome::Deferred(e) => ("deferred", serde_json::Value::Null, Some(clean(e))),
@@ -384,6 +429,8 @@ fn record(
     json!({
         "time": timefmt::rfc3339(txn.received),
         "queue_id": txn.id,
+        "mta_queue_id": txn.mta_queue_id,
+        "front_end": txn.front_end,
         "client": {"addr": txn.client.addr, "helo": clean(&txn.client.helo)},
         "tls": txn.tls,
         "sender": clean(&txn.envelope.sender),

@@ -19,6 +19,7 @@ pub mod gateway;
 pub mod marking;
 pub mod message;
 pub mod metrics;
+pub mod milter;
 pub mod policy;
 pub mod quarantine;
 pub mod runtime;

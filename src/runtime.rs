@@ -94,13 +94,35 @@ fn mtimes(config: &Config) -> Vec<Option<SystemTime>> {
         .collect()
 }
 
-/// Runs `serve` until SIGTERM/SIGINT: SMTP, metrics, reloads and housekeeping.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// Which front end a process runs.
+pub enum FrontEnd {
+    /// `serve`: the SMTP smarthost on `config.listen`.
+    Smtp,
+    /// `milter`: the milter protocol on this address.
+    Milter(crate::milter::Listen),
+}
+
+/// Runs `serve` or `milter` until SIGTERM/SIGINT, with metrics, reloads and housekeeping.
+pub async fn run(config: Config, front_end: FrontEnd) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let gateway = Arc::new(build(&config, metrics.clone())?);
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let (listener, milter) =
+        match &front_end {
+            FrontEnd::Smtp => (
+                Some(
+                    tokio::net::TcpListener::bind(config.listen)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?,
+                ),
+                None,
+            ),
+            FrontEnd::Milter(listen) => (
+                None,
+                Some(crate::milter::bind(listen).await.map_err(|e| {
+                    anyhow::anyhow!("cannot listen on {listen:?} for the milter: {e}")
+                })?),
+            ),
+        };
     let metrics_listener = match config.metrics_listen {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -109,7 +131,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    tracing::info!(listen = %config.listen, upstream = %config.upstream.address, rules = %gateway.snapshot().policy.source, "markgate serving");
+    tracing::info!(upstream = %config.upstream.address, rules = %gateway.snapshot().policy.source, "markgate starting");
     let (stop_tx, stop_rx) = watch::channel(false);
 
     if let Some(listener) = metrics_listener {
@@ -126,8 +148,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         });
     }
 
-    // Next-hop probe for /readyz.
-    {
+    // Next-hop probe for /readyz (smarthost mode; in milter mode the MTA delivers).
+    if matches!(front_end, FrontEnd::Smtp) {
         let g = gateway.clone();
         tokio::spawn(async move {
             loop {
@@ -169,11 +191,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         });
     }
 
-    let server = tokio::spawn(crate::smtp::server::serve(
-        listener,
-        gateway.clone(),
-        stop_rx.clone(),
-    ));
+    let server = match (listener, milter) {
+        (Some(listener), _) => {
+            tracing::info!(listen = %config.listen, "SMTP front end serving");
+            tokio::spawn(crate::smtp::server::serve(
+                listener,
+                gateway.clone(),
+                stop_rx.clone(),
+            ))
+        }
+        (None, Some(bound)) => {
+            tracing::info!("milter front end serving");
+            // The MTA delivers in milter mode: readiness does not wait on a next hop.
+            metrics
+                .upstream_ok_at
+                .store(i64::MAX / 2, std::sync::atomic::Ordering::Relaxed);
+            tokio::spawn(crate::milter::serve(
+                bound,
+                gateway.clone(),
+                stop_rx.clone(),
+            ))
+        }
+        (None, None) => anyhow::bail!("no front end to run"),
+    };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => {}

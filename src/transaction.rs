@@ -71,6 +71,10 @@ pub struct Transaction {
     pub tls: Option<TlsInfo>,
     pub envelope: Envelope,
     pub message: Spool,
+    /// `smtp`, `milter` or `classify`: which front end built it.
+    pub front_end: &'static str,
+    /// The MTA's own queue id, when it told us (milter macro `i`).
+    pub mta_queue_id: Option<String>,
 }
 
 /// A queue id: time-ordered and unique within the process (and, with the pid, across

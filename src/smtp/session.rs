@@ -533,6 +533,8 @@ impl Session {
             tls: self.tls.clone(),
             envelope,
             message: spool.unwrap_or_else(|| Spool::from_bytes(Vec::new())),
+            front_end: "smtp",
+            mta_queue_id: None,
         };
         let reply = match refusal {
             Some(reply) => self.gateway.refuse(&self.snapshot, &txn, reply),
@@ -541,7 +543,10 @@ impl Session {
                 if let Err(err) = self.flush().await {
                     tracing::debug!(error = %err, "flush before decision failed");
                 }
-                self.gateway.process(&self.snapshot, txn).await
+                self.gateway
+                    .process(&self.snapshot, txn, crate::gateway::HandOff::NextHop)
+                    .await
+                    .reply
             }
         };
         self.reply(reply);

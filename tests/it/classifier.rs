@@ -35,6 +35,8 @@ fn evaluate(
             recipients: to.iter().map(|a| Recipient::plain(a)).collect(),
         },
         message: Spool::from_bytes(raw),
+        front_end: "classify",
+        mta_queue_id: None,
     };
     snap.evaluate(&txn)
 }

@@ -153,7 +153,9 @@ pub struct Opts {
 /// `markgate serve` as a child process with its own state dir.
 pub struct Markgate {
     child: Option<Child>,
+    /// The SMTP port (`serve`) or the milter port (`milter`).
     pub port: u16,
+    milter: bool,
     pub metrics_port: u16,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
@@ -165,7 +167,16 @@ impl Markgate {
         Markgate::with(upstream_port, Opts::default())
     }
 
+    /// `markgate milter` on a free port, with the same config shape.
+    pub fn milter(opts: Opts) -> Markgate {
+        Markgate::build(free_port(), opts, true)
+    }
+
     pub fn with(upstream_port: u16, opts: Opts) -> Markgate {
+        Markgate::build(upstream_port, opts, false)
+    }
+
+    fn build(upstream_port: u16, opts: Opts, milter: bool) -> Markgate {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let metrics_port = free_port();
@@ -199,6 +210,7 @@ impl Markgate {
         let mut mg = Markgate {
             child: None,
             port,
+            milter,
             metrics_port,
             dir,
             config,
@@ -210,8 +222,18 @@ impl Markgate {
 
     fn spawn(&mut self) {
         let log = std::fs::File::create(&self.log).unwrap();
-        let child = Command::new(bin())
-            .args(["serve", "--config"])
+        let mut cmd = Command::new(bin());
+        if self.milter {
+            cmd.args([
+                "milter",
+                "--listen",
+                &format!("inet:127.0.0.1:{}", self.port),
+            ]);
+        } else {
+            cmd.arg("serve");
+        }
+        let child = cmd
+            .arg("--config")
             .arg(&self.config)
             .env("MARKGATE_LOG", "info")
             .stdout(Stdio::null())

@@ -1,0 +1,364 @@
+//! The milter front end: the same policy inside Postfix's own smtpd. It gathers connect,
+//! HELO, envelope, headers and body into the same [`Transaction`] the SMTP front end builds,
+//! calls the same [`Gateway::process`], and maps the answer to milter replies:
+//! reject → SMFIR_REPLYCODE, quarantine → SMFIR_QUARANTINE (Postfix holds it) plus a copy
+//! in markgate's own quarantine, pass → accept with the marking header added.
+//!
+//! Any error or timeout here closes the milter connection; Postfix then applies
+//! `milter_default_action`, which must be `tempfail` so nothing leaves unchecked.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use miltr_common::actions::{Action as MilterAction, Continue, Replycode};
+use miltr_common::commands::{Body, Connect, Header, Helo, Macro, Mail, Recipient as MilterRcpt};
+use miltr_common::modifications::headers::AddHeader;
+use miltr_common::modifications::quarantine::Quarantine as QuarantineMod;
+use miltr_common::modifications::ModificationResponse;
+use miltr_common::optneg::{Capability, MacroStage, OptNeg, Protocol};
+use miltr_server::{Milter, Server};
+use tokio::sync::watch;
+use tokio_util::compat::TokioAsyncReadCompatExt;
+
+use crate::gateway::{Gateway, HandOff, Snapshot};
+use crate::message::Spool;
+use crate::policy::Action;
+use crate::smtp::reply::Reply;
+use crate::transaction::{ClientInfo, Envelope, Recipient, TlsInfo, Transaction};
+
+/// Where the milter listens.
+#[derive(Debug, Clone)]
+pub enum Listen {
+    Inet(std::net::SocketAddr),
+    Unix(std::path::PathBuf),
+}
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            return Ok(Listen::Unix(path.into()));
+        }
+        let addr = s.strip_prefix("inet:").unwrap_or(s);
+        addr.parse()
+            .map(Listen::Inet)
+            .map_err(|_| format!("`{s}`: use inet:ADDR:PORT or unix:PATH"))
+    }
+}
+
+/// Why a milter callback failed; any of them ends the connection (Postfix tempfails).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct MilterError(&'static str);
+
+/// One milter connection's state: a new one per connection.
+struct Session {
+    gateway: Arc<Gateway>,
+    snapshot: Arc<Snapshot>,
+    client: ClientInfo,
+    tls: Option<TlsInfo>,
+    mta_queue_id: Option<String>,
+    envelope: Option<Envelope>,
+    spool: Option<Spool>,
+    /// The header block is written to the spool when the body starts.
+    in_body: bool,
+    limit_hit: bool,
+}
+
+impl Session {
+    fn new(gateway: Arc<Gateway>) -> Session {
+        Session {
+            snapshot: gateway.snapshot(),
+            gateway,
+            client: ClientInfo {
+                addr: String::new(),
+                helo: String::new(),
+            },
+            tls: None,
+            mta_queue_id: None,
+            envelope: None,
+            spool: None,
+            in_body: false,
+            limit_hit: false,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.envelope = None;
+        self.spool = None;
+        self.in_body = false;
+        self.limit_hit = false;
+        self.mta_queue_id = None;
+    }
+
+    fn spool(&mut self) -> &mut Spool {
+        let limits = &self.snapshot.config.limits;
+        let dir = self.snapshot.config.state_dir.join("spool");
+        let threshold = limits.spool_threshold;
+        self.spool
+            .get_or_insert_with(|| Spool::new(threshold, &dir))
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), MilterError> {
+        let max = self.snapshot.config.limits.max_message_size;
+        let spool = self.spool();
+        if spool.len() + bytes.len() as u64 > max {
+            self.limit_hit = true;
+            return Ok(());
+        }
+        spool
+            .write(bytes)
+            .map_err(|_| MilterError("spool write failed"))
+    }
+}
+
+fn reply_code(reply: &Reply) -> MilterAction {
+    // RCode takes digit values, not ASCII.
+    let c = reply.code;
+    let rcode = [(c / 100 % 10) as u8, (c / 10 % 10) as u8, (c % 10) as u8];
+    let x: Vec<u16> = reply
+        .status
+        .split('.')
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    let text = reply.text.replace('%', "%%");
+    if x.len() == 3 {
+        Replycode::new(rcode, [x[0], x[1], x[2]], &text).into()
+    } else {
+        Replycode::without_xcode(rcode, &text).into()
+    }
+}
+
+#[async_trait]
+impl Milter for Session {
+    type Error = MilterError;
+
+    async fn option_negotiation(
+        &mut self,
+        theirs: OptNeg,
+    ) -> Result<OptNeg, miltr_server::Error<Self::Error>> {
+        // Everything but unknown commands: body banners matter, so no NO_BODY.
+        let mut ours = OptNeg {
+            capabilities: Capability::SMFIF_ADDHDRS | Capability::SMFIF_QUARANTINE,
+            protocol: Protocol::NO_UNKNOWN | Protocol::SMFIP_HDR_LEADSPC,
+            ..OptNeg::default()
+        };
+        ours.macro_stages.with_stage(
+            MacroStage::MailFrom,
+            &[
+                "{auth_authen}",
+                "{tls_version}",
+                "{cipher}",
+                "{client_addr}",
+            ],
+        );
+        ours.macro_stages.with_stage(MacroStage::EndOfBody, &["i"]);
+        let _ = theirs;
+        Ok(ours)
+    }
+
+    async fn macro_(&mut self, macro_: Macro) -> Result<(), Self::Error> {
+        let mut version = None;
+        let mut cipher = None;
+        for (name, value) in macro_.macros() {
+            let value = String::from_utf8_lossy(value).to_string();
+            match name {
+                b"i" => self.mta_queue_id = Some(value),
+                b"{tls_version}" if !value.is_empty() => version = Some(value),
+                b"{cipher}" if !value.is_empty() => cipher = Some(value),
+                b"{client_addr}" if !value.is_empty() => self.client.addr = value,
+                _ => {}
+            }
+        }
+        if let Some(version) = version {
+            self.tls = Some(TlsInfo {
+                version,
+                cipher: cipher.unwrap_or_default(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn connect(&mut self, connect: Connect) -> Result<MilterAction, Self::Error> {
+        self.client.addr = connect.address().to_string();
+        Ok(Continue.into())
+    }
+
+    async fn helo(&mut self, helo: Helo) -> Result<MilterAction, Self::Error> {
+        self.client.helo = helo.helo().to_string();
+        Ok(Continue.into())
+    }
+
+    async fn mail(&mut self, mail: Mail) -> Result<MilterAction, Self::Error> {
+        self.reset();
+        // A new transaction takes the rules as they are now.
+        self.snapshot = self.gateway.snapshot();
+        let sender = mail
+            .sender()
+            .trim_matches(|c| c == '<' || c == '>')
+            .to_string();
+        self.envelope = Some(Envelope {
+            sender,
+            ..Envelope::default()
+        });
+        Ok(Continue.into())
+    }
+
+    async fn rcpt(&mut self, rcpt: MilterRcpt) -> Result<MilterAction, Self::Error> {
+        let address = rcpt
+            .recipient()
+            .trim_matches(|c| c == '<' || c == '>')
+            .to_string();
+        let max = self.snapshot.config.limits.max_recipients;
+        let Some(envelope) = &mut self.envelope else {
+            return Err(MilterError("RCPT before MAIL"));
+        };
+        if envelope.recipients.len() >= max {
+            return Ok(reply_code(&Reply::too_many_recipients(max)));
+        }
+        envelope.recipients.push(Recipient::plain(&address));
+        Ok(Continue.into())
+    }
+
+    async fn header(&mut self, header: Header) -> Result<MilterAction, Self::Error> {
+        // With SMFIP_HDR_LEADSPC the value keeps its leading space, so the bytes are the
+        // header as the client sent it (bar folding, which Postfix sends as CRLF + WSP).
+        let line = format!(
+            "{}:{}\r\n",
+            header.name(),
+            header
+                .value()
+                .replace("\n", "\r\n")
+                .replace("\r\r\n", "\r\n")
+        );
+        self.write(line.as_bytes())?;
+        Ok(Continue.into())
+    }
+
+    async fn end_of_header(&mut self) -> Result<MilterAction, Self::Error> {
+        self.write(b"\r\n")?;
+        self.in_body = true;
+        Ok(Continue.into())
+    }
+
+    async fn body(&mut self, body: Body) -> Result<MilterAction, Self::Error> {
+        self.write(body.as_bytes())?;
+        Ok(Continue.into())
+    }
+
+    async fn end_of_body(&mut self) -> Result<ModificationResponse, Self::Error> {
+        let envelope = self.envelope.take().unwrap_or_default();
+        let spool = self
+            .spool
+            .take()
+            .unwrap_or_else(|| Spool::from_bytes(Vec::new()));
+        let limits = &self.snapshot.config.limits;
+        if self.limit_hit {
+            let reply = Reply::message_too_big(limits.max_message_size);
+            return Ok(ModificationResponse::builder().build(reply_code(&reply)));
+        }
+        let txn = Transaction {
+            id: crate::transaction::new_queue_id(),
+            received: SystemTime::now(),
+            client: self.client.clone(),
+            tls: self.tls.clone(),
+            envelope,
+            message: spool,
+            front_end: "milter",
+            mta_queue_id: self.mta_queue_id.clone(),
+        };
+        let processed = self
+            .gateway
+            .process(&self.snapshot, txn, HandOff::Mta)
+            .await;
+        self.reset();
+        if !processed.reply.is_positive() {
+            return Ok(ModificationResponse::builder().build(reply_code(&processed.reply)));
+        }
+        let mut response = ModificationResponse::builder();
+        for (name, value) in &processed.headers {
+            response.push(AddHeader::new(
+                name.as_bytes(),
+                format!(" {value}").as_bytes(),
+            ));
+        }
+        if processed.action == Action::Quarantine {
+            let reason = format!(
+                "markgate: held by rule {}",
+                processed.rule.as_deref().unwrap_or("unclassifiable")
+            );
+            response.push(QuarantineMod::new(reason.as_bytes()));
+        }
+        Ok(response.contin())
+    }
+
+    async fn abort(&mut self) -> Result<(), Self::Error> {
+        self.reset();
+        Ok(())
+    }
+}
+
+/// A bound milter listener: bound before anything is spawned, so a bad address is an
+/// error at start-up, not a silent task failure.
+pub enum Bound {
+    Inet(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+pub async fn bind(listen: &Listen) -> std::io::Result<Bound> {
+    match listen {
+        Listen::Inet(addr) => Ok(Bound::Inet(tokio::net::TcpListener::bind(addr).await?)),
+        Listen::Unix(path) => {
+            // A stale socket from an earlier run would make bind fail.
+            if std::fs::symlink_metadata(path).is_ok_and(|m| {
+                use std::os::unix::fs::FileTypeExt;
+                m.file_type().is_socket()
+            }) {
+                std::fs::remove_file(path)?;
+            }
+            Ok(Bound::Unix(tokio::net::UnixListener::bind(path)?))
+        }
+    }
+}
+
+/// Serves milter connections until `shutdown` turns true.
+pub async fn serve(
+    bound: Bound,
+    gateway: Arc<Gateway>,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    loop {
+        // accept() is cancel-safe, so racing it against shutdown loses no connection.
+        let accepted = tokio::select! {
+            a = accept_and_spawn(&bound, &gateway) => a,
+            _ = shutdown.changed() => return Ok(()),
+        };
+        if let Err(err) = accepted {
+            tracing::warn!(error = %err, "milter accept failed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn accept_and_spawn(bound: &Bound, gateway: &Arc<Gateway>) -> std::io::Result<()> {
+    match bound {
+        Bound::Inet(l) => spawn(l.accept().await?.0, gateway.clone()),
+        Bound::Unix(l) => spawn(l.accept().await?.0, gateway.clone()),
+    }
+    Ok(())
+}
+
+fn spawn<S>(stream: S, gateway: Arc<Gateway>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut session = Session::new(gateway);
+        let mut server = Server::default_postfix(&mut session);
+        // Postfix times the conversation out on its side (milter_*_timeout) and tempfails.
+        if let Err(err) = server.handle_connection(stream.compat()).await {
+            tracing::info!(error = ?err, "milter connection ended with an error");
+        }
+    });
+}

@@ -1,0 +1,156 @@
+//! Milter mode inside a real Postfix: pass, reject, hold, markgate down, and the same
+//! decisions as smarthost mode for the same messages.
+
+use std::path::Path;
+
+use crate::postfix::Postfix;
+use crate::support::*;
+
+const FROM: &str = "jane@police.cjsm.net";
+
+fn postfix_with_milter(milter_port: u16, sink_port: u16) -> Postfix {
+    Postfix::start(&[
+        format!("smtpd_milters = inet:127.0.0.1:{milter_port}"),
+        "milter_default_action = tempfail".to_string(),
+        "milter_protocol = 6".to_string(),
+        format!("relayhost = [127.0.0.1]:{sink_port}"),
+    ])
+}
+
+fn send(port: u16, from: &str, to: &[&str], msg: &str) -> String {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), msg).unwrap();
+    let mut args = vec!["--from", from, "--data", file.path().to_str().unwrap()];
+    let joined = to.join(",");
+    args.extend(["--to", &joined]);
+    swaks(port, &args)
+}
+
+#[test]
+fn milter_passes_rejects_and_holds_inside_postfix() {
+    let sink = Sink::start(&[]);
+    let mg = Markgate::milter(Opts::default());
+    let pf = postfix_with_milter(mg.port, sink.port);
+
+    // Pass: reaches the sink with the marking header added by the milter.
+    let out = send(
+        pf.port,
+        FROM,
+        &["bob@cps.cjsm.net"],
+        &good_message("[OFFICIAL] milter"),
+    );
+    assert!(out.contains("<-  250 2.0.0 Ok: queued"), "{out}");
+    let dumps = sink.wait_for(1);
+    let dump = String::from_utf8_lossy(&dumps[0]);
+    assert!(dump.contains("X-Markgate-Marking: OFFICIAL"), "{dump}");
+
+    // SECRET: the rule's 550 at the client.
+    let out = send(
+        pf.port,
+        FROM,
+        &["bob@cps.cjsm.net"],
+        &good_message("[SECRET] plan"),
+    );
+    assert!(out.contains("<** 550 5.7.1 Message marked SECRET"), "{out}");
+
+    // Unmarked to an external address: Postfix holds it and markgate keeps a copy.
+    let unmarked = good_message("lunch").replace("bob@cps.cjsm.net", "friend@example.com");
+    let out = send(pf.port, FROM, &["friend@example.com"], &unmarked);
+    assert!(out.contains("<-  250"), "{out}");
+    eventually(10, "a held message in postqueue", || {
+        pf.queue().contains("\"queue_name\": \"hold\"")
+    });
+    let list = mg.cli(&["quarantine", "list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["rule"], "unmarked-to-external");
+
+    // Every decision was tracked with the MTA's queue id.
+    let records = mg.records();
+    assert_eq!(records.len(), 3);
+    assert!(records.iter().all(|r| r["front_end"] == "milter"));
+    assert!(
+        records.iter().all(|r| r["mta_queue_id"].is_string()),
+        "{records:?}"
+    );
+    assert_eq!(sink.messages().len(), 1);
+}
+
+#[test]
+fn postfix_tempfails_when_markgate_is_down() {
+    let sink = Sink::start(&[]);
+    let mut mg = Markgate::milter(Opts::default());
+    let pf = postfix_with_milter(mg.port, sink.port);
+    mg.stop();
+    let out = send(
+        pf.port,
+        FROM,
+        &["bob@cps.cjsm.net"],
+        &good_message("[OFFICIAL] x"),
+    );
+    assert!(out.contains("<** 451 4.7.1"), "{out}");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(sink.messages().is_empty());
+}
+
+#[test]
+fn milter_and_smarthost_modes_decide_the_same() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let manifest: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(root.join("manifest.json")).unwrap()).unwrap();
+    let picks = [
+        "subject/restricted-bracket.eml",
+        "subject/secret-subject.eml",
+        "decision/restricted-to-external.eml",
+        "decision/unmarked-to-external.eml",
+        "decision/no-signature.eml",
+        "prose/secret-santa.eml",
+        "banner/quoted-printable-split.eml",
+        "nested/inner-header.eml",
+        "attachment/rfc2231-name.eml",
+        "header/msip-enabled.eml",
+        "banner/html.eml",
+        "combine/descriptor-union.eml",
+    ];
+    let sink = Sink::start(&[]);
+    let milter = Markgate::milter(Opts::default());
+    let pf = postfix_with_milter(milter.port, sink.port);
+    let smarthost = Markgate::start(sink.port);
+    for (i, file) in picks.iter().enumerate() {
+        let case = manifest.iter().find(|c| c["file"] == *file).unwrap();
+        let raw = std::fs::read_to_string(root.join(file)).unwrap();
+        let to: Vec<&str> = case["to"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let from = case["from"].as_str().unwrap();
+        let via_postfix = send(pf.port, from, &to, &raw);
+        let (code, _) = smtplib_send(smarthost.port, from, &to, &raw);
+        // The client sees the same reply code either way.
+        let seen = if code == 250 {
+            "<-  250".to_string()
+        } else {
+            format!("<** {code}")
+        };
+        assert!(
+            via_postfix.contains(&seen),
+            "{file}: smarthost said {code}; via Postfix:\n{via_postfix}"
+        );
+        eventually(10, "both records", || {
+            milter.records().len() > i && smarthost.records().len() > i
+        });
+        let a = &milter.records()[i];
+        let b = &smarthost.records()[i];
+        let key = |r: &serde_json::Value| {
+            (
+                r["action"].clone(),
+                r["rule"].clone(),
+                r["marking"]["level"].clone(),
+            )
+        };
+        assert_eq!(key(a), key(b), "{file}: milter vs smarthost");
+        assert_eq!(a["action"], case["action"], "{file}");
+    }
+}
