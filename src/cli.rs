@@ -115,6 +115,11 @@ pub enum Command {
         to: Vec<String>,
         message: PathBuf,
     },
+    /// Print the JSON Schema of the rule or directory file (for editors).
+    Schema {
+        #[arg(value_enum)]
+        which: crate::policy::SchemaKind,
+    },
     /// Review held messages.
     Quarantine {
         #[command(subcommand)]
@@ -274,6 +279,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             to,
             message,
         } => classify(&config.load()?, json, &from, &to, &message),
+        Command::Schema { which } => {
+            print!("{}", crate::policy::json_schema(which));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Quarantine { command } => quarantine(command),
         Command::Track { command } => track(command),
     }

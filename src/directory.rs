@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::yaml::{self, YamlError};
 
 /// A recipient's class, as rules and records name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Class {
     Cjsm,
@@ -29,7 +29,7 @@ impl Class {
 }
 
 /// The directory file as people write it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DirectoryFile {
     /// Domain suffixes that are CJSM (`cjsm.net` is always one).
@@ -54,8 +54,96 @@ pub struct Directory {
     trusted_domains: HashSet<String>,
 }
 
+/// Lower-cased, trailing dot dropped, and the domain in its ASCII (IDNA) form, so
+/// `user@bücher.example` and `user@xn--bcher-kva.example` are the same recipient.
 fn normalize(s: &str) -> String {
-    s.trim().trim_end_matches('.').to_lowercase()
+    let s = s.trim().trim_end_matches('.').to_lowercase();
+    match s.rsplit_once('@') {
+        Some((local, domain)) => format!("{local}@{}", ascii_domain(domain)),
+        None => ascii_domain(&s),
+    }
+}
+
+fn ascii_domain(domain: &str) -> String {
+    if domain.is_ascii() {
+        return domain.to_string();
+    }
+    domain
+        .split('.')
+        .map(|label| {
+            if label.is_ascii() {
+                label.to_string()
+            } else {
+                format!("xn--{}", punycode(label))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// RFC 3492 Punycode encoding of one (already lower-cased) label.
+fn punycode(label: &str) -> String {
+    const BASE: u32 = 36;
+    const TMIN: u32 = 1;
+    const TMAX: u32 = 26;
+    fn digit(d: u32) -> char {
+        let d = d as u8;
+        (if d < 26 { b'a' + d } else { b'0' + d - 26 }) as char
+    }
+    fn adapt(mut delta: u32, points: u32, first: bool) -> u32 {
+        delta /= if first { 700 } else { 2 };
+        delta += delta / points;
+        let mut k = 0;
+        while delta > ((BASE - TMIN) * TMAX) / 2 {
+            delta /= BASE - TMIN;
+            k += BASE;
+        }
+        k + (BASE - TMIN + 1) * delta / (delta + 38)
+    }
+    let input: Vec<u32> = label.chars().map(u32::from).collect();
+    let mut out: String = label.chars().filter(char::is_ascii).collect();
+    let basic = out.chars().count() as u32;
+    let mut handled = basic;
+    if basic > 0 {
+        out.push('-');
+    }
+    let (mut n, mut delta, mut bias) = (128u32, 0u32, 72u32);
+    while (handled as usize) < input.len() {
+        let m = input.iter().copied().filter(|&c| c >= n).min().unwrap_or(n);
+        delta = delta.saturating_add((m - n).saturating_mul(handled + 1));
+        n = m;
+        for &c in &input {
+            if c < n {
+                delta = delta.saturating_add(1);
+            }
+            if c == n {
+                let mut q = delta;
+                let mut k = BASE;
+                loop {
+                    let t = if k <= bias {
+                        TMIN
+                    } else if k >= bias + TMAX {
+                        TMAX
+                    } else {
+                        k - bias
+                    };
+                    if q < t {
+                        break;
+                    }
+                    out.push(digit(t + (q - t) % (BASE - t)));
+                    q = (q - t) / (BASE - t);
+                    k += BASE;
+                }
+                out.push(digit(q));
+                bias = adapt(delta, handled + 1, handled == basic);
+                delta = 0;
+                handled += 1;
+            }
+        }
+        delta += 1;
+        n += 1;
+    }
+    out
 }
 
 impl Directory {
@@ -125,5 +213,20 @@ mod tests {
         assert_eq!(dir.classify("solicitor@example.com"), Class::Cjsm);
         assert_eq!(dir.classify("other@example.com"), Class::External);
         assert_eq!(dir.classify("clerk@COURT.gov.uk"), Class::Trusted);
+    }
+
+    #[test]
+    fn idna_domains_match_in_either_form() {
+        assert_eq!(punycode("bücher"), "bcher-kva");
+        assert_eq!(punycode("münchen"), "mnchen-3ya");
+        let dir = Directory::from_file(DirectoryFile {
+            cjsm_suffixes: vec![],
+            cjsm_domains: vec!["Bücher.example".into()],
+            cjsm_addresses: vec![],
+            trusted_domains: vec!["xn--mnchen-3ya.example".into()],
+        });
+        assert_eq!(dir.classify("a@xn--bcher-kva.example"), Class::Cjsm);
+        assert_eq!(dir.classify("a@BÜCHER.example"), Class::Cjsm);
+        assert_eq!(dir.classify("a@münchen.example"), Class::Trusted);
     }
 }

@@ -15,6 +15,22 @@ use crate::smtp::reply::Reply;
 use crate::yaml::{self, YamlError};
 use schema::{ActionSpec, Condition, Mode, RecipientClasses, RuleFile};
 
+/// JSON Schemas for the files people edit, generated from the types that read them, so an
+/// editor (VS Code's YAML extension) validates and completes exactly what markgate accepts.
+pub fn json_schema(which: SchemaKind) -> String {
+    let schema = match which {
+        SchemaKind::Rules => schemars::schema_for!(RuleFile),
+        SchemaKind::Directory => schemars::schema_for!(crate::directory::DirectoryFile),
+    };
+    serde_json::to_string_pretty(&schema).unwrap_or_default() + "\n"
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SchemaKind {
+    Rules,
+    Directory,
+}
+
 /// The default CJSM ruleset, compiled into the binary.
 pub const DEFAULT_RULES: &str = include_str!("../../rules/cjsm.yaml");
 pub const DEFAULT_RULES_NAME: &str = "rules/cjsm.yaml (embedded)";

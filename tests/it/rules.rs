@@ -302,3 +302,41 @@ fn a_directory_of_100000_addresses_loads_and_looks_up() {
     // Generous bound: this is about O(1) structure, not speed on a noisy machine.
     assert!(built < Duration::from_secs(5), "{built:?}");
 }
+
+#[test]
+fn committed_json_schemas_match_the_rust_types() {
+    for (which, file) in [
+        ("rules", "rules.schema.json"),
+        ("directory", "directory.schema.json"),
+    ] {
+        let out = Command::new(bin())
+            .args(["schema", which])
+            .output()
+            .unwrap();
+        let committed = std::fs::read_to_string(format!(
+            "{}/rules/schema/{file}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            committed,
+            "rules/schema/{file} is stale: run `markgate schema {which} > rules/schema/{file}`"
+        );
+    }
+    // The schema knows every condition, so editors complete them.
+    let schema = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/rules/schema/rules.schema.json"
+    ))
+    .unwrap();
+    for key in [
+        "rank_at_least",
+        "attachment_name",
+        "confidentiality_statement",
+        "any_of",
+        "null_sender",
+    ] {
+        assert!(schema.contains(&format!("\"{key}\"")), "{key}");
+    }
+}
