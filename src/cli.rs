@@ -246,6 +246,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config.validate("command line")?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
+                .thread_stack_size(8 * 1024 * 1024)
                 .build()
                 .context("starting the runtime")?;
             rt.block_on(crate::runtime::run(config, crate::runtime::FrontEnd::Smtp))?;
@@ -263,6 +264,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config.validate("command line")?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
+                .thread_stack_size(8 * 1024 * 1024)
                 .build()
                 .context("starting the runtime")?;
             rt.block_on(crate::runtime::run(
@@ -382,7 +384,7 @@ fn evaluate(
             params: Default::default(),
             recipients,
         },
-        message: Spool::from_bytes(raw),
+        message: std::sync::Arc::new(Spool::from_bytes(raw)),
         front_end: "classify",
         mta_queue_id: None,
     };

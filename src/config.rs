@@ -172,6 +172,10 @@ pub struct ClassifierConfig {
     pub confidentiality_phrases: Vec<String>,
     /// Depth limit for attached messages.
     pub max_depth: usize,
+    /// Time one message may take to classify; past it the message is held as
+    /// unclassifiable (never passed).
+    #[serde(deserialize_with = "duration")]
+    pub budget: Duration,
 }
 
 impl Default for ClassifierConfig {
@@ -189,6 +193,7 @@ impl Default for ClassifierConfig {
                 "need to know".into(),
             ],
             max_depth: 8,
+            budget: Duration::from_secs(5),
         }
     }
 }

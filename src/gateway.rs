@@ -17,7 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::{Config, SubjectPolicy};
 use crate::directory::{Class, Directory};
 use crate::marking::classify::{Classification, Classifier};
-use crate::message::skeleton;
+use crate::message::{skeleton, Spool};
 use crate::metrics::{DecisionLabels, Metrics};
 use crate::policy::{Action, Facts, Policy, Verdict};
 use crate::quarantine::{Meta, Quarantine};
@@ -45,18 +45,31 @@ impl Snapshot {
         }
     }
 
-    /// Classifies the message and decides; the pure part of the path (`classify` runs it
-    /// without a network). A message that cannot be classified is held, never passed.
+    /// Classifies and decides in one go: the pure part of the path (`classify` and rule
+    /// tests run it without a network).
     pub fn evaluate(&self, txn: &Transaction) -> Evaluation {
+        self.decide(txn, self.classify(&txn.message))
+    }
+
+    /// Classifies the message; the slow, attacker-shaped part of the path.
+    pub fn classify(&self, message: &Spool) -> Result<Classification, String> {
+        skeleton::view(message)
+            .map_err(|e| e.to_string())
+            .and_then(|view| self.classifier.classify(&view).map_err(|e| e.to_string()))
+    }
+
+    /// Applies the rules. A message that could not be classified is held, never passed.
+    pub fn decide(
+        &self,
+        txn: &Transaction,
+        classified: Result<Classification, String>,
+    ) -> Evaluation {
         let recipients: Vec<(String, Class)> = txn
             .envelope
             .recipients
             .iter()
             .map(|r| (r.address.clone(), self.directory.classify(&r.address)))
             .collect();
-        let classified = skeleton::view(&txn.message)
-            .map_err(|e| e.to_string())
-            .and_then(|view| self.classifier.classify(&view).map_err(|e| e.to_string()));
         match classified {
             Ok(classification) => {
                 let verdict = self.policy.decide(&Facts {
@@ -186,9 +199,14 @@ impl Gateway {
     }
 
     /// Runs the whole path and returns what the front end answers.
-    pub async fn process(&self, snap: &Snapshot, txn: Transaction, hand_off: HandOff) -> Processed {
+    pub async fn process(
+        &self,
+        snap: &Arc<Snapshot>,
+        txn: Transaction,
+        hand_off: HandOff,
+    ) -> Processed {
         let started = Instant::now();
-        let eval = snap.evaluate(&txn);
+        let eval = snap.decide(&txn, classify_within_budget(snap, &txn.message).await);
         self.metrics
             .decision_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -338,6 +356,22 @@ impl Gateway {
             return Reply::temp_failure();
         }
         reply
+    }
+}
+
+/// Classification runs off the async workers and within the configured budget; a message
+/// that takes longer (a MIME bomb) is unclassifiable, so it is held, never passed.
+async fn classify_within_budget(
+    snap: &Arc<Snapshot>,
+    message: &Arc<Spool>,
+) -> Result<Classification, String> {
+    let budget = snap.config.classifier.budget;
+    let (snap, message) = (snap.clone(), message.clone());
+    let task = tokio::task::spawn_blocking(move || snap.classify(&message));
+    match tokio::time::timeout(budget, task).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(join)) => Err(format!("classifier failed: {join}")),
+        Err(_) => Err(format!("classification took longer than {budget:?}")),
     }
 }
 

@@ -70,7 +70,8 @@ pub struct Transaction {
     pub client: ClientInfo,
     pub tls: Option<TlsInfo>,
     pub envelope: Envelope,
-    pub message: Spool,
+    /// Shared so the classifier can read it on a blocking thread while the session waits.
+    pub message: std::sync::Arc<Spool>,
     /// `smtp`, `milter` or `classify`: which front end built it.
     pub front_end: &'static str,
     /// The MTA's own queue id, when it told us (milter macro `i`).

@@ -43,6 +43,11 @@ pub enum ClassifyError {
 
 /// Parts visited before a message counts as too complex (and so is never passed blind).
 const MAX_PARTS: usize = 5000;
+/// Multipart containers (and so nesting levels) allowed before parsing.
+const MAX_MULTIPARTS: usize = 256;
+
+static MULTIPART: LazyLock<regex::bytes::Regex> =
+    LazyLock::new(|| regex::bytes::Regex::new("(?i)multipart/").expect("multipart regex"));
 
 /// The compiled classifier settings (phrases lower-cased once).
 #[derive(Debug, Clone)]
@@ -64,6 +69,11 @@ impl Classifier {
     }
 
     pub fn classify(&self, raw: &[u8]) -> Result<Classification, ClassifyError> {
+        // The MIME parser recurses once per multipart level; a crafted message nested
+        // thousands deep would exhaust the stack. Count containers before parsing.
+        if MULTIPART.find_iter(raw).nth(MAX_MULTIPARTS).is_some() {
+            return Err(ClassifyError::TooComplex("too many multipart containers"));
+        }
         let mail = mailparse::parse_mail(raw)?;
         let mut out = Classification {
             subject: mail.headers.get_first_value("Subject"),

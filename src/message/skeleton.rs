@@ -45,6 +45,13 @@ pub fn view(spool: &Spool) -> io::Result<std::borrow::Cow<'_, [u8]>> {
     if !partial.is_empty() {
         reducer.line(&partial);
     }
+    if reducer.headers_cut {
+        // A marking could hide past the cut: fail closed rather than classify blind.
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "a header block is larger than the classifier reads (1 MiB)",
+        ));
+    }
     Ok(std::borrow::Cow::Owned(reducer.finish()))
 }
 
@@ -66,6 +73,8 @@ struct Reducer {
     kept: usize,
     tail: VecDeque<Vec<u8>>,
     tail_len: usize,
+    /// A header block was longer than HEADER_MAX.
+    headers_cut: bool,
 }
 
 impl Reducer {
@@ -80,8 +89,10 @@ impl Reducer {
                 self.out.extend_from_slice(&block);
                 self.out.extend_from_slice(line);
                 self.start_body(&block);
-            } else if headers.len() < HEADER_MAX {
+            } else if headers.len() + line.len() <= HEADER_MAX {
                 headers.extend_from_slice(line);
+            } else {
+                self.headers_cut = true;
             }
             return;
         }

@@ -264,7 +264,7 @@ impl Milter for Session {
             client: self.client.clone(),
             tls: self.tls.clone(),
             envelope,
-            message: spool,
+            message: Arc::new(spool),
             front_end: "milter",
             mta_queue_id: self.mta_queue_id.clone(),
         };

@@ -532,7 +532,7 @@ impl Session {
             },
             tls: self.tls.clone(),
             envelope,
-            message: spool.unwrap_or_else(|| Spool::from_bytes(Vec::new())),
+            message: std::sync::Arc::new(spool.unwrap_or_else(|| Spool::from_bytes(Vec::new()))),
             front_end: "smtp",
             mta_queue_id: None,
         };

@@ -34,7 +34,7 @@ fn evaluate(
             params: Default::default(),
             recipients: to.iter().map(|a| Recipient::plain(a)).collect(),
         },
-        message: Spool::from_bytes(raw),
+        message: std::sync::Arc::new(Spool::from_bytes(raw)),
         front_end: "classify",
         mta_queue_id: None,
     };

@@ -2,6 +2,8 @@
 //! the slow part of a build on two cores). One module per area.
 
 mod classifier;
+mod content;
+mod hostile;
 mod milter;
 mod operate;
 mod postfix;

@@ -409,10 +409,21 @@ impl Raw {
         raw
     }
 
-    /// True once the server closed the connection.
+    /// True once the server closed the connection (anything it sends first, such as a TLS
+    /// alert, is read and ignored).
     pub fn closed(&mut self) -> bool {
-        let mut buf = [0u8; 1];
-        matches!(self.reader.read(&mut buf), Ok(0) | Err(_))
+        let mut buf = [0u8; 4096];
+        for _ in 0..64 {
+            match self.reader.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) => {
+                    return e.kind() != std::io::ErrorKind::WouldBlock
+                        && e.kind() != std::io::ErrorKind::TimedOut
+                }
+            }
+        }
+        false
     }
 }
 
