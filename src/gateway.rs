@@ -236,6 +236,13 @@ impl Gateway {
         hand_off: HandOff,
     ) -> (Outcome, Reply) {
         let verdict = &eval.verdict;
+        if verdict.action != Action::Reject {
+            if let Err(err) = self.tracking.preflight() {
+                self.metrics.tracking_write_error();
+                tracing::error!(queue_id = %txn.id, error = %err, "no room to track this message; deferring");
+                return (Outcome::Deferred(err.to_string()), Reply::temp_failure());
+            }
+        }
         match verdict.action {
             Action::Reject => {
                 let reply = verdict.reply.clone().unwrap_or_else(Reply::temp_failure);

@@ -103,6 +103,29 @@ impl Tracking {
         }
     }
 
+    /// Checks, before a message is handed on, that its record will have room: the tracking
+    /// file system is writable and has at least 1 MiB free. A pass whose record then failed
+    /// would be delivered yet answered 451 (a duplicate on retry); this makes that a
+    /// race with the disk filling in between, not the normal way a full disk shows.
+    pub fn preflight(&self) -> io::Result<()> {
+        create_private_dir(&self.dir)?;
+        let st = rustix::fs::statvfs(&self.dir).map_err(io::Error::from)?;
+        if st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY) {
+            return Err(io::Error::new(
+                io::ErrorKind::ReadOnlyFilesystem,
+                "state dir is read-only",
+            ));
+        }
+        let free = st.f_bavail.saturating_mul(st.f_frsize);
+        if free < 1024 * 1024 {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "state dir has under 1 MiB free",
+            ));
+        }
+        Ok(())
+    }
+
     /// Deletes daily files older than the retention; returns how many went.
     pub fn expire(&self, now: SystemTime) -> io::Result<usize> {
         let cutoff = timefmt::date(

@@ -3,6 +3,7 @@
 
 mod classifier;
 mod content;
+mod faults;
 mod hostile;
 mod milter;
 mod operate;

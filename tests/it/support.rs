@@ -54,6 +54,7 @@ pub struct Sink {
     child: Child,
     pub port: u16,
     pub dir: tempfile::TempDir,
+    args: Vec<String>,
 }
 
 impl Sink {
@@ -64,7 +65,18 @@ impl Sink {
         std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o777);
         std::fs::set_permissions(dir.path(), perms).unwrap();
         let port = free_port();
-        let template = format!("{}/%H%M%S", dir.path().display());
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let child = Sink::spawn(dir.path(), &args, port);
+        Sink {
+            child,
+            port,
+            dir,
+            args,
+        }
+    }
+
+    fn spawn(dir: &Path, args: &[String], port: u16) -> Child {
+        let template = format!("{}/%H%M%S", dir.display());
         let child = Command::new("/usr/sbin/smtp-sink")
             .args(["-u", "nobody", "-d", &template])
             .args(args)
@@ -75,7 +87,18 @@ impl Sink {
             .spawn()
             .expect("smtp-sink (apt-get install postfix)");
         wait_port(port);
-        Sink { child, port, dir }
+        child
+    }
+
+    /// Stops the sink (the next hop goes down); what it stored stays.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Brings the sink back on the same port and directory.
+    pub fn restart_on(&mut self, port: u16) {
+        self.child = Sink::spawn(self.dir.path(), &self.args, port);
     }
 
     /// Every dumped message, as written (smtp-sink prepends its own X- and Received lines).
@@ -180,10 +203,14 @@ impl Markgate {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let metrics_port = free_port();
-        let mut yaml = format!(
-            "listen: 127.0.0.1:{port}\nmetrics_listen: 127.0.0.1:{metrics_port}\nstate_dir: {}\nhostname: markgate.test\n",
-            dir.path().join("state").display()
-        );
+        let mut yaml =
+            format!("listen: 127.0.0.1:{port}\nmetrics_listen: 127.0.0.1:{metrics_port}\nhostname: markgate.test\n");
+        if !opts.top.iter().any(|l| l.starts_with("state_dir:")) {
+            yaml.push_str(&format!(
+                "state_dir: {}\n",
+                dir.path().join("state").display()
+            ));
+        }
         yaml.push_str("limits:\n");
         if !opts.limits.iter().any(|l| l.starts_with("command_timeout")) {
             yaml.push_str("  command_timeout: 30s\n");
@@ -192,8 +219,11 @@ impl Markgate {
             yaml.push_str(&format!("  {l}\n"));
         }
         yaml.push_str(&format!(
-            "upstream:\n  address: 127.0.0.1:{upstream_port}\n  timeout: 10s\n"
+            "upstream:\n  address: 127.0.0.1:{upstream_port}\n"
         ));
+        if !opts.upstream.iter().any(|l| l.starts_with("timeout:")) {
+            yaml.push_str("  timeout: 10s\n");
+        }
         if !opts.upstream.iter().any(|l| l.starts_with("tls:")) {
             yaml.push_str("  tls: none\n");
         }
@@ -246,6 +276,11 @@ impl Markgate {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Starts the same instance again (same config, ports and state) after `stop`.
+    pub fn restart(&mut self) {
+        self.spawn();
     }
 
     pub fn state(&self) -> PathBuf {
