@@ -139,7 +139,7 @@ pub fn account(ledger: &Ledger, sink: Option<&Sink>, state: &std::path::Path) ->
             .next()
             .and_then(|n| n.parse().ok())
             .unwrap_or(1);
-        if i % 25 == 0 && delivered.contains_key(id) {
+        if i.is_multiple_of(25) && delivered.contains_key(id) {
             problems.push(format!("{id}: SECRET reached the sink"));
         }
         match code {
@@ -246,7 +246,7 @@ fn next_hop_failure_replies_and_slowness_are_accounted() {
             .iter()
             .filter(|(id, _)| {
                 let i: usize = id.rsplit('-').next().unwrap().parse().unwrap();
-                i % 10 != 0 && i % 25 != 0
+                !i.is_multiple_of(10) && !i.is_multiple_of(25)
             })
             .map(|(_, c)| *c)
             .collect();
