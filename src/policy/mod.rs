@@ -2,18 +2,19 @@
 //! one `decide` that both front ends call. Nothing here knows about SMTP sessions; a
 //! verdict carries the reply a front end should give.
 
+pub mod condition;
 pub mod schema;
 
 use std::path::Path;
 
-use regex::{Regex, RegexBuilder};
 use serde::Serialize;
 
 use crate::directory::Class;
 use crate::marking::classify::Classification;
 use crate::smtp::reply::Reply;
 use crate::yaml::{self, YamlError};
-use schema::{ActionSpec, Condition, Mode, RecipientClasses, RuleFile};
+use condition::{Compiled, Sets};
+use schema::{ActionSpec, Mode, RuleFile};
 
 /// JSON Schemas for the files people edit, generated from the types that read them, so an
 /// editor (VS Code's YAML extension) validates and completes exactly what markgate accepts.
@@ -103,6 +104,7 @@ pub enum PolicyError {
 pub struct Policy {
     pub source: String,
     rules: Vec<CompiledRule>,
+    sets: Sets,
     pub file: RuleFile,
 }
 
@@ -114,75 +116,6 @@ struct CompiledRule {
     action: ActionSpec,
     add_headers: Vec<(String, String)>,
     tags: Vec<String>,
-}
-
-/// A condition with its regexes built.
-#[derive(Debug, Default)]
-struct Compiled {
-    spec: Condition,
-    caveat: Vec<Regex>,
-    sender: Vec<Regex>,
-    recipient: Vec<Regex>,
-    header: Vec<(String, Regex)>,
-    subject: Option<Regex>,
-    attachment_name: Vec<Regex>,
-    attachment_type: Vec<Regex>,
-    not: Option<Box<Compiled>>,
-    any_of: Vec<Compiled>,
-}
-
-fn regex(pattern: &str) -> Result<Regex, String> {
-    RegexBuilder::new(pattern)
-        .case_insensitive(true)
-        .size_limit(1 << 20)
-        .build()
-        .map_err(|e| format!("bad regex `{pattern}`: {e}"))
-}
-
-fn regexes(patterns: &Option<Vec<String>>) -> Result<Vec<Regex>, String> {
-    patterns.iter().flatten().map(|p| regex(p)).collect()
-}
-
-fn compile(spec: &Condition) -> Result<Compiled, String> {
-    if let Some(levels) = &spec.level {
-        for level in levels {
-            if crate::marking::Level::from_name(level).is_none()
-                && !level.eq_ignore_ascii_case(crate::marking::UNMARKED)
-            {
-                return Err(format!("unknown level `{level}`"));
-            }
-        }
-    }
-    for rank in [spec.rank_at_least, spec.rank_at_most]
-        .into_iter()
-        .flatten()
-    {
-        if rank > 5 {
-            return Err(format!("rank {rank} is out of range 0..=5"));
-        }
-    }
-    Ok(Compiled {
-        caveat: regexes(&spec.caveat)?,
-        sender: regexes(&spec.sender)?,
-        recipient: regexes(&spec.recipient)?,
-        header: spec
-            .header
-            .iter()
-            .flatten()
-            .map(|(k, v)| Ok((k.clone(), regex(v)?)))
-            .collect::<Result<_, String>>()?,
-        subject: spec.subject.as_deref().map(regex).transpose()?,
-        attachment_name: regexes(&spec.attachment_name)?,
-        attachment_type: regexes(&spec.attachment_type)?,
-        not: spec.not.as_deref().map(compile).transpose()?.map(Box::new),
-        any_of: spec
-            .any_of
-            .iter()
-            .flatten()
-            .map(compile)
-            .collect::<Result<_, String>>()?,
-        spec: spec.clone(),
-    })
 }
 
 impl Policy {
@@ -202,6 +135,7 @@ impl Policy {
     pub fn from_str(text: &str, name: &str) -> Result<Policy, PolicyError> {
         let file: RuleFile = yaml::from_str(text, name)?;
         let mut rules = Vec::with_capacity(file.rules.len());
+        let mut patterns = condition::Builder::default();
         let mut seen = std::collections::HashSet::new();
         for rule in &file.rules {
             let invalid = |message: String| {
@@ -253,7 +187,7 @@ impl Policy {
                     return Err(invalid(format!("bad header name `{name}`")));
                 }
             }
-            let when = compile(&rule.when).map_err(invalid)?;
+            let when = condition::compile(&rule.when, &mut patterns).map_err(invalid)?;
             rules.push(CompiledRule {
                 id: rule.id.clone(),
                 mode: rule.mode,
@@ -267,9 +201,15 @@ impl Policy {
                 tags: rule.tags.clone(),
             });
         }
+        let sets = patterns.finish().map_err(|message| PolicyError::Invalid {
+            file: name.to_string(),
+            rule: "(all)".to_string(),
+            message,
+        })?;
         Ok(Policy {
             source: name.to_string(),
             rules,
+            sets,
             file,
         })
     }
@@ -283,8 +223,10 @@ impl Policy {
     pub fn decide(&self, facts: &Facts) -> Verdict {
         let mut matched = Vec::new();
         let mut tags = Vec::new();
+        // Every pattern of every rule, matched once for this message.
+        let hits = self.sets.hits(facts);
         for rule in &self.rules {
-            if !holds(&rule.when, facts) {
+            if !condition::holds(&rule.when, facts, &hits, &self.sets) {
                 continue;
             }
             let action = match &rule.action {
@@ -340,144 +282,4 @@ fn render(text: &str, rule: &str, facts: &Facts) -> String {
     text.replace("{level}", facts.classification.marking.level_name())
         .replace("{rule}", rule)
         .replace("{external}", &external.join(", "))
-}
-
-fn classes_hold(spec: &RecipientClasses, facts: &Facts) -> bool {
-    let classes: Vec<Class> = facts.recipients.iter().map(|(_, c)| *c).collect();
-    if let Some(any) = &spec.any {
-        if !classes.iter().any(|c| any.contains(c)) {
-            return false;
-        }
-    }
-    if let Some(all) = &spec.all {
-        if classes.is_empty() || !classes.iter().all(|c| all.contains(c)) {
-            return false;
-        }
-    }
-    if let Some(none) = &spec.none {
-        if classes.iter().any(|c| none.contains(c)) {
-            return false;
-        }
-    }
-    true
-}
-
-/// Every condition given must hold. Cheap checks come first.
-fn holds(c: &Compiled, f: &Facts) -> bool {
-    let s = &c.spec;
-    let marking = &f.classification.marking;
-    let check = |want: Option<bool>, have: bool| want.is_none_or(|w| w == have);
-    if !check(s.unmarked, marking.level.is_none())
-        || !check(s.marked, marking.is_sensitive())
-        || !check(s.null_sender, f.sender.is_empty())
-        || !check(s.signature, f.classification.signature)
-        || !check(
-            s.confidentiality_statement,
-            f.classification.confidentiality_statement,
-        )
-        || !check(s.tls, f.tls)
-    {
-        return false;
-    }
-    if let Some(levels) = &s.level {
-        if !levels
-            .iter()
-            .any(|l| l.eq_ignore_ascii_case(marking.level_name()))
-        {
-            return false;
-        }
-    }
-    if let Some(min) = s.rank_at_least {
-        if marking.rank().is_none_or(|r| r < min) {
-            return false;
-        }
-    }
-    if let Some(max) = s.rank_at_most {
-        if marking.rank().is_none_or(|r| r > max) {
-            return false;
-        }
-    }
-    if let Some(min) = s.size_at_least {
-        if f.size < min {
-            return false;
-        }
-    }
-    if let Some(max) = s.size_at_most {
-        if f.size > max {
-            return false;
-        }
-    }
-    if let Some(descriptors) = &s.descriptor {
-        if !descriptors
-            .iter()
-            .any(|d| marking.descriptors.contains(&d.to_uppercase()))
-        {
-            return false;
-        }
-    }
-    if !c.caveat.is_empty()
-        && !marking
-            .caveats
-            .iter()
-            .any(|cv| c.caveat.iter().any(|r| r.is_match(cv)))
-    {
-        return false;
-    }
-    if let Some(classes) = &s.recipients {
-        if !classes_hold(classes, f) {
-            return false;
-        }
-    }
-    if !c.sender.is_empty() && !c.sender.iter().any(|r| r.is_match(f.sender)) {
-        return false;
-    }
-    if !c.recipient.is_empty()
-        && !f
-            .recipients
-            .iter()
-            .any(|(a, _)| c.recipient.iter().any(|r| r.is_match(a)))
-    {
-        return false;
-    }
-    if let Some(re) = &c.subject {
-        if !re.is_match(f.classification.subject.as_deref().unwrap_or("")) {
-            return false;
-        }
-    }
-    for (name, re) in &c.header {
-        let found = f
-            .classification
-            .headers
-            .iter()
-            .any(|(k, v)| k.eq_ignore_ascii_case(name) && re.is_match(v));
-        if !found {
-            return false;
-        }
-    }
-    let attachments = &f.classification.attachments;
-    if !c.attachment_name.is_empty()
-        && !attachments
-            .iter()
-            .any(|a| c.attachment_name.iter().any(|r| r.is_match(&a.name)))
-    {
-        return false;
-    }
-    if !c.attachment_type.is_empty()
-        && !attachments.iter().any(|a| {
-            c.attachment_type
-                .iter()
-                .any(|r| r.is_match(&a.content_type))
-        })
-    {
-        return false;
-    }
-    if let Some(not) = &c.not {
-        if holds(not, f) {
-            return false;
-        }
-    }
-    if s.any_of.is_some() && !c.any_of.iter().any(|sub| holds(sub, f)) {
-        return false;
-    }
-    true
 }

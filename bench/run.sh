@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# markgate's throughput benchmark: smtp-source into smtp-sink directly (the baseline), and
+# through markgate serve with the default CJSM rules (every message runs the whole
+# classifier and passes), alternating rounds in one run so the figure that counts is the
+# ratio. Also runs Haraka (npm Haraka, queue/smtp_forward) and a private Postfix relay as
+# peers when they are available. Prints one table; see bench/RESULTS.md.
+#
+#   bench/run.sh [MESSAGES] [ROUNDS]        (defaults 5000 and 3)
+#
+# Needs postfix (smtp-source, smtp-sink) and python3; node/npm for Haraka. Loopback only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-5000}
+ROUNDS=${2:-3}
+SESSIONS=20
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/markgate-target}
+cargo build --release --locked -q
+MG="$CARGO_TARGET_DIR/release/markgate"
+WORK=$(mktemp -d)
+chmod 755 "$WORK"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$WORK/pf/etc/main.cf" ] && postfix -c "$WORK/pf/etc" stop >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "no listener on $1" >&2; return 1; }
+
+# The benchmark message: 10 KB, RESTRICTED, signed, to a CJSM recipient (LF line ends:
+# smtp-source adds the CR itself).
+python3 - "$WORK/msg.txt" <<'EOF'
+import sys
+m = ("From: Jane Doe <jane@police.cjsm.net>\nTo: bob@cps.cjsm.net\nSubject: [RESTRICTED] Case file 4411\n"
+     "Message-ID: <bench@police.cjsm.net>\nMIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n\n"
+     "RESTRICTED\n\nDear Bob,\n\n")
+line = "Please find the witness statements and the case summary attached as discussed.\n"
+tail = "\nJane Doe\nWitness Care Unit\nTel: 020 7946 0018\nThis e-mail is intended solely for the addressee.\n"
+while len(m) + len(line) + len(tail) < 10240:
+    m += line
+open(sys.argv[1], "w").write(m + tail)
+EOF
+
+SINK_PORT=$(port)
+smtp-sink -u nobody -c "127.0.0.1:$SINK_PORT" 1024 >/dev/null 2>&1 &
+PIDS+=($!)
+wait_port "$SINK_PORT"
+
+MG_PORT=$(port)
+cat > "$WORK/mg.yaml" <<EOF
+listen: 127.0.0.1:$MG_PORT
+state_dir: $WORK/state
+upstream: {address: "127.0.0.1:$SINK_PORT", tls: none}
+tracking: {subject: hash}
+limits: {max_connections: 1024}
+EOF
+MARKGATE_LOG=warn "$MG" serve --config "$WORK/mg.yaml" 2>"$WORK/mg.log" &
+MG_PID=$!
+PIDS+=($MG_PID)
+wait_port "$MG_PORT"
+
+# rate PORT -> messages per second for N messages over SESSIONS sessions
+rate() {
+  local start end
+  start=$(date +%s.%N)
+  smtp-source -s "$SESSIONS" -m "$N" -F "$WORK/msg.txt" -f jane@police.cjsm.net -t bob@cps.cjsm.net "127.0.0.1:$1"
+  end=$(date +%s.%N)
+  python3 -c "print(f'{$N/($end-$start):.0f}')"
+}
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+
+declare -A RATES
+PEERS=(direct markgate)
+
+# Optional peers: Haraka (npm) and a private Postfix relay.
+HARAKA_PORT=""
+if command -v npx >/dev/null 2>&1 && [ -d "${HARAKA_DIR:-$HOME/.cache/markgate-haraka}/node_modules/Haraka" ]; then
+  HD="${HARAKA_DIR:-$HOME/.cache/markgate-haraka}"
+  HARAKA_PORT=$(port)
+  rm -rf "$WORK/haraka"
+  (cd "$HD" && npx haraka -i "$WORK/haraka" >/dev/null)
+  printf 'relay\nqueue/smtp_forward\nrdns_ok\n' > "$WORK/haraka/config/plugins"
+  printf 'exports.hook_lookup_rdns = function (next) { next(OK, "localhost"); };\n' > "$WORK/haraka/plugins/rdns_ok.js"
+  printf '[relay]\nacl=true\n' > "$WORK/haraka/config/relay.ini"
+  printf '127.0.0.1/32\n' > "$WORK/haraka/config/relay_acl_allow"
+  printf 'host=127.0.0.1\nport=%s\nenable_outbound=true\n' "$SINK_PORT" > "$WORK/haraka/config/smtp_forward.ini"
+  printf 'listen=127.0.0.1:%s\nnodes=0\n' "$HARAKA_PORT" > "$WORK/haraka/config/smtp.ini"
+  (cd "$HD" && npx haraka -c "$WORK/haraka" >"$WORK/haraka.log" 2>&1) &
+  PIDS+=($!)
+  wait_port "$HARAKA_PORT" && PEERS+=(haraka)
+fi
+PF_PORT=""
+if [ -x /usr/sbin/postfix ]; then
+  PF_PORT=$(port)
+  mkdir -p "$WORK/pf/etc" "$WORK/pf/queue" "$WORK/pf/data"
+  chown postfix "$WORK/pf/data"
+  cat > "$WORK/pf/etc/main.cf" <<EOF
+compatibility_level = 3.6
+queue_directory = $WORK/pf/queue
+data_directory = $WORK/pf/data
+mail_owner = postfix
+setgid_group = postdrop
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = postfix.bench
+mydestination =
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject
+relayhost = [127.0.0.1]:$SINK_PORT
+smtp_dns_support_level = disabled
+smtp_host_lookup = native
+alias_maps =
+alias_database =
+local_recipient_maps =
+maillog_file = $WORK/pf/maillog
+maillog_file_prefixes = $WORK
+default_process_limit = 100
+EOF
+  { echo "127.0.0.1:$PF_PORT inet n - n - - smtpd"
+    for s in "pickup unix n - n 60 1 pickup" "cleanup unix n - n - 0 cleanup" "qmgr unix n - n 300 1 qmgr" \
+      "tlsmgr unix - - n 1000? 1 tlsmgr" "rewrite unix - - n - - trivial-rewrite" "bounce unix - - n - 0 bounce" \
+      "defer unix - - n - 0 bounce" "trace unix - - n - 0 bounce" "verify unix - - n - 1 verify" \
+      "flush unix n - n 1000? 0 flush" "proxymap unix - - n - - proxymap" "smtp unix - - n - - smtp" \
+      "relay unix - - n - - smtp" "showq unix n - n - - showq" "error unix - - n - - error" \
+      "retry unix - - n - - error" "discard unix - - n - - discard" "anvil unix - - n - 1 anvil" \
+      "scache unix - - n - 1 scache" "postlog unix-dgram n - n - 1 postlogd"; do echo "$s"; done
+  } > "$WORK/pf/etc/master.cf"
+  if postfix -c "$WORK/pf/etc" start >/dev/null 2>&1 && wait_port "$PF_PORT"; then PEERS+=(postfix); fi
+fi
+
+peer_port() {
+  case $1 in direct) echo "$SINK_PORT";; markgate) echo "$MG_PORT";; haraka) echo "$HARAKA_PORT";; postfix) echo "$PF_PORT";; esac
+}
+
+MG_TICKS=0
+for r in $(seq "$ROUNDS"); do
+  for p in "${PEERS[@]}"; do
+    [ "$p" = markgate ] && t0=$(cpu_ticks "$MG_PID")
+    v=$(rate "$(peer_port "$p")")
+    [ "$p" = markgate ] && MG_TICKS=$((MG_TICKS + $(cpu_ticks "$MG_PID") - t0))
+    RATES[$p]="${RATES[$p]:-} $v"
+  done
+done
+
+# Added latency: paced, one message at a time, markgate against direct.
+latency() {
+  python3 - "$1" "$WORK/msg.txt" <<'EOF'
+import smtplib, sys, time
+port = int(sys.argv[1]); body = open(sys.argv[2]).read().replace("\n", "\r\n").encode()
+s = smtplib.SMTP("127.0.0.1", port); s.ehlo("bench")
+t = []
+for i in range(300):
+    a = time.perf_counter(); s.sendmail("jane@police.cjsm.net", ["bob@cps.cjsm.net"], body); t.append(time.perf_counter() - a)
+    time.sleep(0.002)
+s.quit(); t.sort()
+print(f"{t[len(t)//2]*1000:.2f} {t[int(len(t)*0.99)]*1000:.2f}")
+EOF
+}
+read -r D50 D99 < <(latency "$SINK_PORT")
+read -r M50 M99 < <(latency "$MG_PORT")
+HZ=$(getconf CLK_TCK)
+RSS=$(awk '/VmHWM/{print $2}' "/proc/$MG_PID/status")
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+DIRECT=$(echo "${RATES[direct]}" | median)
+echo
+echo "markgate benchmark: $N messages of 10 KB, $SESSIONS sessions, $ROUNDS alternating rounds, $(nproc) cores"
+printf '%-10s %10s %10s   %s\n' peer "msg/s" "x direct" "rounds"
+for p in "${PEERS[@]}"; do
+  m=$(echo "${RATES[$p]}" | median)
+  printf '%-10s %10s %10s   %s\n' "$p" "$m" "$(python3 -c "print(f'{$m/$DIRECT:.2f}')")" "${RATES[$p]}"
+done
+if [ -n "${RATES[haraka]:-}" ]; then
+  echo "markgate / haraka: $(python3 -c "print(f'{$(echo "${RATES[markgate]}" | median)/$(echo "${RATES[haraka]}" | median):.2f}')")"
+fi
+echo "added latency (paced, 300 msgs): p50 $(python3 -c "print(f'{$M50-$D50:.2f}')") ms, p99 $(python3 -c "print(f'{$M99-$D99:.2f}')") ms (direct p50 $D50 ms, p99 $D99 ms; via markgate p50 $M50, p99 $M99)"
+echo "markgate CPU: $(python3 -c "print(f'{$MG_TICKS/$HZ/($N*$ROUNDS)*1000:.3f}')") s per 1,000 messages; peak RSS $((RSS / 1024)) MB"

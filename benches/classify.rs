@@ -1,0 +1,109 @@
+//! Classify + decide, the per-message work markgate adds to the mail path: a 10 KB
+//! RESTRICTED message with a signature (the benchmark message of issue 9), the same
+//! message at 100 KB and 1 MB (linearity), and 10 against 1,000 rules.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use markgate::config::Config;
+use markgate::gateway::Snapshot;
+use markgate::message::Spool;
+use markgate::policy::Policy;
+use markgate::transaction::{ClientInfo, Envelope, Recipient, Transaction};
+
+/// The benchmark message: RESTRICTED, a signature, plain text padded to `size` bytes.
+pub fn message(size: usize) -> Vec<u8> {
+    let mut m = String::from(
+        "From: Jane Doe <jane@police.cjsm.net>\r\nTo: bob@cps.cjsm.net\r\nSubject: [RESTRICTED] Case file 4411\r\nDate: Tue, 24 Nov 2026 10:00:00 +0000\r\nMessage-ID: <bench@police.cjsm.net>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nRESTRICTED\r\n\r\nDear Bob,\r\n\r\n",
+    );
+    let line = "Please find the witness statements and the case summary attached as discussed.\r\n";
+    let tail = "\r\nJane Doe\r\nWitness Care Unit\r\nTel: 020 7946 0018\r\nThis e-mail is intended solely for the addressee.\r\n";
+    while m.len() + line.len() + tail.len() < size {
+        m.push_str(line);
+    }
+    m.push_str(tail);
+    m.into_bytes()
+}
+
+fn transaction(raw: Vec<u8>) -> Transaction {
+    Transaction {
+        id: "BENCH".into(),
+        received: std::time::SystemTime::now(),
+        client: ClientInfo {
+            addr: "127.0.0.1".into(),
+            helo: "bench".into(),
+        },
+        tls: None,
+        envelope: Envelope {
+            sender: "jane@police.cjsm.net".into(),
+            params: Default::default(),
+            recipients: vec![Recipient::plain("bob@cps.cjsm.net")],
+        },
+        message: Arc::new(Spool::from_bytes(raw)),
+        front_end: "bench",
+        mta_queue_id: None,
+    }
+}
+
+fn snapshot(rules: Option<String>) -> Snapshot {
+    let config = Config::default();
+    let mut snap = markgate::runtime::load_snapshot(&config).expect("default rules");
+    if let Some(text) = rules {
+        snap.policy = Policy::from_str(&text, "bench.yaml").expect("bench rules");
+    }
+    snap
+}
+
+/// `n` rules of the kinds people write (regexes on subject and sender, levels), none of
+/// which match the benchmark message, then the default CJSM rules' conditions.
+fn many_rules(n: usize) -> String {
+    let mut y = String::from("rules:\n");
+    for i in 0..n {
+        match i % 3 {
+            0 => y.push_str(&format!("  - id: r{i}\n    when: {{subject: 'project-{i}\\b'}}\n    action: quarantine\n")),
+            1 => y.push_str(&format!("  - id: r{i}\n    when: {{sender: ['^user{i}@'], level: [SECRET]}}\n    action: quarantine\n")),
+            _ => y.push_str(&format!("  - id: r{i}\n    when: {{attachment_name: ['\\.x{i}$']}}\n    action: quarantine\n")),
+        }
+    }
+    y.push_str("  - id: above-restricted\n    when: {rank_at_least: 3}\n    action: {reject: {code: 550, status: '5.7.1', text: no}}\n");
+    y
+}
+
+fn bench(c: &mut Criterion) {
+    let snap = snapshot(None);
+    let mut group = c.benchmark_group("classify_and_decide");
+    for size in [10 * 1024, 100 * 1024, 1024 * 1024] {
+        let txn = transaction(message(size));
+        let eval = snap.evaluate(&txn);
+        assert_eq!(
+            eval.verdict.action.name(),
+            "pass",
+            "the benchmark message passes"
+        );
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(size), &txn, |b, txn| {
+            b.iter(|| black_box(snap.evaluate(black_box(txn))))
+        });
+    }
+    group.finish();
+
+    let txn = transaction(message(10 * 1024));
+    let mut rules = c.benchmark_group("rules_10kb");
+    for n in [10, 1000] {
+        let snap = snapshot(Some(many_rules(n)));
+        let classification = snap.classify(&txn.message).expect("classifies");
+        rules.bench_with_input(BenchmarkId::new("decide", n), &classification, |b, c| {
+            b.iter(|| black_box(snap.decide(&txn, Ok(black_box(c.clone())))))
+        });
+        rules.bench_with_input(
+            BenchmarkId::new("classify_and_decide", n),
+            &txn,
+            |b, txn| b.iter(|| black_box(snap.evaluate(black_box(txn)))),
+        );
+    }
+    rules.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
