@@ -366,12 +366,20 @@ impl Gateway {
     }
 }
 
+/// Messages up to this size are classified on the session's own task.
+const INLINE_CLASSIFY_MAX: u64 = 64 * 1024;
+
 /// Classification runs off the async workers and within the configured budget; a message
 /// that takes longer (a MIME bomb) is unclassifiable, so it is held, never passed.
 async fn classify_within_budget(
     snap: &Arc<Snapshot>,
     message: &Arc<Spool>,
 ) -> Result<Classification, String> {
+    // Small messages classify in microseconds (parts and nesting are capped before
+    // parsing); a thread hand-off would cost more than the work.
+    if message.len() <= INLINE_CLASSIFY_MAX {
+        return snap.classify(message);
+    }
     let budget = snap.config.classifier.budget;
     let (snap, message) = (snap.clone(), message.clone());
     let task = tokio::task::spawn_blocking(move || snap.classify(&message));

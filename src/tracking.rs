@@ -16,7 +16,8 @@ use crate::timefmt;
 pub struct Tracking {
     dir: PathBuf,
     retention: Duration,
-    current: Mutex<Option<(String, File)>>,
+    /// Today's file, its day and its length (the next record's offset).
+    current: Mutex<Option<(String, File, u64)>>,
     index: Mutex<Option<Index>>,
 }
 
@@ -74,7 +75,7 @@ impl Tracking {
         line.push(b'\n');
         let day = timefmt::date(now);
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if current.as_ref().is_none_or(|(d, _)| *d != day) {
+        if current.as_ref().is_none_or(|(d, _, _)| *d != day) {
             create_private_dir(&self.dir)?;
             let path = self.dir.join(format!("tracking-{day}.jsonl"));
             let file = OpenOptions::new()
@@ -82,19 +83,24 @@ impl Tracking {
                 .append(true)
                 .mode(0o600)
                 .open(path)?;
-            *current = Some((day, file));
+            let len = file.metadata()?.len();
+            *current = Some((day, file, len));
         }
-        let Some((day, file)) = current.as_mut() else {
+        let Some((day, file, len)) = current.as_mut() else {
             return Err(io::Error::other("tracking file not open"));
         };
         let name = format!("tracking-{day}.jsonl");
+        // Another process (a `quarantine release`) may append too: take the length from
+        // the file, not from what this process wrote.
         let written = file.metadata().map(|m| m.len()).and_then(|offset| {
-            file.write_all(&line)
-                .and_then(|_| file.flush())
-                .map(|_| offset)
+            file.write_all(&line).and_then(|_| file.flush())?;
+            Ok(offset)
         });
         match written {
-            Ok(offset) => Ok((name, offset)),
+            Ok(offset) => {
+                *len = offset + line.len() as u64;
+                Ok((name, offset))
+            }
             Err(err) => {
                 // Reopen next time: the file may have been rotated away or the disk freed.
                 *current = None;
@@ -108,7 +114,9 @@ impl Tracking {
     /// would be delivered yet answered 451 (a duplicate on retry); this makes that a
     /// race with the disk filling in between, not the normal way a full disk shows.
     pub fn preflight(&self) -> io::Result<()> {
-        create_private_dir(&self.dir)?;
+        if !self.dir.is_dir() {
+            create_private_dir(&self.dir)?;
+        }
         let st = rustix::fs::statvfs(&self.dir).map_err(io::Error::from)?;
         if st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY) {
             return Err(io::Error::new(

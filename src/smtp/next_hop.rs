@@ -153,20 +153,40 @@ impl NextHop {
         prepend: &[u8],
         message: &Spool,
     ) -> Result<Delivered, NextHopError> {
-        let mut conn = self.checkout().await?;
-        match self.transact(&mut conn, envelope, prepend, message).await {
+        let (mut conn, reused) = self.checkout().await?;
+        let mut result = self.transact(&mut conn, envelope, prepend, message).await;
+        if reused
+            && matches!(
+                result,
+                Err(Failure::BeforeData(NextHopError::Unavailable(_)))
+            )
+        {
+            // An idle connection the next hop had closed: nothing was sent, so a fresh
+            // connection may try again.
+            conn = self.connect().await?;
+            result = self.transact(&mut conn, envelope, prepend, message).await;
+        }
+        match result {
             Ok(delivered) => {
                 self.checkin(conn);
                 Ok(delivered)
             }
-            Err(NextHopError::Refused(reply)) => {
-                // The session is still in step after a refusal: reset it and keep it.
+            Err(Failure::BeforeData(NextHopError::Refused(reply))) => {
+                // The session is still in step after a refused envelope: reset and keep it.
                 if conn.client.rset().await.is_ok() {
                     self.checkin(conn);
                 }
                 Err(NextHopError::Refused(reply))
             }
-            Err(err) => Err(err),
+            Err(Failure::AfterData(NextHopError::Refused(reply))) => {
+                // A refusal at the final dot leaves the session ready for the next MAIL.
+                self.checkin(conn);
+                Err(NextHopError::Refused(reply))
+            }
+            // Anything else: the connection's state is unknown; drop it.
+            Err(Failure::BeforeData(err) | Failure::AfterData(err) | Failure::Abandon(err)) => {
+                Err(err)
+            }
         }
     }
 
@@ -177,21 +197,21 @@ impl NextHop {
         Ok(())
     }
 
-    async fn checkout(&self) -> Result<Connection, NextHopError> {
+    /// An idle connection (true: reused) or a new one. A reused connection needs no RSET:
+    /// each was returned after a completed transaction or a reset, so it is ready for MAIL
+    /// (RFC 5321 4.1.4), and a dead one is caught by `send`'s retry.
+    async fn checkout(&self) -> Result<(Connection, bool), NextHopError> {
         loop {
             let candidate = {
                 let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
                 idle.pop()
             };
-            let Some(mut conn) = candidate else {
-                return self.connect().await;
-            };
-            if conn.idle_since.elapsed() > self.cfg.idle_timeout {
-                continue;
-            }
-            // RSET proves the connection is alive and starts a clean transaction.
-            if conn.client.rset().await.is_ok() {
-                return Ok(conn);
+            match candidate {
+                None => return Ok((self.connect().await?, false)),
+                Some(conn) if conn.idle_since.elapsed() <= self.cfg.idle_timeout => {
+                    return Ok((conn, true))
+                }
+                Some(_) => continue,
             }
         }
     }
@@ -286,7 +306,7 @@ impl NextHop {
         envelope: &Envelope,
         prepend: &[u8],
         message: &Spool,
-    ) -> Result<Delivered, NextHopError> {
+    ) -> Result<Delivered, Failure> {
         let size = message.len() + prepend.len() as u64;
         let mut commands = vec![mail_command(envelope, size, conn.dsn)];
         commands.extend(
@@ -295,54 +315,85 @@ impl NextHop {
                 .iter()
                 .map(|r| rcpt_command(r, conn.dsn)),
         );
-        let replies = if conn.pipelining {
-            conn.client
-                .cmds(&commands)
-                .await
-                .map_err(|e| unavailable("envelope", e))?
+        let before = Failure::BeforeData;
+        let (envelope_replies, data_reply) = if conn.pipelining {
+            // MAIL, every RCPT and DATA in one write (RFC 2920), their replies in one read.
+            commands.push("DATA\r\n".to_string());
+            let batch = commands.concat();
+            let n = commands.len();
+            let client = &mut conn.client;
+            tokio::time::timeout(self.cfg.timeout, async {
+                client.stream.write_all(batch.as_bytes()).await?;
+                client.stream.flush().await?;
+                client.read_many(n).await
+            })
+            .await
+            .map_err(|_| before(unavailable("envelope", "timed out")))?
+            .map_err(|e| before(unavailable("envelope", e)))
+            .map(|mut replies| {
+                let data = replies.pop();
+                (replies, data)
+            })?
         } else {
-            let mut replies = Vec::with_capacity(commands.len());
+            let mut replies = Vec::with_capacity(commands.len() + 1);
             for command in &commands {
                 let reply = conn
                     .client
                     .cmd(command)
                     .await
-                    .map_err(|e| unavailable("envelope", e))?;
+                    .map_err(|e| before(unavailable("envelope", e)))?;
                 let refused = reply.code >= 400;
                 replies.push(reply);
                 if refused {
                     break;
                 }
             }
-            replies
+            let data = if replies.iter().all(|r| r.code < 400) {
+                let data = conn
+                    .client
+                    .cmd(b"DATA\r\n")
+                    .await
+                    .map_err(|e| before(unavailable("DATA", e)))?;
+                Some(data)
+            } else {
+                None
+            };
+            (replies, data)
         };
         // One refused recipient refuses the whole message: splitting it would report
         // delivery to our client for recipients that never got it. Prefer a 4xx, so the
         // sender retries, over a 5xx, which bounces.
-        let refusal = replies
+        let refusal = envelope_replies
             .iter()
             .filter(|r| r.code >= 400)
             .min_by_key(|r| r.code);
         if let Some(reply) = refusal {
-            return Err(NextHopError::Refused(mirror(reply)));
+            let err = NextHopError::Refused(mirror(reply));
+            // If DATA was accepted anyway, the only safe way out is to hang up: sending
+            // anything now would deliver to the recipients that were accepted.
+            return Err(if data_reply.as_ref().is_some_and(|r| r.code == 354) {
+                Failure::Abandon(err)
+            } else {
+                Failure::BeforeData(err)
+            });
         }
-        let reply = conn
-            .client
-            .cmd(b"DATA\r\n")
-            .await
-            .map_err(|e| unavailable("DATA", e))?;
-        if reply.code != 354 {
-            return Err(refused_or_unavailable(&reply));
+        match &data_reply {
+            Some(r) if r.code == 354 => {}
+            Some(r) => return Err(before(refused_or_unavailable(r))),
+            None => return Err(before(unavailable("DATA", "no reply"))),
         }
+        let after = Failure::AfterData;
         let stream = &mut conn.client.stream;
         let data_timeout = self.cfg.data_timeout;
         tokio::time::timeout(data_timeout, write_stuffed(stream, prepend, message))
             .await
-            .map_err(|_| unavailable("sending data", "timed out"))?
-            .map_err(|e| unavailable("sending data", e))?;
-        let reply = timed(data_timeout, conn.client.read()).await?;
+            .map_err(|_| after(unavailable("sending data", "timed out")))?
+            .map_err(|e| after(unavailable("sending data", e)))?;
+        let reply = timed(data_timeout, conn.client.read())
+            .await
+            .map_err(after)?;
         if reply.code / 100 != 2 {
-            return Err(refused_or_unavailable(&reply));
+            return Err(after(refused_or_unavailable(&reply)));
         }
         let line = response_line(&reply);
         Ok(Delivered {
@@ -350,6 +401,17 @@ impl NextHop {
             reply: line,
         })
     }
+}
+
+/// Where a transaction with the next hop failed, which decides what happens to the
+/// connection (and whether a retry on a fresh one is safe).
+enum Failure {
+    /// Before any message byte was sent.
+    BeforeData(NextHopError),
+    /// After the data went out (the final reply, or a failure while sending).
+    AfterData(NextHopError),
+    /// DATA was accepted but the transaction must not go on: hang up.
+    Abandon(NextHopError),
 }
 
 async fn timed<F>(limit: Duration, f: F) -> Result<Response<String>, NextHopError>
@@ -488,12 +550,15 @@ async fn write_stuffed(
         }
         last = Some(buf[n - 1]);
         offset += n as u64;
-        stream.write_all(&out).await?;
-        out.clear();
+        if offset < message.len() {
+            stream.write_all(&out).await?;
+            out.clear();
+        }
     }
     if last.is_some() && last != Some(b'\n') {
         out.extend_from_slice(b"\r\n");
     }
+    // The last chunk and the end marker go in one write.
     out.extend_from_slice(b".\r\n");
     stream.write_all(&out).await?;
     stream.flush().await

@@ -205,10 +205,11 @@ fn insert(
         .get("marking")
         .and_then(|m| text(m, "level"))
         .map(str::to_uppercase);
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO records (time, queue_id, message_id, sender, action, rule, level, file, offset)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![
+    )?
+    .execute(params![
             text(record, "time").unwrap_or(""),
             text(record, "queue_id"),
             text(record, "message_id"),
@@ -218,8 +219,7 @@ fn insert(
             level,
             file,
             offset as i64,
-        ],
-    )?;
+        ])?;
     let id = conn.last_insert_rowid();
     if let Some(list) = record.get("recipients").and_then(|r| r.as_array()) {
         let mut stmt =

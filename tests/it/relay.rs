@@ -544,3 +544,20 @@ fn smtp_source_load_all_messages_arrive() {
         .count();
     assert_eq!(passes, 50);
 }
+
+#[test]
+fn a_reused_next_hop_connection_that_died_is_replaced_without_a_deferral() {
+    let mut sink = Sink::start(&[]);
+    let mg = Markgate::start(sink.port);
+    assert_eq!(
+        smtplib_send(mg.port, FROM, &[TO], &good_message("[OFFICIAL] one")).0,
+        250
+    );
+    // The next hop restarts: markgate's idle connection to it is now dead.
+    let port = sink.port;
+    sink.kill();
+    sink.restart_on(port);
+    let (code, text) = smtplib_send(mg.port, FROM, &[TO], &good_message("[OFFICIAL] two"));
+    assert_eq!(code, 250, "{text}");
+    assert_eq!(sink.wait_for(2).len(), 2);
+}
