@@ -1,5 +1,6 @@
 //! The SMTP front end (server session, DATA reader, replies) and the next-hop client.
 
+pub mod command;
 pub mod data;
 pub mod next_hop;
 pub mod reply;

@@ -11,12 +11,12 @@ use std::sync::Arc;
 
 use smtp_proto::{
     Request, MAIL_BODY_7BIT, MAIL_BODY_8BITMIME, MAIL_BODY_BINARYMIME, MAIL_RET_FULL,
-    MAIL_RET_HDRS, MAIL_SMTPUTF8, RCPT_NOTIFY_DELAY, RCPT_NOTIFY_FAILURE, RCPT_NOTIFY_NEVER,
-    RCPT_NOTIFY_SUCCESS,
+    MAIL_RET_HDRS, MAIL_SMTPUTF8,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
+use super::command;
 use super::data::{DataFault, DataReader, Progress};
 use super::reply::Reply;
 use crate::gateway::{Gateway, Snapshot};
@@ -278,14 +278,7 @@ impl Session {
     }
 
     fn command(&mut self, line: &[u8]) -> Next {
-        // NUL and other controls have no business in a command (and would reach logs).
-        let body = line.strip_suffix(b"\n").unwrap_or(line);
-        let body = body.strip_suffix(b"\r").unwrap_or(body);
-        if body.iter().any(|&b| b < 0x20 && b != b'\t' || b == 0x7f) {
-            self.reply(Reply::syntax("control characters in command"));
-            return self.error_next();
-        }
-        match Request::parse(&mut line.iter()) {
+        match command::parse(line) {
             Ok(Request::Ehlo { host }) => self.ehlo(&host, true),
             Ok(Request::Helo { host }) => self.ehlo(&host, false),
             Ok(Request::Mail { from }) => self.mail_from(from),
@@ -318,8 +311,8 @@ impl Session {
                 self.reply(Reply::not_implemented());
                 self.error_next()
             }
-            Err(err) => {
-                self.reply(parse_error_reply(&err));
+            Err(reply) => {
+                self.reply(reply);
                 self.error_next()
             }
         }
@@ -459,7 +452,7 @@ impl Session {
             self.reply(Reply::too_many_recipients(max));
             return Next::Read;
         }
-        let notify = notify_param(to.flags);
+        let notify = command::notify_param(to.flags);
         envelope.recipients.push(Recipient {
             address: to.address.to_string(),
             notify,
@@ -550,39 +543,5 @@ impl Session {
             }
         };
         self.reply(reply);
-    }
-}
-
-fn notify_param(flags: u64) -> Option<String> {
-    if flags & RCPT_NOTIFY_NEVER != 0 {
-        return Some("NEVER".into());
-    }
-    let parts: Vec<&str> = [
-        (RCPT_NOTIFY_SUCCESS, "SUCCESS"),
-        (RCPT_NOTIFY_FAILURE, "FAILURE"),
-        (RCPT_NOTIFY_DELAY, "DELAY"),
-    ]
-    .iter()
-    .filter(|(f, _)| flags & f != 0)
-    .map(|(_, n)| *n)
-    .collect();
-    (!parts.is_empty()).then(|| parts.join(","))
-}
-
-fn parse_error_reply(err: &smtp_proto::Error) -> Reply {
-    use smtp_proto::Error as E;
-    match err {
-        E::UnknownCommand => Reply::unrecognized(),
-        E::InvalidSenderAddress => Reply::new(501, "5.1.7", "Bad sender address syntax"),
-        E::InvalidRecipientAddress => Reply::new(501, "5.1.3", "Bad recipient address syntax"),
-        E::SyntaxError { syntax } => Reply::syntax(syntax),
-        E::InvalidParameter { param } => {
-            Reply::new(501, "5.5.4", format!("Invalid parameter {param}"))
-        }
-        E::UnsupportedParameter { param } => {
-            let shown: String = param.chars().filter(|c| !c.is_control()).take(64).collect();
-            Reply::unsupported_parameter(&shown)
-        }
-        _ => Reply::syntax("command"),
     }
 }

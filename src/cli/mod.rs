@@ -1,0 +1,393 @@
+//! The command line: `serve`, `check`, `classify`, `quarantine …`, `track …`. Each command
+//! parses flags, loads what it needs and reports errors with context for the user.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use crate::config::Config;
+use crate::gateway::Snapshot;
+use crate::message::Spool;
+use crate::policy::Action;
+use crate::transaction::{ClientInfo, Envelope, Recipient, Transaction};
+
+mod quarantine;
+mod track;
+
+pub use quarantine::QuarantineCommand;
+pub use track::{SearchArgs, TrackCommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "markgate",
+    version,
+    about = "Outbound mail gateway for CJSM protective markings"
+)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_parser = ["text", "json"], default_value = "text")]
+    pub log_format: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command shares for finding its configuration.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ConfigArgs {
+    /// YAML config file; embedded defaults when absent.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Rule file (overrides `rules:`).
+    #[arg(long)]
+    pub rules: Option<PathBuf>,
+    /// CJSM directory file (overrides `directory:`).
+    #[arg(long)]
+    pub directory: Option<PathBuf>,
+    /// State directory (overrides `state_dir:`).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    pub fn load(&self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        if let Some(r) = &self.rules {
+            config.rules = Some(r.clone());
+        }
+        if let Some(d) = &self.directory {
+            config.directory = Some(d.clone());
+        }
+        if let Some(s) = &self.state_dir {
+            config.state_dir = s.clone();
+        }
+        Ok(config)
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the SMTP gateway.
+    Serve {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Address to listen on for SMTP.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Next hop, host:port.
+        #[arg(long)]
+        upstream: Option<String>,
+        /// Address for /metrics, /healthz, /readyz.
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
+    },
+    /// Run the policy as a milter inside Postfix's smtpd.
+    Milter {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// inet:ADDR:PORT or unix:PATH.
+        #[arg(long, default_value = "inet:127.0.0.1:10027")]
+        listen: crate::milter::Listen,
+        /// Address for /metrics, /healthz, /readyz.
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
+    },
+    /// Validate config, rules and directory; print file:line:column for each error.
+    Check {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Also run the `tests:` in the rule file.
+        #[arg(long)]
+        run_tests: bool,
+    },
+    /// Classify one message and show the decision, sending nothing.
+    Classify {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long)]
+        json: bool,
+        /// Envelope sender; "" is the null sender.
+        #[arg(long, default_value = "sender@example.cjsm.net")]
+        from: String,
+        /// Envelope recipients; To/Cc/Bcc of the message when none.
+        #[arg(long)]
+        to: Vec<String>,
+        message: PathBuf,
+    },
+    /// Print the JSON Schema of the rule or directory file (for editors).
+    Schema {
+        #[arg(value_enum)]
+        which: crate::policy::SchemaKind,
+    },
+    /// Review held messages.
+    Quarantine {
+        #[command(subcommand)]
+        command: QuarantineCommand,
+    },
+    /// Search the message-tracking log.
+    Track {
+        #[command(subcommand)]
+        command: TrackCommand,
+    },
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            upstream,
+            metrics_listen,
+        } => {
+            let mut config = config.load()?;
+            if let Some(l) = listen {
+                config.listen = l;
+            }
+            if let Some(u) = upstream {
+                config.upstream.address = u;
+            }
+            if metrics_listen.is_some() {
+                config.metrics_listen = metrics_listen;
+            }
+            config.validate("command line")?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_stack_size(8 * 1024 * 1024)
+                .build()
+                .context("starting the runtime")?;
+            rt.block_on(crate::runtime::run(config, crate::runtime::FrontEnd::Smtp))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Milter {
+            config,
+            listen,
+            metrics_listen,
+        } => {
+            let mut config = config.load()?;
+            if metrics_listen.is_some() {
+                config.metrics_listen = metrics_listen;
+            }
+            config.validate("command line")?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_stack_size(8 * 1024 * 1024)
+                .build()
+                .context("starting the runtime")?;
+            rt.block_on(crate::runtime::run(
+                config,
+                crate::runtime::FrontEnd::Milter(listen),
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { config, run_tests } => check(&config, run_tests),
+        Command::Classify {
+            config,
+            json,
+            from,
+            to,
+            message,
+        } => classify(&config.load()?, json, &from, &to, &message),
+        Command::Schema { which } => {
+            print!("{}", crate::policy::json_schema(which));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Quarantine { command } => quarantine::run(command),
+        Command::Track { command } => track::run(command),
+    }
+}
+
+fn check(args: &ConfigArgs, run_tests: bool) -> anyhow::Result<ExitCode> {
+    let config = match args.load() {
+        Ok(c) => c,
+        Err(err) => {
+            eprintln!("{err:#}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let snapshot = match crate::runtime::load_snapshot(&config) {
+        Ok(s) => s,
+        Err(err) => {
+            eprintln!("{err}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    println!(
+        "ok: {} rules from {}",
+        snapshot.policy.rule_ids().count(),
+        snapshot.policy.source
+    );
+    if !run_tests {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let base = config
+        .rules
+        .as_deref()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let mut failed = 0;
+    let tests = snapshot.policy.file.tests.clone();
+    for test in &tests {
+        let raw = match (&test.message, &test.file) {
+            (Some(m), _) => m.clone().into_bytes(),
+            (None, Some(f)) => std::fs::read(base.join(f))
+                .with_context(|| format!("test `{}`: {}", test.name, f.display()))?,
+            (None, None) => anyhow::bail!("test `{}` has neither message nor file", test.name),
+        };
+        let eval = evaluate(&snapshot, raw, &test.from, &test.to);
+        let action = eval.verdict.action.name();
+        let ok = action == test.expect.action
+            && (test.expect.rule.is_none() || test.expect.rule == eval.verdict.rule);
+        if ok {
+            println!("pass: {}", test.name);
+        } else {
+            failed += 1;
+            println!(
+                "FAIL: {}: expected {} {}, got {} {}",
+                test.name,
+                test.expect.action,
+                test.expect.rule.as_deref().unwrap_or("(any rule)"),
+                action,
+                eval.verdict.rule.as_deref().unwrap_or("(no rule)")
+            );
+        }
+    }
+    println!("{} passed, {} failed", tests.len() - failed, failed);
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Runs a message through the same evaluate step `serve` uses.
+pub(crate) fn evaluate(
+    snapshot: &Snapshot,
+    raw: Vec<u8>,
+    from: &str,
+    to: &[String],
+) -> crate::gateway::Evaluation {
+    let mut recipients: Vec<Recipient> = to.iter().map(|a| Recipient::plain(a)).collect();
+    if recipients.is_empty() {
+        if let Ok(c) = snapshot.classifier.classify(&raw) {
+            recipients = c
+                .header_recipients
+                .iter()
+                .map(|a| Recipient::plain(a))
+                .collect();
+        }
+    }
+    let txn = Transaction {
+        id: crate::transaction::new_queue_id(),
+        received: std::time::SystemTime::now(),
+        client: ClientInfo {
+            addr: "127.0.0.1".into(),
+            helo: "classify".into(),
+        },
+        tls: None,
+        envelope: Envelope {
+            sender: from.to_string(),
+            params: Default::default(),
+            recipients,
+        },
+        message: std::sync::Arc::new(Spool::from_bytes(raw)),
+        front_end: "classify",
+        mta_queue_id: None,
+    };
+    snapshot.evaluate(&txn)
+}
+
+fn classify(
+    config: &Config,
+    as_json: bool,
+    from: &str,
+    to: &[String],
+    path: &Path,
+) -> anyhow::Result<ExitCode> {
+    let snapshot = crate::runtime::load_snapshot(config)?;
+    let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let eval = evaluate(&snapshot, raw, from, to);
+    let v = &eval.verdict;
+    let reply = match v.action {
+        Action::Reject => v.reply.as_ref().map(|r| r.to_string()),
+        Action::Quarantine => Some("250 2.0.0 Ok: held for review".to_string()),
+        Action::Pass => Some("250 2.0.0 Ok: forwarded to next hop".to_string()),
+    };
+    let m = &eval.classification.marking;
+    if as_json {
+        let out = json!({
+            "marking": m.to_json(),
+            "signature": eval.classification.signature,
+            "confidentiality_statement": eval.classification.confidentiality_statement,
+            "recipients": eval.recipients.iter().map(|(a, c)| json!({"address": a, "class": c.name()})).collect::<Vec<_>>(),
+            "attachments": eval.classification.attachments,
+            "matched": v.matched,
+            "decision": {"action": v.action.name(), "rule": v.rule, "reply": reply},
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "marking:     {} (rank {})",
+        m.level_name(),
+        m.rank()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "none: must be protected".into())
+    );
+    if !m.descriptors.is_empty() {
+        println!(
+            "descriptors: {}",
+            m.descriptors.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    if !m.caveats.is_empty() {
+        println!(
+            "caveats:     {}",
+            m.caveats.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    for e in &m.evidence {
+        println!("  found {:<20} in {:<28} {:?}", e.level, e.source, e.text);
+    }
+    if m.evidence.is_empty() {
+        println!("  no marking found anywhere (UNMARKED)");
+    }
+    println!(
+        "signature:   {}",
+        if eval.classification.signature {
+            "present"
+        } else {
+            "absent"
+        }
+    );
+    println!(
+        "statement:   {}",
+        if eval.classification.confidentiality_statement {
+            "present"
+        } else {
+            "absent"
+        }
+    );
+    for (a, c) in &eval.recipients {
+        println!("recipient:   {a} ({})", c.name());
+    }
+    for hit in &v.matched {
+        println!(
+            "matched:     {} ({}, would {})",
+            hit.id, hit.mode, hit.action
+        );
+    }
+    println!(
+        "decision:    {} by {} -> {}",
+        v.action.name(),
+        v.rule.as_deref().unwrap_or("default"),
+        reply.unwrap_or_default()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,119 @@
+//! `markgate track …`: search the tracking log through its index, rebuild the index.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+use super::ConfigArgs;
+
+#[derive(Subcommand, Debug)]
+pub enum TrackCommand {
+    /// Find tracking records (from the index).
+    Search(Box<SearchArgs>),
+    /// Rebuild the search index from the tracking files.
+    Reindex {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    #[arg(long)]
+    json: bool,
+    #[arg(long)]
+    message_id: Option<String>,
+    #[arg(long)]
+    sender: Option<String>,
+    #[arg(long)]
+    recipient: Option<String>,
+    #[arg(long)]
+    action: Option<String>,
+    #[arg(long)]
+    rule: Option<String>,
+    #[arg(long)]
+    level: Option<String>,
+    /// From this time on (YYYY-MM-DD or RFC 3339).
+    #[arg(long)]
+    since: Option<String>,
+    /// Before this time.
+    #[arg(long)]
+    until: Option<String>,
+    /// At most this many records.
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+pub fn run(command: TrackCommand) -> anyhow::Result<ExitCode> {
+    let (config, q, json) = match command {
+        TrackCommand::Reindex { config } => {
+            let config = config.load()?;
+            let tracking =
+                crate::tracking::Tracking::new(&config.state_dir, config.tracking.retention_days);
+            let n = tracking.reindex()?;
+            println!("indexed {n} records");
+            return Ok(ExitCode::SUCCESS);
+        }
+        TrackCommand::Search(args) => {
+            let SearchArgs {
+                config,
+                json,
+                message_id,
+                sender,
+                recipient,
+                action,
+                rule,
+                level,
+                since,
+                until,
+                limit,
+            } = *args;
+            let parse_time = |s: Option<String>, flag: &str| -> anyhow::Result<Option<String>> {
+                s.map(|s| {
+                    crate::timefmt::parse(&s)
+                        .map(crate::timefmt::rfc3339)
+                        .with_context(|| format!("{flag}: use YYYY-MM-DD or RFC 3339"))
+                })
+                .transpose()
+            };
+            let q = crate::store::index::Query {
+                message_id,
+                sender,
+                recipient,
+                action,
+                rule,
+                level,
+                since: parse_time(since, "--since")?,
+                until: parse_time(until, "--until")?,
+                limit,
+            };
+            (config.load()?, q, json)
+        }
+    };
+    let tracking =
+        crate::tracking::Tracking::new(&config.state_dir, config.tracking.retention_days);
+    let found = tracking.search(&q)?;
+    let text = |v: &serde_json::Value, k: &str| {
+        v.get(k).and_then(|x| x.as_str()).unwrap_or("-").to_string()
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&found)?);
+    } else {
+        for r in &found {
+            println!(
+                "{} {} {:<10} {:<24} {} -> {}",
+                text(r, "time"),
+                text(r, "queue_id"),
+                text(r, "action"),
+                text(r, "rule"),
+                text(r, "sender"),
+                text(r, "reply")
+            );
+        }
+        println!("{} records", found.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}

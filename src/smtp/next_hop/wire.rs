@@ -1,0 +1,171 @@
+//! What goes over the wire to the next hop: the envelope commands rebuilt from what the
+//! client sent, the dot-stuffed data, and reading its replies back as ours.
+
+use smtp_proto::Response;
+use tokio::io::AsyncWriteExt;
+
+use super::stream::Stream;
+use crate::message::spool::{Spool, CHUNK};
+use crate::smtp::reply::Reply;
+use crate::transaction::{Envelope, Recipient};
+
+/// The next hop's reply as ours; a 421 is not passed on as such, since it would tell our
+/// client that *we* are closing.
+pub fn mirror(reply: &Response<String>) -> Reply {
+    let status = if reply.esc[0] != 0 {
+        format!("{}.{}.{}", reply.esc[0], reply.esc[1], reply.esc[2])
+    } else if reply.code >= 500 {
+        "5.0.0".to_string()
+    } else {
+        "4.0.0".to_string()
+    };
+    let code = if reply.code == 421 { 451 } else { reply.code };
+    Reply::new(code, &status, format!("next hop said: {}", reply.message))
+}
+
+pub fn response_line(reply: &Response<String>) -> String {
+    if reply.esc[0] != 0 {
+        format!(
+            "{} {}.{}.{} {}",
+            reply.code, reply.esc[0], reply.esc[1], reply.esc[2], reply.message
+        )
+    } else {
+        format!("{} {}", reply.code, reply.message)
+    }
+}
+
+/// Postfix and most MTAs say `queued as ID`.
+pub fn queue_id_of(message: &str) -> Option<String> {
+    let rest = &message[message.find("queued as ")? + "queued as ".len()..];
+    let id: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect();
+    (!id.is_empty()).then_some(id)
+}
+
+pub fn mail_command(envelope: &Envelope, size: u64, dsn: bool) -> String {
+    let p = &envelope.params;
+    let mut cmd = format!("MAIL FROM:<{}> SIZE={size}", envelope.sender);
+    if let Some(body) = p.body {
+        cmd.push_str(" BODY=");
+        cmd.push_str(body);
+    }
+    if p.smtputf8 {
+        cmd.push_str(" SMTPUTF8");
+    }
+    if dsn {
+        if let Some(ret) = p.ret {
+            cmd.push_str(" RET=");
+            cmd.push_str(ret);
+        }
+        if let Some(envid) = &p.envid {
+            cmd.push_str(" ENVID=");
+            cmd.push_str(&xtext(envid));
+        }
+    }
+    cmd.push_str("\r\n");
+    cmd
+}
+
+pub fn rcpt_command(rcpt: &Recipient, dsn: bool) -> String {
+    let mut cmd = format!("RCPT TO:<{}>", rcpt.address);
+    if dsn {
+        if let Some(notify) = &rcpt.notify {
+            cmd.push_str(" NOTIFY=");
+            cmd.push_str(notify);
+        }
+        if let Some(orcpt) = &rcpt.orcpt {
+            cmd.push_str(" ORCPT=rfc822;");
+            cmd.push_str(&xtext(orcpt));
+        }
+    }
+    cmd.push_str("\r\n");
+    cmd
+}
+
+/// RFC 3461 xtext: `+`, `=`, controls and non-ASCII as `+HH`.
+pub fn xtext(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (b'!'..=b'~').contains(&b) && b != b'+' && b != b'=' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("+{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Writes the message as DATA content: dot-stuffed, then the end marker. Reads the spool a
+/// chunk at a time so a large message is never held whole.
+pub async fn write_stuffed(
+    stream: &mut Stream,
+    prepend: &[u8],
+    message: &Spool,
+) -> std::io::Result<()> {
+    let mut out = Vec::with_capacity(CHUNK + CHUNK / 8 + prepend.len());
+    out.extend_from_slice(prepend);
+    let mut at_line_start = prepend.is_empty() || prepend.ends_with(b"\n");
+    let mut buf = vec![0u8; CHUNK];
+    let mut offset = 0u64;
+    let mut last = prepend.last().copied();
+    while offset < message.len() {
+        let n = message.read_at(&mut buf, offset)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "spool shorter than its length",
+            ));
+        }
+        for &b in &buf[..n] {
+            if at_line_start && b == b'.' {
+                out.push(b'.');
+            }
+            out.push(b);
+            at_line_start = b == b'\n';
+        }
+        last = Some(buf[n - 1]);
+        offset += n as u64;
+        if offset < message.len() {
+            stream.write_all(&out).await?;
+            out.clear();
+        }
+    }
+    if last.is_some() && last != Some(b'\n') {
+        out.extend_from_slice(b"\r\n");
+    }
+    // The last chunk and the end marker go in one write.
+    out.extend_from_slice(b".\r\n");
+    stream.write_all(&out).await?;
+    stream.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transaction::Recipient;
+
+    #[test]
+    fn queue_id_is_read_from_postfix_and_sink_replies() {
+        assert_eq!(
+            queue_id_of("2.0.0 Ok: queued as 4F2C1A").as_deref(),
+            Some("4F2C1A")
+        );
+        assert_eq!(queue_id_of("Ok"), None);
+    }
+
+    #[test]
+    fn dsn_parameters_are_rebuilt_only_when_the_next_hop_speaks_dsn() {
+        let r = Recipient {
+            address: "a@b.cjsm.net".into(),
+            notify: Some("SUCCESS,FAILURE".into()),
+            orcpt: Some("a+x@b".into()),
+        };
+        assert_eq!(
+            rcpt_command(&r, true),
+            "RCPT TO:<a@b.cjsm.net> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;a+2Bx@b\r\n"
+        );
+        assert_eq!(rcpt_command(&r, false), "RCPT TO:<a@b.cjsm.net>\r\n");
+    }
+}
