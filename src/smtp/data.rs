@@ -225,6 +225,21 @@ mod tests {
         }
     }
 
+    /// Found by the `data_reader` fuzz target: a long line fed in small chunks wrote its
+    /// first chunks before the fault; the outcome (end and fault) must not depend on that.
+    #[test]
+    fn chunking_never_changes_where_data_ends_or_whether_it_is_refused() {
+        let mut wire = b"S%bbje.\r\nubzeot\r\n\xe0\r\n".to_vec();
+        wire.extend(std::iter::repeat_n(0x13u8, 1200));
+        wire.extend_from_slice(b"\r\n.\r\n");
+        let whole = run(&wire, wire.len());
+        for step in 1..8 {
+            let chunked = run(&wire, step);
+            assert_eq!((chunked.1, chunked.2), (whole.1, whole.2), "step {step}");
+        }
+        assert_eq!(whole.1, Some(DataFault::LineTooLong));
+    }
+
     #[test]
     fn long_line_and_oversize_are_faults_and_stop_writing() {
         let mut r = DataReader::new(1 << 20, 100);

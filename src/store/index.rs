@@ -95,6 +95,21 @@ impl Index {
         Ok(())
     }
 
+    /// Adds many records in one transaction (reindexing, benchmarks).
+    pub fn add_batch<'a>(
+        &mut self,
+        records: impl IntoIterator<Item = (&'a serde_json::Value, &'a str, u64)>,
+    ) -> Result<usize, IndexError> {
+        let tx = self.conn.transaction()?;
+        let mut n = 0;
+        for (record, file, offset) in records {
+            insert(&tx, record, file, offset)?;
+            n += 1;
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
     /// Forgets the records of a deleted tracking file.
     pub fn forget_file(&mut self, file: &str) -> Result<(), IndexError> {
         self.conn
