@@ -155,14 +155,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if metrics_listen.is_some() {
                 config.metrics_listen = metrics_listen;
             }
-            config.validate("command line")?;
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .thread_stack_size(8 * 1024 * 1024)
-                .build()
-                .context("starting the runtime")?;
-            rt.block_on(crate::runtime::run(config, crate::runtime::FrontEnd::Smtp))?;
-            Ok(ExitCode::SUCCESS)
+            run_front_end(config, crate::runtime::FrontEnd::Smtp)
         }
         Command::Milter {
             config,
@@ -173,17 +166,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if metrics_listen.is_some() {
                 config.metrics_listen = metrics_listen;
             }
-            config.validate("command line")?;
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .thread_stack_size(8 * 1024 * 1024)
-                .build()
-                .context("starting the runtime")?;
-            rt.block_on(crate::runtime::run(
-                config,
-                crate::runtime::FrontEnd::Milter(listen),
-            ))?;
-            Ok(ExitCode::SUCCESS)
+            run_front_end(config, crate::runtime::FrontEnd::Milter(listen))
         }
         Command::Check { config, run_tests } => check(&config, run_tests),
         Command::Classify {
@@ -200,6 +183,31 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Quarantine { command } => quarantine::run(command),
         Command::Track { command } => track::run(command),
     }
+}
+
+/// Validates the final config and runs a front end until a signal stops it.
+fn run_front_end(config: Config, front_end: crate::runtime::FrontEnd) -> anyhow::Result<ExitCode> {
+    config.validate("command line")?;
+    // Classification of large messages runs on blocking threads; give them the stack a
+    // deeply nested (but allowed) message needs.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(8 * 1024 * 1024)
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(crate::runtime::run(config, front_end))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A `--since`/`--until` value: `YYYY-MM-DD` or RFC 3339, as RFC 3339 for comparisons.
+pub(crate) fn time_flag(value: Option<String>, flag: &str) -> anyhow::Result<Option<String>> {
+    value
+        .map(|s| {
+            crate::timefmt::parse(&s)
+                .map(crate::timefmt::rfc3339)
+                .with_context(|| format!("{flag}: use YYYY-MM-DD or RFC 3339"))
+        })
+        .transpose()
 }
 
 fn check(args: &ConfigArgs, run_tests: bool) -> anyhow::Result<ExitCode> {

@@ -78,13 +78,7 @@ pub fn run(command: QuarantineCommand) -> anyhow::Result<ExitCode> {
         } => {
             let config = config.load()?;
             let q = Quarantine::new(&config.state_dir);
-            let since = since
-                .map(|s| {
-                    crate::timefmt::parse(&s)
-                        .map(crate::timefmt::rfc3339)
-                        .context("--since: use YYYY-MM-DD or RFC 3339")
-                })
-                .transpose()?;
+            let since = super::time_flag(since, "--since")?;
             let list: Vec<_> = q
                 .list()?
                 .into_iter()

@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use super::ConfigArgs;
@@ -71,14 +70,6 @@ pub fn run(command: TrackCommand) -> anyhow::Result<ExitCode> {
                 until,
                 limit,
             } = *args;
-            let parse_time = |s: Option<String>, flag: &str| -> anyhow::Result<Option<String>> {
-                s.map(|s| {
-                    crate::timefmt::parse(&s)
-                        .map(crate::timefmt::rfc3339)
-                        .with_context(|| format!("{flag}: use YYYY-MM-DD or RFC 3339"))
-                })
-                .transpose()
-            };
             let q = crate::store::index::Query {
                 message_id,
                 sender,
@@ -86,8 +77,8 @@ pub fn run(command: TrackCommand) -> anyhow::Result<ExitCode> {
                 action,
                 rule,
                 level,
-                since: parse_time(since, "--since")?,
-                until: parse_time(until, "--until")?,
+                since: super::time_flag(since, "--since")?,
+                until: super::time_flag(until, "--until")?,
                 limit,
             };
             (config.load()?, q, json)
