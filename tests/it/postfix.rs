@@ -213,3 +213,50 @@ fn postfix_keeps_and_retries_what_markgate_defers() {
         pf.queue()
     );
 }
+
+#[test]
+fn postfix_as_the_next_hop_over_required_starttls_verified_against_a_test_ca() {
+    let sink = Sink::start(&[]);
+    let ca = TestCa::new();
+    // The private CA's files must be readable by Postfix's smtpd (it runs as postfix).
+    for f in ["server.pem", "server.key", "ca.pem"] {
+        let mut perms = std::fs::metadata(ca.path(f)).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
+        std::fs::set_permissions(ca.path(f), perms).unwrap();
+    }
+    let mut perms = std::fs::metadata(ca.dir.path()).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(ca.dir.path(), perms).unwrap();
+    let pf = Postfix::start(&[
+        format!("relayhost = [127.0.0.1]:{}", sink.port),
+        format!("smtpd_tls_cert_file = {}", ca.path("server.pem")),
+        format!("smtpd_tls_key_file = {}", ca.path("server.key")),
+        "smtpd_tls_security_level = may".to_string(),
+        "smtpd_tls_loglevel = 1".to_string(),
+    ]);
+    let mg = Markgate::with(
+        pf.port,
+        Opts {
+            upstream: vec![
+                "tls: required".into(),
+                format!("ca_file: {}", ca.path("ca.pem")),
+                "tls_name: localhost".into(),
+            ],
+            ..Opts::default()
+        },
+    );
+    let (code, text) = smtplib_send(
+        mg.port,
+        "jane@police.cjsm.net",
+        &["bob@cps.cjsm.net"],
+        &message(),
+    );
+    assert_eq!(code, 250, "{text}\n{}", pf.log());
+    let rec = &mg.records()[0];
+    // Postfix's own queue id comes back in the record.
+    assert!(rec["next_hop"]["queue_id"].is_string(), "{rec}");
+    sink.wait_for(1);
+    eventually(10, "Postfix logging the TLS session", || {
+        pf.log().contains("TLS connection established from")
+    });
+}
