@@ -340,3 +340,56 @@ fn committed_json_schemas_match_the_rust_types() {
         assert!(schema.contains(&format!("\"{key}\"")), "{key}");
     }
 }
+
+#[test]
+fn serve_with_a_broken_rule_file_exits_non_zero_with_the_location_and_listens_on_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("bad.yaml");
+    std::fs::write(&rules, "rules:\n  - id: x\n    action: pas\n").unwrap();
+    let port = free_port();
+    let out = Command::new(bin())
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--state-dir",
+        ])
+        .arg(dir.path().join("state"))
+        .arg("--rules")
+        .arg(&rules)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:3:", rules.display())), "{err}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "nothing half-started"
+    );
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deep.eml");
+    let mut msg = String::from("Subject: x\r\nContent-Type: multipart/mixed; boundary=b0\r\n\r\n");
+    for i in 1..300 {
+        msg.push_str(&format!(
+            "--b{}\r\nContent-Type: multipart/mixed; boundary=b{i}\r\n\r\n",
+            i - 1
+        ));
+    }
+    std::fs::write(&path, msg).unwrap();
+    let out = Command::new(bin())
+        .args(["--log-format", "json", "classify"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.contains("unclassifiable"))
+        .expect("a warning");
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["level"], "WARN");
+}
