@@ -274,9 +274,12 @@ impl Gateway {
                 };
                 match self.quarantine.put(&txn.message, meta) {
                     Ok(()) => {
-                        let (n, bytes) = self.quarantine.usage();
-                        self.metrics.quarantine_messages.set(n);
-                        self.metrics.quarantine_bytes.set(bytes);
+                        // Counted, not re-listed: listing is O(held) and housekeeping
+                        // recounts (releases and deletes happen in other processes).
+                        self.metrics.quarantine_messages.inc();
+                        self.metrics
+                            .quarantine_bytes
+                            .inc_by(txn.message.len() as i64);
                         (Outcome::Held, Reply::quarantined(&txn.id))
                     }
                     Err(err) => {

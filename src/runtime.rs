@@ -238,4 +238,7 @@ fn housekeeping(g: &Gateway) {
         Ok(_) => {}
         Err(err) => tracing::warn!(error = %err, "quarantine purge failed"),
     }
+    let (n, bytes) = g.quarantine.usage();
+    g.metrics.quarantine_messages.set(n);
+    g.metrics.quarantine_bytes.set(bytes);
 }
