@@ -218,8 +218,16 @@ fn next_hop_killed_and_restarted_mid_run_loses_nothing() {
         .filter(|c| (400..500).contains(*c))
         .count();
     assert!(deferred > 0, "the outage was seen as 4xx");
+    // A message in flight when the next hop is killed may already sit in smtp-sink's dump
+    // file although the sink never said 250: markgate rightly answers 4xx (the next hop took
+    // no responsibility) and the sender's retry makes a duplicate, never a loss (RFC 1047).
+    // At most one such message per client connection; everything else follows the rule.
     let problems = account(&ledger, Some(&sink), &mg.state());
-    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    let (in_flight, other): (Vec<_>, Vec<_>) = problems
+        .iter()
+        .partition(|p| p.contains("refused with 4") && p.ends_with("found 1 times"));
+    assert!(other.is_empty(), "{}", problems.join("\n"));
+    assert!(in_flight.len() <= 3, "{}", problems.join("\n"));
 }
 
 #[test]
