@@ -14,102 +14,21 @@ use std::time::{Instant, SystemTime};
 use serde_json::json;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{Config, SubjectPolicy};
-use crate::directory::{Class, Directory};
-use crate::marking::classify::{Classification, Classifier};
-use crate::message::{skeleton, Spool};
+mod record;
+mod snapshot;
+
+pub use snapshot::{Evaluation, Snapshot};
+
+use crate::marking::classify::Classification;
+use crate::message::Spool;
 use crate::metrics::{DecisionLabels, Metrics};
-use crate::policy::{Action, Facts, Policy, Verdict};
+use crate::policy::{Action, Verdict};
 use crate::quarantine::{Meta, Quarantine};
 use crate::smtp::next_hop::{Delivered, NextHop};
 use crate::smtp::reply::Reply;
 use crate::timefmt;
 use crate::tracking::Tracking;
 use crate::transaction::Transaction;
-
-/// Everything a decision depends on, swapped as one on reload.
-pub struct Snapshot {
-    pub config: Config,
-    pub policy: Policy,
-    pub directory: Directory,
-    pub classifier: Classifier,
-}
-
-impl Snapshot {
-    pub fn new(config: Config, policy: Policy, directory: Directory) -> Snapshot {
-        Snapshot {
-            classifier: Classifier::new(&config.classifier),
-            config,
-            policy,
-            directory,
-        }
-    }
-
-    /// Classifies and decides in one go: the pure part of the path (`classify` and rule
-    /// tests run it without a network).
-    pub fn evaluate(&self, txn: &Transaction) -> Evaluation {
-        self.decide(txn, self.classify(&txn.message))
-    }
-
-    /// Classifies the message; the slow, attacker-shaped part of the path.
-    pub fn classify(&self, message: &Spool) -> Result<Classification, String> {
-        skeleton::view(message)
-            .map_err(|e| e.to_string())
-            .and_then(|view| self.classifier.classify(&view).map_err(|e| e.to_string()))
-    }
-
-    /// Applies the rules. A message that could not be classified is held, never passed.
-    pub fn decide(
-        &self,
-        txn: &Transaction,
-        classified: Result<Classification, String>,
-    ) -> Evaluation {
-        let recipients: Vec<(String, Class)> = txn
-            .envelope
-            .recipients
-            .iter()
-            .map(|r| (r.address.clone(), self.directory.classify(&r.address)))
-            .collect();
-        match classified {
-            Ok(classification) => {
-                let verdict = self.policy.decide(&Facts {
-                    sender: &txn.envelope.sender,
-                    recipients: &recipients,
-                    classification: &classification,
-                    size: txn.message.len(),
-                    tls: txn.tls.is_some(),
-                });
-                Evaluation {
-                    classification,
-                    recipients,
-                    verdict,
-                }
-            }
-            Err(err) => {
-                tracing::warn!(queue_id = %txn.id, error = %err, "unclassifiable message held");
-                Evaluation {
-                    classification: Classification::default(),
-                    recipients,
-                    verdict: Verdict {
-                        action: Action::Quarantine,
-                        rule: Some("unclassifiable".to_string()),
-                        reply: None,
-                        add_headers: Vec::new(),
-                        tags: vec!["unclassifiable".to_string()],
-                        matched: Vec::new(),
-                    },
-                }
-            }
-        }
-    }
-}
-
-/// The outcome of classify + decide.
-pub struct Evaluation {
-    pub classification: Classification,
-    pub recipients: Vec<(String, Class)>,
-    pub verdict: Verdict,
-}
 
 /// Who delivers a passed message: markgate's next hop (smarthost mode), or the MTA that
 /// asked (milter mode), which then adds the headers markgate returns.
@@ -130,7 +49,7 @@ pub struct Processed {
 }
 
 /// What acting on a verdict came to.
-enum Outcome {
+pub(crate) enum Outcome {
     Delivered(Delivered),
     /// Accepted for the MTA to deliver (milter mode).
     Accepted,
@@ -328,7 +247,7 @@ impl Gateway {
         outcome: Outcome,
         reply: Reply,
     ) -> Reply {
-        let record = record(snap, txn, eval, &outcome, &reply);
+        let record = record::record(snap, txn, eval, &outcome, &reply);
         let level = eval.classification.marking.level_name();
         for hit in eval.verdict.matched.iter().filter(|h| h.mode == "audit") {
             self.metrics.decision(DecisionLabels {
@@ -425,81 +344,4 @@ pub fn added_headers(snap: &Snapshot, txn: &Transaction, eval: &Evaluation) -> S
         out.push_str(&format!("{name}: {value}\r\n"));
     }
     out
-}
-
-/// Control characters in attacker-supplied values are escaped before they reach a record.
-fn clean(s: &str) -> String {
-    s.chars()
-        .flat_map(char::escape_default)
-        .collect::<String>()
-        .replace("\\'", "'")
-        .replace("\\\"", "\"")
-}
-
-fn record(
-    snap: &Snapshot,
-    txn: &Transaction,
-    eval: &Evaluation,
-    outcome: &Outcome,
-    reply: &Reply,
-) -> serde_json::Value {
-    use sha2::Digest;
-    let c = &eval.classification;
-    let subject = c
-        .subject
-        .as_deref()
-        .map(|s| match snap.config.tracking.subject {
-            SubjectPolicy::Keep => json!(clean(s)),
-            SubjectPolicy::Hash => {
-                json!(format!("sha256:{:x}", sha2::Sha256::digest(s.as_bytes())))
-            }
-            SubjectPolicy::Drop => serde_json::Value::Null,
-        });
-    let recipients: Vec<_> = if eval.recipients.is_empty() {
-        txn.envelope
-            .recipients
-            .iter()
-            .map(|r| json!({"address": clean(&r.address), "class": null}))
-            .collect()
-    } else {
-        eval.recipients
-            .iter()
-            .map(|(a, class)| json!({"address": clean(a), "class": class.name()}))
-            .collect()
-    };
-    let (outcome_name, next_hop, error) = match outcome {
-        Outcome::Delivered(d) => (
-            "delivered",
-            json!({"reply": d.reply, "queue_id": d.queue_id}),
-            None,
-        ),
-        Outcome::Accepted => ("accepted", serde_json::Value::Null, None),
-        Outcome::Held => ("held", serde_json::Value::Null, None),
-        Outcome::Refused => ("refused", serde_json::Value::Null, None),
-        Outcome::Deferred(e) => ("deferred", serde_json::Value::Null, Some(clean(e))),
-    };
-    json!({
-        "time": timefmt::rfc3339(txn.received),
-        "queue_id": txn.id,
-        "mta_queue_id": txn.mta_queue_id,
-        "front_end": txn.front_end,
-        "client": {"addr": txn.client.addr, "helo": clean(&txn.client.helo)},
-        "tls": txn.tls,
-        "sender": clean(&txn.envelope.sender),
-        "recipients": recipients,
-        "message_id": c.message_id.as_deref().map(clean),
-        "subject": subject,
-        "size": txn.message.len(),
-        "marking": c.marking.to_json(),
-        "signature": c.signature,
-        "confidentiality_statement": c.confidentiality_statement,
-        "matched": eval.verdict.matched,
-        "tags": eval.verdict.tags,
-        "action": eval.verdict.action.name(),
-        "rule": eval.verdict.rule,
-        "reply": reply.to_string(),
-        "outcome": outcome_name,
-        "next_hop": next_hop,
-        "error": error,
-    })
 }

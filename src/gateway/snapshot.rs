@@ -1,0 +1,93 @@
+//! The running rules, directory and config as one value, and the pure part of the path:
+//! classify, then decide. `classify` and rule tests run it without a network.
+
+use crate::config::Config;
+use crate::directory::{Class, Directory};
+use crate::marking::classify::{Classification, Classifier};
+use crate::message::{skeleton, Spool};
+use crate::policy::{Action, Facts, Policy, Verdict};
+use crate::transaction::Transaction;
+
+/// Everything a decision depends on, swapped as one on reload.
+pub struct Snapshot {
+    pub config: Config,
+    pub policy: Policy,
+    pub directory: Directory,
+    pub classifier: Classifier,
+}
+
+impl Snapshot {
+    pub fn new(config: Config, policy: Policy, directory: Directory) -> Snapshot {
+        Snapshot {
+            classifier: Classifier::new(&config.classifier),
+            config,
+            policy,
+            directory,
+        }
+    }
+
+    /// Classifies and decides in one go: the pure part of the path (`classify` and rule
+    /// tests run it without a network).
+    pub fn evaluate(&self, txn: &Transaction) -> Evaluation {
+        self.decide(txn, self.classify(&txn.message))
+    }
+
+    /// Classifies the message; the slow, attacker-shaped part of the path.
+    pub fn classify(&self, message: &Spool) -> Result<Classification, String> {
+        skeleton::view(message)
+            .map_err(|e| e.to_string())
+            .and_then(|view| self.classifier.classify(&view).map_err(|e| e.to_string()))
+    }
+
+    /// Applies the rules. A message that could not be classified is held, never passed.
+    pub fn decide(
+        &self,
+        txn: &Transaction,
+        classified: Result<Classification, String>,
+    ) -> Evaluation {
+        let recipients: Vec<(String, Class)> = txn
+            .envelope
+            .recipients
+            .iter()
+            .map(|r| (r.address.clone(), self.directory.classify(&r.address)))
+            .collect();
+        match classified {
+            Ok(classification) => {
+                let verdict = self.policy.decide(&Facts {
+                    sender: &txn.envelope.sender,
+                    recipients: &recipients,
+                    classification: &classification,
+                    size: txn.message.len(),
+                    tls: txn.tls.is_some(),
+                });
+                Evaluation {
+                    classification,
+                    recipients,
+                    verdict,
+                }
+            }
+            Err(err) => {
+                tracing::warn!(queue_id = %txn.id, error = %err, "unclassifiable message held");
+                Evaluation {
+                    classification: Classification::default(),
+                    recipients,
+                    verdict: Verdict {
+                        action: Action::Quarantine,
+                        rule: Some("unclassifiable".to_string()),
+                        reply: None,
+                        add_headers: Vec::new(),
+                        tags: vec!["unclassifiable".to_string()],
+                        matched: Vec::new(),
+                    },
+                }
+            }
+        }
+    }
+}
+
+/// The outcome of classify + decide.
+pub struct Evaluation {
+    pub classification: Classification,
+    pub recipients: Vec<(String, Class)>,
+    pub verdict: Verdict,
+}
