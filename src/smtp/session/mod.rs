@@ -9,19 +9,19 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use smtp_proto::{
-    Request, MAIL_BODY_7BIT, MAIL_BODY_8BITMIME, MAIL_BODY_BINARYMIME, MAIL_RET_FULL,
-    MAIL_RET_HDRS, MAIL_SMTPUTF8,
-};
+use smtp_proto::Request;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
+mod end_of_data;
+mod verbs;
+
 use super::command;
-use super::data::{DataFault, DataReader, Progress};
+use super::data::{DataReader, Progress};
 use super::reply::Reply;
 use crate::gateway::{Gateway, Snapshot};
 use crate::message::Spool;
-use crate::transaction::{ClientInfo, Envelope, MailParams, Recipient, TlsInfo, Transaction};
+use crate::transaction::{Envelope, TlsInfo};
 
 /// Any byte stream a session can run over.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -330,218 +330,5 @@ impl Session {
         self.envelope = None;
         self.rcpt_attempts = 0;
         self.spool = None;
-    }
-
-    fn ehlo(&mut self, host: &str, extended: bool) -> Next {
-        if host.is_empty() {
-            self.reply(Reply::syntax("EHLO hostname"));
-            return self.error_next();
-        }
-        self.reset_transaction();
-        self.helo = Some(host.to_string());
-        let name = self.hostname().to_string();
-        if !extended {
-            self.reply(Reply::new(250, "", name));
-            return Next::Read;
-        }
-        let limits = &self.snapshot.config.limits;
-        let mut lines = vec![
-            format!("{name} Hello {host} [{}]", self.peer.ip()),
-            "PIPELINING".to_string(),
-            format!("SIZE {}", limits.max_message_size),
-            "8BITMIME".to_string(),
-            "ENHANCEDSTATUSCODES".to_string(),
-            "SMTPUTF8".to_string(),
-            "DSN".to_string(),
-        ];
-        if self.gateway.tls_acceptor.is_some() && self.tls.is_none() {
-            lines.push("STARTTLS".to_string());
-        }
-        let last = lines.len() - 1;
-        for (i, line) in lines.iter().enumerate() {
-            let sep = if i == last { ' ' } else { '-' };
-            self.out
-                .extend_from_slice(format!("250{sep}{line}\r\n").as_bytes());
-        }
-        self.gateway.metrics.reply(250);
-        Next::Read
-    }
-
-    fn starttls(&mut self) -> Next {
-        if self.gateway.tls_acceptor.is_none() {
-            self.reply(Reply::tls_not_available());
-            return Next::Read;
-        }
-        if self.tls.is_some() {
-            self.reply(Reply::bad_sequence("Error: TLS already active"));
-            return self.error_next();
-        }
-        self.reply(Reply::ready_for_tls());
-        Next::StartTls
-    }
-
-    fn mail_from(&mut self, from: smtp_proto::MailFrom<std::borrow::Cow<'_, str>>) -> Next {
-        let config = &self.snapshot.config;
-        let reply = if self.helo.is_none() {
-            Some(Reply::bad_sequence("Error: send HELO/EHLO first"))
-        } else if config.require_tls && self.tls.is_none() {
-            Some(Reply::tls_required())
-        } else if self.envelope.is_some() {
-            Some(Reply::bad_sequence("Error: nested MAIL command"))
-        } else if from.size as u64 > config.limits.max_message_size {
-            Some(Reply::message_too_big(config.limits.max_message_size))
-        } else {
-            None
-        };
-        if let Some(reply) = reply {
-            self.reply(reply);
-            return self.error_next();
-        }
-        let body = if from.flags & MAIL_BODY_BINARYMIME != 0 {
-            Some("BINARYMIME")
-        } else if from.flags & MAIL_BODY_8BITMIME != 0 {
-            Some("8BITMIME")
-        } else if from.flags & MAIL_BODY_7BIT != 0 {
-            Some("7BIT")
-        } else {
-            None
-        };
-        if body == Some("BINARYMIME") {
-            // BINARYMIME needs CHUNKING, which markgate does not offer.
-            self.reply(Reply::unsupported_parameter("BODY=BINARYMIME"));
-            return self.error_next();
-        }
-        let ret = if from.flags & MAIL_RET_FULL != 0 {
-            Some("FULL")
-        } else if from.flags & MAIL_RET_HDRS != 0 {
-            Some("HDRS")
-        } else {
-            None
-        };
-        self.envelope = Some(Envelope {
-            sender: from.address.to_string(),
-            params: MailParams {
-                body,
-                smtputf8: from.flags & MAIL_SMTPUTF8 != 0,
-                ret,
-                envid: from.env_id.map(|e| e.to_string()),
-            },
-            recipients: Vec::new(),
-        });
-        self.reply(Reply::sender_ok());
-        Next::Read
-    }
-
-    fn rcpt_to(&mut self, to: smtp_proto::RcptTo<std::borrow::Cow<'_, str>>) -> Next {
-        let max = self.snapshot.config.limits.max_recipients;
-        let relay_ok = self.relay_allowed();
-        let Some(envelope) = &mut self.envelope else {
-            self.reply(Reply::bad_sequence("Error: need MAIL command"));
-            return self.error_next();
-        };
-        self.rcpt_attempts += 1;
-        if !relay_ok {
-            self.reply(Reply::relay_denied());
-            return self.error_next();
-        }
-        if to.address.is_empty() || !to.address.contains('@') {
-            self.reply(Reply::new(501, "5.1.3", "Bad recipient address syntax"));
-            return self.error_next();
-        }
-        if envelope.recipients.len() >= max {
-            self.reply(Reply::too_many_recipients(max));
-            return Next::Read;
-        }
-        let notify = command::notify_param(to.flags);
-        envelope.recipients.push(Recipient {
-            address: to.address.to_string(),
-            notify,
-            orcpt: to.orcpt.map(|o| o.to_string()),
-        });
-        self.reply(Reply::recipient_ok());
-        Next::Read
-    }
-
-    /// Not an open relay: only configured client networks may send through markgate.
-    fn relay_allowed(&self) -> bool {
-        let ip = self.peer.ip();
-        self.snapshot
-            .config
-            .relay_networks
-            .iter()
-            .any(|net| net.contains(ip))
-    }
-
-    fn data(&mut self) -> Next {
-        let reply = match &self.envelope {
-            None => Some(Reply::bad_sequence("Error: need MAIL command")),
-            Some(e) if e.recipients.is_empty() && self.rcpt_attempts > 0 => {
-                Some(Reply::no_valid_recipients())
-            }
-            Some(e) if e.recipients.is_empty() => {
-                Some(Reply::bad_sequence("Error: need RCPT command"))
-            }
-            Some(_) => None,
-        };
-        if let Some(reply) = reply {
-            self.reply(reply);
-            return self.error_next();
-        }
-        let limits = &self.snapshot.config.limits;
-        self.state = State::Data(DataReader::new(
-            limits.max_message_size,
-            limits.max_line_length,
-        ));
-        self.spool = Some(Spool::new(
-            limits.spool_threshold,
-            &self.snapshot.config.state_dir.join("spool"),
-        ));
-        self.reply(Reply::start_data());
-        Next::Read
-    }
-
-    /// The end of DATA: hand the transaction to the gateway and send its reply.
-    async fn end_of_data(&mut self) {
-        let State::Data(reader) = std::mem::replace(&mut self.state, State::Command) else {
-            return;
-        };
-        let envelope = self.envelope.take().unwrap_or_default();
-        let spool = self.spool.take();
-        self.rcpt_attempts = 0;
-        let limits = &self.snapshot.config.limits;
-        let refusal = match reader.fault() {
-            Some(DataFault::TooBig) => Some(Reply::message_too_big(limits.max_message_size)),
-            Some(DataFault::LineTooLong) => Some(Reply::bad_line_in_data(limits.max_line_length)),
-            Some(DataFault::BareNewline) => Some(Reply::bare_newline()),
-            None if spool.is_none() => Some(Reply::temp_failure()),
-            None => None,
-        };
-        let txn = Transaction {
-            id: crate::transaction::new_queue_id(),
-            received: std::time::SystemTime::now(),
-            client: ClientInfo {
-                addr: self.peer.ip().to_string(),
-                helo: self.helo.clone().unwrap_or_default(),
-            },
-            tls: self.tls.clone(),
-            envelope,
-            message: std::sync::Arc::new(spool.unwrap_or_else(|| Spool::from_bytes(Vec::new()))),
-            front_end: "smtp",
-            mta_queue_id: None,
-        };
-        let reply = match refusal {
-            Some(reply) => self.gateway.refuse(&self.snapshot, &txn, reply),
-            None => {
-                // Let the client see any replies still queued before the decision runs.
-                if let Err(err) = self.flush().await {
-                    tracing::debug!(error = %err, "flush before decision failed");
-                }
-                self.gateway
-                    .process(&self.snapshot, txn, crate::gateway::HandOff::NextHop)
-                    .await
-                    .reply
-            }
-        };
-        self.reply(reply);
     }
 }
