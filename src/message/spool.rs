@@ -64,7 +64,7 @@ impl Spool {
             return Ok(());
         }
         if self.file.is_none() && self.mem.len() + bytes.len() > self.threshold {
-            std::fs::create_dir_all(&self.dir)?;
+            crate::tracking::create_private_dir(&self.dir)?;
             let mut file = tempfile::tempfile_in(&self.dir)?;
             file.write_all(&self.mem)?;
             self.mem = Vec::new();
