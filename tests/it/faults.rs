@@ -204,8 +204,13 @@ fn serve_sigkilled_at_random_points_during_5000_messages_loses_nothing() {
 fn next_hop_killed_and_restarted_mid_run_loses_nothing() {
     let mut sink = Sink::start(&[]);
     let mg = Markgate::start(sink.port);
-    let client = run_client(mg.port, 600, 3, "hop");
-    std::thread::sleep(Duration::from_millis(400));
+    let client = run_client(mg.port, 2000, 3, "hop");
+    // Kill the next hop once the run is under way (not after a fixed delay: on a quiet
+    // machine the whole run can finish before it).
+    let log = std::env::temp_dir().join(format!("markgate-ledger-hop-{}.txt", std::process::id()));
+    eventually(30, "the client under way", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() >= 50)
+    });
     let port = sink.port;
     sink.kill();
     std::thread::sleep(Duration::from_millis(500));
