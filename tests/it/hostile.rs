@@ -411,11 +411,7 @@ fn tls_handshake_garbage_closes_the_connection_and_the_server_survives() {
     let mg = Markgate::with(
         sink.port,
         Opts {
-            top: vec![format!(
-                "tls: {{cert: {}, key: {}}}",
-                ca.path("server.pem"),
-                ca.path("server.key")
-            )],
+            top: vec![ca.tls_line()],
             ..Opts::default()
         },
     );
@@ -437,14 +433,7 @@ fn require_tls_cannot_be_bypassed_by_pipelining() {
     let mg = Markgate::with(
         sink.port,
         Opts {
-            top: vec![
-                "require_tls: true".into(),
-                format!(
-                    "tls: {{cert: {}, key: {}}}",
-                    ca.path("server.pem"),
-                    ca.path("server.key")
-                ),
-            ],
+            top: vec!["require_tls: true".into(), ca.tls_line()],
             ..Opts::default()
         },
     );

@@ -18,12 +18,7 @@ fn postfix_with_milter(milter_port: u16, sink_port: u16) -> Postfix {
 }
 
 fn send(port: u16, from: &str, to: &[&str], msg: &str) -> String {
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), msg).unwrap();
-    let mut args = vec!["--from", from, "--data", file.path().to_str().unwrap()];
-    let joined = to.join(",");
-    args.extend(["--to", &joined]);
-    swaks(port, &args)
+    swaks_message(port, from, &to.join(","), msg)
 }
 
 #[test]

@@ -150,19 +150,7 @@ fn postfix_relayhost_sends_through_markgate_byte_identical_apart_from_added_head
     let mg = Markgate::start(sink.port);
     let pf = Postfix::start(&[format!("relayhost = [127.0.0.1]:{}", mg.port)]);
     let msg = message();
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), &msg).unwrap();
-    let out = swaks(
-        pf.port,
-        &[
-            "--from",
-            "jane@police.cjsm.net",
-            "--to",
-            "bob@cps.cjsm.net",
-            "--data",
-            file.path().to_str().unwrap(),
-        ],
-    );
+    let out = swaks_message(pf.port, "jane@police.cjsm.net", "bob@cps.cjsm.net", &msg);
     assert!(out.contains("<-  250 2.0.0 Ok: queued as"), "{out}");
     let dumps = sink.wait_for(1);
     // Postfix adds its own Received line in front of markgate's; after both, the message
@@ -188,18 +176,11 @@ fn postfix_keeps_and_retries_what_markgate_defers() {
     let dead = free_port();
     let mg = Markgate::start(dead);
     let pf = Postfix::start(&[format!("relayhost = [127.0.0.1]:{}", mg.port)]);
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), message()).unwrap();
-    let out = swaks(
+    let out = swaks_message(
         pf.port,
-        &[
-            "--from",
-            "jane@police.cjsm.net",
-            "--to",
-            "bob@cps.cjsm.net",
-            "--data",
-            file.path().to_str().unwrap(),
-        ],
+        "jane@police.cjsm.net",
+        "bob@cps.cjsm.net",
+        &message(),
     );
     assert!(out.contains("<-  250"), "{out}");
     // markgate answered 451 (next hop down); Postfix must still hold the message.

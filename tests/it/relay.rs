@@ -349,14 +349,7 @@ fn require_tls_refuses_mail_before_starttls() {
     let mg = Markgate::with(
         sink.port,
         Opts {
-            top: vec![
-                "require_tls: true".into(),
-                format!(
-                    "tls: {{cert: {}, key: {}}}",
-                    ca.path("server.pem"),
-                    ca.path("server.key")
-                ),
-            ],
+            top: vec!["require_tls: true".into(), ca.tls_line()],
             ..Opts::default()
         },
     );
@@ -396,11 +389,7 @@ fn plaintext_pipelined_after_starttls_is_discarded() {
     let mg = Markgate::with(
         sink.port,
         Opts {
-            top: vec![format!(
-                "tls: {{cert: {}, key: {}}}",
-                ca.path("server.pem"),
-                ca.path("server.key")
-            )],
+            top: vec![ca.tls_line()],
             ..Opts::default()
         },
     );
@@ -448,11 +437,7 @@ fn next_hop_tls_required_is_verified_against_the_configured_ca() {
     let b = Markgate::with(
         sink.port,
         Opts {
-            top: vec![format!(
-                "tls: {{cert: {}, key: {}}}",
-                ca.path("server.pem"),
-                ca.path("server.key")
-            )],
+            top: vec![ca.tls_line()],
             ..Opts::default()
         },
     );

@@ -513,6 +513,23 @@ finally:
     (code.parse().unwrap_or(0), rest.to_string())
 }
 
+/// Sends `msg` with swaks from `from` to `to` (comma-separated); returns the transcript.
+pub fn swaks_message(port: u16, from: &str, to: &str, msg: &str) -> String {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), msg).unwrap();
+    swaks(
+        port,
+        &[
+            "--from",
+            from,
+            "--to",
+            to,
+            "--data",
+            file.path().to_str().unwrap(),
+        ],
+    )
+}
+
 /// Runs swaks; returns its whole transcript.
 pub fn swaks(port: u16, args: &[&str]) -> String {
     let out = Command::new("swaks")
@@ -600,5 +617,14 @@ impl TestCa {
 
     pub fn path(&self, name: &str) -> String {
         self.dir.path().join(name).display().to_string()
+    }
+
+    /// The config line that gives markgate this CA's server certificate for STARTTLS.
+    pub fn tls_line(&self) -> String {
+        format!(
+            "tls: {{cert: {}, key: {}}}",
+            self.path("server.pem"),
+            self.path("server.key")
+        )
     }
 }
