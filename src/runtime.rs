@@ -50,6 +50,15 @@ pub fn build(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Gateway> 
     crate::tracking::create_private_dir(&config.state_dir)
         .map_err(|e| anyhow::anyhow!("state dir {}: {e}", config.state_dir.display()))?;
     let gateway = Gateway::new(snapshot, acceptor, next_hop, metrics.clone());
+    // A read-only state dir would defer every message; say so once, at start-up, the way
+    // Postfix refuses a read-only queue. A full one is left to defer per message, since
+    // room may come back without a restart.
+    if let Err(err) = gateway.tracking.preflight() {
+        if err.kind() == std::io::ErrorKind::ReadOnlyFilesystem {
+            anyhow::bail!("state dir {}: {err}", config.state_dir.display());
+        }
+        tracing::warn!(error = %err, "state dir: every message will be deferred until this clears");
+    }
     match gateway.quarantine.recover() {
         Ok(0) => {}
         Ok(n) => tracing::warn!(

@@ -280,19 +280,17 @@ struct Tmpfs {
 impl Tmpfs {
     fn mount(size: &str) -> Option<Tmpfs> {
         let dir = tempfile::tempdir().unwrap();
-        let ok = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then_some(Tmpfs { dir })
+        mount_tmpfs(dir.path(), &format!("size={size},mode=0700")).then_some(Tmpfs { dir })
     }
+}
+
+/// Mounts a fresh tmpfs with `options` on `at`, over whatever is there.
+fn mount_tmpfs(at: &std::path::Path, options: &str) -> bool {
+    Command::new("mount")
+        .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+        .arg(at)
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 impl Drop for Tmpfs {
@@ -336,12 +334,101 @@ fn full_state_dir_defers_everything_and_delivers_nothing() {
     );
     assert!(account(&full, Some(&sink), &state).is_empty());
 
-    // Room again: mail flows. (A read-only remount is refused while markgate holds its
-    // files open, so the read-only case is the preflight's RDONLY check, not a test here.)
+    // Room again: mail flows.
     std::fs::remove_file(&filler).unwrap();
     let client = run_client(mg.port, 20, 1, "rw");
     wait_client(client);
     let rw = ledger("rw");
     assert!(rw.codes.values().filter(|c| **c == 250).count() >= 15);
     assert!(account(&rw, Some(&sink), &state).is_empty());
+}
+
+#[test]
+fn read_only_state_dir_is_refused_at_start_up() {
+    let Some(fs) = Tmpfs::mount("1m") else {
+        eprintln!("cannot mount a tmpfs here (not root?); state-dir fault test skipped");
+        return;
+    };
+    let state = fs.dir.path().join("ro");
+    std::fs::create_dir(&state).unwrap();
+    assert!(mount_tmpfs(&state, "ro,size=1m,mode=0700"));
+    let config = fs.dir.path().join("markgate.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{}\nmetrics_listen: 127.0.0.1:{}\nstate_dir: {}\n\
+             upstream:\n  address: 127.0.0.1:{}\n  tls: none\n",
+            free_port(),
+            free_port(),
+            state.display(),
+            free_port()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let _ = Command::new("umount").arg("-l").arg(&state).status();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started on a read-only state dir");
+    assert!(
+        stderr.contains(&state.display().to_string())
+            && stderr.to_lowercase().contains("read-only"),
+        "{stderr}"
+    );
+}
+
+/// The state dir turning read-only under a running gateway (a file system remounted
+/// read-only after an error): a read-only tmpfs mounted over it while markgate runs. Its
+/// open files stay on the hidden file system, so this is the case where every new spool,
+/// quarantine and tracking file fails: all of it must defer, and nothing be delivered.
+#[test]
+fn state_dir_turned_read_only_defers_everything_and_delivers_nothing() {
+    let Some(fs) = Tmpfs::mount("16m") else {
+        eprintln!("cannot mount a tmpfs here (not root?); state-dir fault test skipped");
+        return;
+    };
+    let sink = Sink::start(&[]);
+    let state = fs.dir.path().join("state");
+    let mg = Markgate::with(
+        sink.port,
+        Opts {
+            top: vec![format!("state_dir: {}", state.display())],
+            ..Opts::default()
+        },
+    );
+    let client = run_client(mg.port, 20, 1, "before-ro");
+    wait_client(client);
+    let before = ledger("before-ro");
+    assert!(before.codes.values().filter(|c| **c == 250).count() >= 15);
+    let delivered = sink.messages().len();
+
+    assert!(mount_tmpfs(&state, "ro,size=1m,mode=0700"));
+    let client = run_client(mg.port, 40, 2, "ro");
+    wait_client(client);
+    let _ = Command::new("umount").arg("-l").arg(&state).status();
+    let ro = ledger("ro");
+    assert_eq!(ro.codes.len(), 40);
+    assert!(
+        ro.codes.values().all(|c| *c == 451 || *c == 550),
+        "{:?}",
+        ro.codes.values().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        sink.messages().len(),
+        delivered,
+        "nothing delivered without a writable state dir"
+    );
+    assert!(account(&ro, Some(&sink), &state).is_empty());
+    assert!(account(&before, Some(&sink), &state).is_empty());
+
+    // Writable again: mail flows.
+    let client = run_client(mg.port, 20, 1, "after-ro");
+    wait_client(client);
+    let after = ledger("after-ro");
+    assert!(after.codes.values().filter(|c| **c == 250).count() >= 15);
+    assert!(account(&after, Some(&sink), &state).is_empty());
 }
