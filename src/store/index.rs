@@ -71,7 +71,18 @@ impl Index {
     /// Opens (creating if needed) the index for the tracking files in `dir`.
     pub fn open(dir: &Path) -> Result<Index, IndexError> {
         crate::tracking::create_private_dir(dir)?;
-        let conn = Connection::open(dir.join("index.sqlite"))?;
+        let path = dir.join("index.sqlite");
+        // SQLite creates its files 0644 less the umask, and gives the -wal and -shm files the
+        // mode of the database; creating the database 0600 first keeps all three private.
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o600)
+                .open(&path)?;
+        }
+        let conn = Connection::open(&path)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
         )?;

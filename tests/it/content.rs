@@ -109,6 +109,13 @@ fn hostile_messages_all_get_a_decision_and_the_unclassifiable_are_held() {
     big.push_str(SIG);
     let r = judge(&mg, &big);
     assert_eq!(r["rule"], "above-restricted", "{}", r["marking"]);
+    // Memory stays bounded through all of the above (the 20 MB message is spooled, and
+    // classification reads a bounded view of it). A loose ceiling, not a measurement.
+    assert!(
+        mg.peak_rss_kb() < 256 * 1024,
+        "peak RSS {} kB",
+        mg.peak_rss_kb()
+    );
     // Only messages classified as marked and allowed went on to the next hop.
     for r in mg.records().iter().filter(|r| r["action"] == "pass") {
         let level = r["marking"]["level"].as_str().unwrap_or("");

@@ -326,3 +326,58 @@ fn sigkill_during_quarantine_writes_never_leaves_a_half_file() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Quarantine, tracking, index and spool files hold the very material markgate guards:
+/// none may be readable or writable by anyone but markgate's own user, whatever umask the
+/// service manager starts it under.
+#[test]
+fn state_files_are_private_even_under_a_permissive_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let sink = Sink::start(&[]);
+    let mg = Markgate::with(
+        sink.port,
+        Opts {
+            umask: Some(0),
+            ..Opts::default()
+        },
+    );
+    let (code, _) = smtplib_send(
+        mg.port,
+        "jane@police.cjsm.net",
+        &["bob@cps.cjsm.net"],
+        &good_message("[OFFICIAL] passes"),
+    );
+    assert_eq!(code, 250);
+    let (code, _) = smtplib_send(
+        mg.port,
+        "jane@police.cjsm.net",
+        &["friend@example.com"],
+        &unmarked(),
+    );
+    assert_eq!(code, 250);
+    sink.wait_for(1);
+    let out = mg.cli(&["track", "search", "--sender", "jane@police.cjsm.net"]);
+    assert!(out.status.success(), "{out:?}");
+
+    let mut seen = Vec::new();
+    let mut stack = vec![mg.state()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let mode = meta.permissions().mode() & 0o777;
+            assert_eq!(mode & 0o077, 0, "{} is {mode:o}", path.display());
+            if meta.is_dir() {
+                stack.push(path.clone());
+            }
+            seen.push(path.file_name().unwrap().to_string_lossy().to_string());
+        }
+    }
+    let state_mode = std::fs::metadata(mg.state()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(state_mode, 0o700);
+    for want in ["quarantine", "tracking", "index.sqlite"] {
+        assert!(seen.iter().any(|s| s == want), "no {want} in {seen:?}");
+    }
+    assert!(seen.iter().any(|s| s.ends_with(".eml")), "{seen:?}");
+    assert!(seen.iter().any(|s| s.ends_with(".jsonl")), "{seen:?}");
+}

@@ -171,6 +171,8 @@ pub struct Opts {
     pub upstream: Vec<String>,
     /// Extra top-level YAML.
     pub top: Vec<String>,
+    /// Starts markgate under this umask instead of the test's own.
+    pub umask: Option<u32>,
 }
 
 /// `markgate serve` as a child process with its own state dir.
@@ -179,6 +181,7 @@ pub struct Markgate {
     /// The SMTP port (`serve`) or the milter port (`milter`).
     pub port: u16,
     milter: bool,
+    umask: Option<u32>,
     pub metrics_port: u16,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
@@ -241,6 +244,7 @@ impl Markgate {
             child: None,
             port,
             milter,
+            umask: opts.umask,
             metrics_port,
             dir,
             config,
@@ -252,7 +256,18 @@ impl Markgate {
 
     fn spawn(&mut self) {
         let log = std::fs::File::create(&self.log).unwrap();
-        let mut cmd = Command::new(bin());
+        let mut cmd = match self.umask {
+            Some(mask) => {
+                let mut sh = Command::new("sh");
+                sh.args([
+                    "-c",
+                    &format!("umask {mask:03o} && exec \"$0\" \"$@\""),
+                    bin(),
+                ]);
+                sh
+            }
+            None => Command::new(bin()),
+        };
         if self.milter {
             cmd.args([
                 "milter",
