@@ -32,6 +32,10 @@ pub struct Meta {
     /// Set once a release was attempted: who and when.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub released: Option<serde_json::Value>,
+    /// The MTA's queue id when the MTA itself holds the message (milter mode): the MTA's
+    /// copy is the one to release, and markgate's is the record of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mta_queue_id: Option<String>,
 }
 
 pub struct Quarantine {
@@ -215,6 +219,7 @@ mod tests {
             size: 5,
             sha256: String::new(),
             released: None,
+            mta_queue_id: None,
         }
     }
 

@@ -189,6 +189,15 @@ async fn release(
     let mut meta = q
         .get(id)
         .with_context(|| format!("no quarantined message {id}"))?;
+    if let Some(mta_id) = &meta.mta_queue_id {
+        // Sending markgate's copy would deliver the message a second time once the MTA's
+        // held copy is released, and past the MTA's own queue and logs.
+        eprintln!(
+            "not released: {id} was held by the MTA (milter mode) as queue id {mta_id}; \
+             release it there with `postsuper -H {mta_id}`, then `markgate quarantine delete {id}`"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     let raw = std::fs::read(q.message_path(id)?)?;
     let snapshot = crate::runtime::load_snapshot(config)?;
     let to: Vec<String> = meta.recipients.clone();

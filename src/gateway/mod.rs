@@ -190,6 +190,10 @@ impl Gateway {
                     size: txn.message.len(),
                     sha256: String::new(),
                     released: None,
+                    mta_queue_id: match hand_off {
+                        HandOff::Mta => txn.mta_queue_id.clone(),
+                        HandOff::NextHop => None,
+                    },
                 };
                 match self.quarantine.put(&txn.message, meta) {
                     Ok(()) => {

@@ -59,6 +59,24 @@ fn milter_passes_rejects_and_holds_inside_postfix() {
     let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     assert_eq!(list[0]["rule"], "unmarked-to-external");
+    // Releasing markgate's copy would send the message a second time: refused, pointing at
+    // the MTA's held copy by its queue id, and the copy stays held.
+    let mta_id = list[0]["mta_queue_id"]
+        .as_str()
+        .expect("mta_queue_id")
+        .to_string();
+    assert!(pf.queue().contains(&mta_id), "{}", pf.queue());
+    let id = list[0]["id"].as_str().unwrap();
+    let out = mg.cli(&["quarantine", "release", id]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("postsuper -H {mta_id}")),
+        "{stderr}"
+    );
+    let list = mg.cli(&["quarantine", "list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
 
     // Every decision was tracked with the MTA's queue id.
     let records = mg.records();
