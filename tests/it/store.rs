@@ -162,7 +162,8 @@ fn quarantine_write_failure_gives_451_and_no_pass() {
 fn tracking_write_failure_fails_closed_with_451() {
     let sink = Sink::start(&[]);
     let mg = Markgate::start(sink.port);
-    std::fs::create_dir_all(mg.state()).unwrap();
+    // Start-up made the tracking dir; a file in its place makes every write fail.
+    let _ = std::fs::remove_dir_all(mg.state().join("tracking"));
     std::fs::write(mg.state().join("tracking"), b"not a directory").unwrap();
     // A SECRET message would be refused with 550; without a record it is a 451.
     let (code, text) = smtplib_send(
