@@ -15,6 +15,12 @@ pub enum IndexError {
     Sql(#[from] rusqlite::Error),
     #[error("tracking index: {0}")]
     Io(#[from] io::Error),
+    /// The index points at a line that is not the record it indexed (a tracking file edited,
+    /// restored from backup or replaced): searching on would show the wrong records.
+    #[error(
+        "tracking index is out of step with {file} at byte {offset}; run `markgate track reindex`"
+    )]
+    Stale { file: String, offset: u64 },
 }
 
 /// What a search asks for; every field given must match.
@@ -163,7 +169,9 @@ impl Index {
 
     /// The records matching `q`, oldest first, read back from the JSONL files.
     pub fn search(&self, q: &Query) -> Result<Vec<serde_json::Value>, IndexError> {
-        let mut sql = String::from("SELECT DISTINCT r.file, r.offset, r.time FROM records r");
+        let mut sql = String::from(
+            "SELECT DISTINCT r.file, r.offset, r.time, r.queue_id, r.id FROM records r",
+        );
         let mut args: Vec<String> = Vec::new();
         let mut conds: Vec<String> = Vec::new();
         if let Some(rcpt) = &q.recipient {
@@ -201,14 +209,29 @@ impl Index {
         }
         let mut stmt = self.conn.prepare(&sql)?;
         let rows = stmt.query_map(params_from_iter(args.iter()), |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, Option<String>>(3)?,
+            ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (file, offset) = row?;
-            if let Some(record) = read_at(&self.dir.join(&file), offset as u64)? {
-                out.push(record);
-            }
+            let (file, offset, time, queue_id) = row?;
+            let offset = offset as u64;
+            let Some(line) = read_at(&self.dir.join(&file), offset)? else {
+                continue;
+            };
+            // Cheap insurance: the line must be the record that was indexed.
+            let record = serde_json::from_str::<serde_json::Value>(&line)
+                .ok()
+                .filter(|r| {
+                    text(r, "time") == Some(time.as_str())
+                        && text(r, "queue_id") == queue_id.as_deref()
+                })
+                .ok_or(IndexError::Stale { file, offset })?;
+            out.push(record);
         }
         Ok(out)
     }
@@ -259,8 +282,8 @@ fn insert(
     Ok(())
 }
 
-/// One JSON line at `offset`; `None` if the file or line is gone (rotated away).
-fn read_at(path: &Path, offset: u64) -> Result<Option<serde_json::Value>, IndexError> {
+/// The line at `offset`; `None` if the file is gone (expired).
+fn read_at(path: &Path, offset: u64) -> Result<Option<String>, IndexError> {
     let mut file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -269,5 +292,51 @@ fn read_at(path: &Path, offset: u64) -> Result<Option<serde_json::Value>, IndexE
     file.seek(SeekFrom::Start(offset))?;
     let mut line = String::new();
     BufReader::new(file.take(16 * 1024 * 1024)).read_line(&mut line)?;
-    Ok(serde_json::from_str(&line).ok())
+    Ok(Some(line))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(queue_id: &str, sender: &str) -> serde_json::Value {
+        serde_json::json!({
+            "time": "2026-11-24T10:00:00Z",
+            "queue_id": queue_id,
+            "sender": sender,
+            "action": "pass",
+            "recipients": [{"address": "bob@cps.cjsm.net"}],
+        })
+    }
+
+    #[test]
+    fn a_search_refuses_an_index_out_of_step_with_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = "tracking-2026-11-24.jsonl";
+        let lines: Vec<String> = [record("A1", "jane@x"), record("B2", "tom@x")]
+            .iter()
+            .map(|r| format!("{r}\n"))
+            .collect();
+        std::fs::write(dir.path().join(file), lines.concat()).unwrap();
+        let mut index = Index::open(dir.path()).unwrap();
+        assert_eq!(index.rebuild().unwrap(), 2);
+        let by_tom = Query {
+            sender: Some("tom@x".into()),
+            ..Query::default()
+        };
+        assert_eq!(index.search(&by_tom).unwrap()[0]["queue_id"], "B2");
+
+        // The file replaced by one whose lines differ (restored from another day's backup):
+        // the offsets now land on other records, which must not be shown as tom's.
+        let other: Vec<String> = [record("C3", "eve@x"), record("D4", "eve@x")]
+            .iter()
+            .map(|r| format!("{r}\n"))
+            .collect();
+        std::fs::write(dir.path().join(file), other.concat()).unwrap();
+        let err = index.search(&by_tom).unwrap_err();
+        assert!(matches!(err, IndexError::Stale { .. }), "{err}");
+        assert!(err.to_string().contains("markgate track reindex"), "{err}");
+        index.rebuild().unwrap();
+        assert!(index.search(&by_tom).unwrap().is_empty());
+    }
 }
