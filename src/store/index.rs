@@ -227,7 +227,7 @@ impl Index {
             let record = serde_json::from_str::<serde_json::Value>(&line)
                 .ok()
                 .filter(|r| {
-                    text(r, "time") == Some(time.as_str())
+                    text(r, "time").unwrap_or("") == time
                         && text(r, "queue_id") == queue_id.as_deref()
                 })
                 .ok_or(IndexError::Stale { file, offset })?;
