@@ -1,5 +1,6 @@
 //! The message being judged: its spooled bytes and the reduced view the classifier reads.
 
+pub mod own_headers;
 pub mod skeleton;
 pub mod spool;
 

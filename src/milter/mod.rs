@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use miltr_common::actions::{Action as MilterAction, Continue, Replycode};
 use miltr_common::commands::{Body, Connect, Header, Helo, Macro, Mail, Recipient as MilterRcpt};
-use miltr_common::modifications::headers::AddHeader;
+use miltr_common::modifications::headers::{AddHeader, ChangeHeader};
 use miltr_common::modifications::quarantine::Quarantine as QuarantineMod;
 use miltr_common::modifications::ModificationResponse;
 use miltr_common::optneg::{Capability, MacroStage, OptNeg, Protocol};
@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use tokio_util::compat::TokioAsyncReadCompatExt;
 
 use crate::gateway::{Gateway, HandOff, Snapshot};
-use crate::message::Spool;
+use crate::message::{own_headers, Spool};
 use crate::policy::Action;
 use crate::smtp::reply::Reply;
 use crate::transaction::{ClientInfo, Envelope, Recipient, TlsInfo, Transaction};
@@ -63,6 +63,8 @@ struct Session {
     spool: Option<Spool>,
     /// The header block is written to the spool when the body starts.
     in_body: bool,
+    /// Names of the sender's `X-Markgate-*` fields, in order: deleted before ours are added.
+    owned: Vec<String>,
     limit_hit: bool,
 }
 
@@ -80,6 +82,7 @@ impl Session {
             envelope: None,
             spool: None,
             in_body: false,
+            owned: Vec::new(),
             limit_hit: false,
         }
     }
@@ -88,6 +91,7 @@ impl Session {
         self.envelope = None;
         self.spool = None;
         self.in_body = false;
+        self.owned.clear();
         self.limit_hit = false;
         self.mta_queue_id = None;
     }
@@ -140,7 +144,9 @@ impl Milter for Session {
     ) -> Result<OptNeg, miltr_server::Error<Self::Error>> {
         // Everything but unknown commands: body banners matter, so no NO_BODY.
         let mut ours = OptNeg {
-            capabilities: Capability::SMFIF_ADDHDRS | Capability::SMFIF_QUARANTINE,
+            capabilities: Capability::SMFIF_ADDHDRS
+                | Capability::SMFIF_CHGHDRS
+                | Capability::SMFIF_QUARANTINE,
             protocol: Protocol::NO_UNKNOWN | Protocol::SMFIP_HDR_LEADSPC,
             ..OptNeg::default()
         };
@@ -233,6 +239,9 @@ impl Milter for Session {
                 .replace("\r\r\n", "\r\n")
         );
         self.write(line.as_bytes())?;
+        if own_headers::is_owned(header.name().as_bytes()) {
+            self.owned.push(header.name().to_string());
+        }
         Ok(Continue.into())
     }
 
@@ -272,11 +281,15 @@ impl Milter for Session {
             .gateway
             .process(&self.snapshot, txn, HandOff::Mta)
             .await;
+        let owned = std::mem::take(&mut self.owned);
         self.reset();
         if !processed.reply.is_positive() {
             return Ok(ModificationResponse::builder().build(reply_code(&processed.reply)));
         }
         let mut response = ModificationResponse::builder();
+        for change in delete_owned(&owned) {
+            response.push(change);
+        }
         for (name, value) in &processed.headers {
             response.push(AddHeader::new(
                 name.as_bytes(),
@@ -297,6 +310,21 @@ impl Milter for Session {
         self.reset();
         Ok(())
     }
+}
+
+/// Deletions (an empty value) of the sender's `X-Markgate-*` fields. The MTA counts each
+/// name's fields case-insensitively from 1; the last go first so no deletion moves the index
+/// of one still to come.
+fn delete_owned(names: &[String]) -> Vec<ChangeHeader> {
+    let mut out = Vec::new();
+    for (i, name) in names.iter().enumerate().rev() {
+        let index = names[..=i]
+            .iter()
+            .filter(|n| n.eq_ignore_ascii_case(name))
+            .count();
+        out.push(ChangeHeader::new(index as u32, name.as_bytes(), b""));
+    }
+    out
 }
 
 /// A bound milter listener: bound before anything is spawned, so a bad address is an

@@ -27,17 +27,26 @@ fn milter_passes_rejects_and_holds_inside_postfix() {
     let mg = Markgate::milter(Opts::default());
     let pf = postfix_with_milter(mg.port, sink.port);
 
-    // Pass: reaches the sink with the marking header added by the milter.
-    let out = send(
-        pf.port,
-        FROM,
-        &["bob@cps.cjsm.net"],
-        &good_message("[OFFICIAL] milter"),
+    // Pass: reaches the sink with the marking header added by the milter, and the sender's
+    // own X-Markgate-* fields (two of one name, one folded) deleted.
+    let forged = good_message("[OFFICIAL] milter").replacen(
+        "Subject:",
+        "X-Markgate-Marking: NOT PROTECTIVELY\r\n MARKED\r\nX-Markgate-Released: by nobody\r\n\
+         x-markgate-marking: PROTECT\r\nSubject:",
+        1,
     );
+    let out = send(pf.port, FROM, &["bob@cps.cjsm.net"], &forged);
     assert!(out.contains("<-  250 2.0.0 Ok: queued"), "{out}");
     let dumps = sink.wait_for(1);
     let dump = String::from_utf8_lossy(&dumps[0]);
-    assert!(dump.contains("X-Markgate-Marking: OFFICIAL"), "{dump}");
+    let headers = dump.split("\n\n").next().unwrap();
+    let ours: Vec<&str> = headers
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().starts_with("x-markgate-"))
+        .collect();
+    assert_eq!(ours, ["X-Markgate-Marking: OFFICIAL"], "{headers}");
+    assert!(!headers.contains(" MARKED"), "{headers}");
+    assert!(headers.contains("Subject: [OFFICIAL] milter"), "{headers}");
 
     // SECRET: the rule's 550 at the client.
     let out = send(

@@ -546,3 +546,59 @@ fn a_reused_next_hop_connection_that_died_is_replaced_without_a_deferral() {
     assert_eq!(code, 250, "{text}");
     assert_eq!(sink.wait_for(2).len(), 2);
 }
+
+/// A sender cannot make a message leave with its own `X-Markgate-Marking`: its copies (any
+/// case, folded) are removed from the header block, markgate's is the only one, and the
+/// rest of the message is untouched; the same for a message large enough to be spooled.
+#[test]
+fn a_senders_own_markgate_headers_never_reach_the_next_hop() {
+    let sink = Sink::start(&[]);
+    let mg = Markgate::with(
+        sink.port,
+        Opts {
+            limits: vec!["spool_threshold: 4096".into()],
+            ..Opts::default()
+        },
+    );
+    let forged = good_message("[OFFICIAL] forged").replacen(
+        "Subject:",
+        "X-Markgate-Marking: NOT PROTECTIVELY\r\n MARKED\r\nx-markgate-released: by nobody\r\nSubject:",
+        1,
+    );
+    let forged = forged.replacen(
+        "Hello Bob,",
+        "Hello Bob,\r\nX-Markgate-Marking: quoted in the body stays",
+        1,
+    );
+    let large = forged.replacen("Hello Bob,", &"padding line\r\n".repeat(2000), 1);
+    for msg in [&forged, &large] {
+        let (code, text) = smtplib_send(mg.port, FROM, &[TO], msg);
+        assert_eq!(code, 250, "{text}");
+    }
+    let dumps = sink.wait_for(2);
+    for dump in &dumps {
+        let head = from_markgate(dump);
+        let headers = head.split("\n\n").next().unwrap();
+        let ours: Vec<&str> = headers
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("x-markgate-"))
+            .collect();
+        assert_eq!(ours, ["X-Markgate-Marking: OFFICIAL"], "{headers}");
+    }
+    // Everything else arrived as sent (smtp-sink stores LF line ends).
+    let arrived: Vec<String> = dumps.iter().map(|d| strip_added(d)).collect();
+    for msg in [&forged, &large] {
+        let without_forged = msg
+            .replacen(
+                "X-Markgate-Marking: NOT PROTECTIVELY\r\n MARKED\r\nx-markgate-released: by nobody\r\n",
+                "",
+                1,
+            )
+            .replace("\r\n", "\n");
+        assert!(
+            arrived.contains(&without_forged),
+            "a message of {} bytes did not arrive as sent",
+            msg.len()
+        );
+    }
+}

@@ -23,6 +23,7 @@ use wire::{mail_command, mirror, queue_id_of, rcpt_command, response_line, write
 use super::reply::Reply;
 use super::tls::{self, TlsError};
 use crate::config::{TlsMode, Upstream};
+use crate::message::own_headers;
 use crate::message::spool::Spool;
 use crate::transaction::Envelope;
 
@@ -61,6 +62,21 @@ impl NextHopError {
             NextHopError::Refused(_) => "refused_5xx",
             NextHopError::Unavailable(_) => "unavailable",
         }
+    }
+}
+
+/// What goes out as DATA: our headers, then the spool less the byte ranges in `skip`.
+struct Body<'a> {
+    prepend: &'a [u8],
+    message: &'a Spool,
+    skip: &'a [std::ops::Range<u64>],
+}
+
+impl Body<'_> {
+    /// The size announced with SIZE= (before dot-stuffing, as RFC 1870 counts it).
+    fn len(&self) -> u64 {
+        let skipped: u64 = self.skip.iter().map(|r| r.end - r.start).sum();
+        self.message.len() + self.prepend.len() as u64 - skipped
     }
 }
 
@@ -105,15 +121,23 @@ impl NextHop {
         &self.cfg.address
     }
 
-    /// Forwards the message: `prepend` (our added headers) then the spool, dot-stuffed.
+    /// Forwards the message: `prepend` (our added headers) then the spool, dot-stuffed, less
+    /// any `X-Markgate-*` fields of the sender's (see `message::own_headers`): every path
+    /// out goes through here, so none can forward a forged one.
     pub async fn send(
         &self,
         envelope: &Envelope,
         prepend: &[u8],
         message: &Spool,
     ) -> Result<Delivered, NextHopError> {
+        let skip = own_headers::ranges(message).map_err(|e| unavailable("reading the spool", e))?;
+        let body = Body {
+            prepend,
+            message,
+            skip: &skip,
+        };
         let (mut conn, reused) = self.checkout().await?;
-        let mut result = self.transact(&mut conn, envelope, prepend, message).await;
+        let mut result = self.transact(&mut conn, envelope, &body).await;
         if reused
             && matches!(
                 result,
@@ -123,7 +147,7 @@ impl NextHop {
             // An idle connection the next hop had closed: nothing was sent, so a fresh
             // connection may try again.
             conn = self.connect().await?;
-            result = self.transact(&mut conn, envelope, prepend, message).await;
+            result = self.transact(&mut conn, envelope, &body).await;
         }
         match result {
             Ok(delivered) => {
@@ -263,10 +287,9 @@ impl NextHop {
         &self,
         conn: &mut Connection,
         envelope: &Envelope,
-        prepend: &[u8],
-        message: &Spool,
+        body: &Body<'_>,
     ) -> Result<Delivered, Failure> {
-        let size = message.len() + prepend.len() as u64;
+        let size = body.len();
         let mut commands = vec![mail_command(envelope, size, conn.dsn)];
         commands.extend(
             envelope
@@ -344,10 +367,13 @@ impl NextHop {
         let after = Failure::AfterData;
         let stream = &mut conn.client.stream;
         let data_timeout = self.cfg.data_timeout;
-        tokio::time::timeout(data_timeout, write_stuffed(stream, prepend, message))
-            .await
-            .map_err(|_| after(unavailable("sending data", "timed out")))?
-            .map_err(|e| after(unavailable("sending data", e)))?;
+        tokio::time::timeout(
+            data_timeout,
+            write_stuffed(stream, body.prepend, body.message, body.skip),
+        )
+        .await
+        .map_err(|_| after(unavailable("sending data", "timed out")))?
+        .map_err(|e| after(unavailable("sending data", e)))?;
         let reply = timed(data_timeout, conn.client.read())
             .await
             .map_err(after)?;

@@ -2,9 +2,10 @@
 //! client sent, the dot-stuffed data, and reading its replies back as ours.
 
 use smtp_proto::Response;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::stream::Stream;
+use std::ops::Range;
+
 use crate::message::spool::{Spool, CHUNK};
 use crate::smtp::reply::Reply;
 use crate::transaction::{Envelope, Recipient};
@@ -97,12 +98,14 @@ pub fn xtext(s: &str) -> String {
     out
 }
 
-/// Writes the message as DATA content: dot-stuffed, then the end marker. Reads the spool a
-/// chunk at a time so a large message is never held whole.
+/// Writes the message as DATA content: dot-stuffed, without the byte ranges in `skip`
+/// (sorted, whole lines), then the end marker. Reads the spool a chunk at a time so a large
+/// message is never held whole.
 pub async fn write_stuffed(
-    stream: &mut Stream,
+    stream: &mut (impl AsyncWrite + Unpin),
     prepend: &[u8],
     message: &Spool,
+    skip: &[Range<u64>],
 ) -> std::io::Result<()> {
     let mut out = Vec::with_capacity(CHUNK + CHUNK / 8 + prepend.len());
     out.extend_from_slice(prepend);
@@ -110,6 +113,7 @@ pub async fn write_stuffed(
     let mut buf = vec![0u8; CHUNK];
     let mut offset = 0u64;
     let mut last = prepend.last().copied();
+    let mut skip = skip.iter().peekable();
     while offset < message.len() {
         let n = message.read_at(&mut buf, offset)?;
         if n == 0 {
@@ -118,14 +122,30 @@ pub async fn write_stuffed(
                 "spool shorter than its length",
             ));
         }
-        for &b in &buf[..n] {
-            if at_line_start && b == b'.' {
-                out.push(b'.');
+        let mut i = 0;
+        while i < n {
+            let at = offset + i as u64;
+            while skip.next_if(|r| r.end <= at).is_some() {}
+            let keep_to = match skip.peek() {
+                Some(r) if r.start <= at => {
+                    i = (r.end - offset).min(n as u64) as usize;
+                    continue;
+                }
+                Some(r) => ((r.start - offset) as usize).min(n),
+                None => n,
+            };
+            for &b in &buf[i..keep_to] {
+                if at_line_start && b == b'.' {
+                    out.push(b'.');
+                }
+                out.push(b);
+                at_line_start = b == b'\n';
             }
-            out.push(b);
-            at_line_start = b == b'\n';
+            if keep_to > i {
+                last = Some(buf[keep_to - 1]);
+            }
+            i = keep_to;
         }
-        last = Some(buf[n - 1]);
         offset += n as u64;
         if offset < message.len() {
             stream.write_all(&out).await?;
@@ -145,6 +165,44 @@ pub async fn write_stuffed(
 mod tests {
     use super::*;
     use crate::transaction::Recipient;
+
+    #[tokio::test]
+    async fn skipped_ranges_go_whatever_the_chunking_and_dots_are_still_stuffed() {
+        // A spooled message whose header block crosses the first chunk, with an owned
+        // field straddling the boundary and one right after it.
+        let dir = tempfile::tempdir().unwrap();
+        let mut msg = Vec::new();
+        while msg.len() < CHUNK - 20 {
+            msg.extend_from_slice(b"X-Filler: abcdefghijklmnopqrstuvwxyz\r\n");
+        }
+        let forged = b"X-Markgate-Marking: NOT PROTECTIVELY\r\n MARKED, across the chunk\r\n";
+        let second = b"x-markgate-released: by nobody\r\n";
+        let cut = msg.len();
+        msg.extend_from_slice(forged);
+        msg.extend_from_slice(second);
+        let rest = b"Subject: s\r\n\r\n.leading dot\r\nbody";
+        msg.extend_from_slice(rest);
+        let mut spool = Spool::new(1024, dir.path());
+        spool.write(&msg).unwrap();
+        let skip = crate::message::own_headers::ranges(&spool).unwrap();
+        let end = (cut + forged.len() + second.len()) as u64;
+        assert_eq!(
+            skip,
+            vec![
+                cut as u64..(cut + forged.len()) as u64,
+                (cut + forged.len()) as u64..end
+            ]
+        );
+
+        let mut out = Vec::new();
+        write_stuffed(&mut out, b"Received: x\r\n", &spool, &skip)
+            .await
+            .unwrap();
+        let mut want = b"Received: x\r\n".to_vec();
+        want.extend_from_slice(&msg[..cut]);
+        want.extend_from_slice(b"Subject: s\r\n\r\n..leading dot\r\nbody\r\n.\r\n");
+        assert_eq!(out, want);
+    }
 
     #[test]
     fn queue_id_is_read_from_postfix_and_sink_replies() {
