@@ -272,7 +272,8 @@ fn next_hop_failure_replies_and_slowness_are_accounted() {
     }
 }
 
-/// A small tmpfs for the state dir; `None` where mounting is not allowed.
+/// A small tmpfs for the state dir; `None` (the test skips, saying so) where mounting is
+/// not allowed.
 struct Tmpfs {
     dir: tempfile::TempDir,
 }
@@ -280,7 +281,11 @@ struct Tmpfs {
 impl Tmpfs {
     fn mount(size: &str) -> Option<Tmpfs> {
         let dir = tempfile::tempdir().unwrap();
-        mount_tmpfs(dir.path(), &format!("size={size},mode=0700")).then_some(Tmpfs { dir })
+        let mounted = mount_tmpfs(dir.path(), &format!("size={size},mode=0700"));
+        if !mounted {
+            eprintln!("cannot mount a tmpfs here (not root?); state-dir fault test skipped");
+        }
+        mounted.then_some(Tmpfs { dir })
     }
 }
 
@@ -302,12 +307,10 @@ impl Drop for Tmpfs {
     }
 }
 
-#[test]
-fn full_state_dir_defers_everything_and_delivers_nothing() {
-    let Some(fs) = Tmpfs::mount("4m") else {
-        eprintln!("cannot mount a tmpfs here (not root?); state-dir fault test skipped");
-        return;
-    };
+/// A sink and a gateway whose state dir is on a fresh tmpfs of `size`; `None` where
+/// mounting is not allowed.
+fn gateway_on_tmpfs(size: &str) -> Option<(Tmpfs, Sink, Markgate, std::path::PathBuf)> {
+    let fs = Tmpfs::mount(size)?;
     let sink = Sink::start(&[]);
     let state = fs.dir.path().join("state");
     let mg = Markgate::with(
@@ -317,36 +320,55 @@ fn full_state_dir_defers_everything_and_delivers_nothing() {
             ..Opts::default()
         },
     );
+    Some((fs, sink, mg, state))
+}
+
+/// Sends `n` messages under `prefix`; asserts every one was deferred (or refused by the
+/// rules) and that the books balance.
+fn all_deferred(mg: &Markgate, sink: &Sink, state: &std::path::Path, n: usize, prefix: &str) {
+    let client = run_client(mg.port, n, 2, prefix);
+    wait_client(client);
+    let sent = ledger(prefix);
+    assert_eq!(sent.codes.len(), n);
+    assert!(
+        sent.codes.values().all(|c| *c == 451 || *c == 550),
+        "{prefix}: {:?}",
+        sent.codes.values().collect::<Vec<_>>()
+    );
+    assert!(account(&sent, Some(sink), state).is_empty());
+}
+
+/// Sends 20 messages under `prefix`; asserts mail flows and the books balance.
+fn mail_flows(mg: &Markgate, sink: &Sink, state: &std::path::Path, prefix: &str) {
+    let client = run_client(mg.port, 20, 1, prefix);
+    wait_client(client);
+    let sent = ledger(prefix);
+    assert!(sent.codes.values().filter(|c| **c == 250).count() >= 15);
+    assert!(account(&sent, Some(sink), state).is_empty());
+}
+
+#[test]
+fn full_state_dir_defers_everything_and_delivers_nothing() {
+    let Some((fs, sink, mg, state)) = gateway_on_tmpfs("4m") else {
+        return;
+    };
     // Fill the file system to within 200 kB.
     let filler = fs.dir.path().join("filler");
     let _ = std::fs::write(&filler, vec![0u8; 3900 * 1024]);
-    let client = run_client(mg.port, 40, 2, "full");
-    wait_client(client);
-    let full = ledger("full");
-    assert!(
-        full.codes.values().all(|c| *c == 451 || *c == 550),
-        "{:?}",
-        full.codes.values().collect::<Vec<_>>()
-    );
+    all_deferred(&mg, &sink, &state, 40, "full");
     assert!(
         sink.messages().is_empty(),
         "nothing delivered without room to track it"
     );
-    assert!(account(&full, Some(&sink), &state).is_empty());
 
     // Room again: mail flows.
     std::fs::remove_file(&filler).unwrap();
-    let client = run_client(mg.port, 20, 1, "rw");
-    wait_client(client);
-    let rw = ledger("rw");
-    assert!(rw.codes.values().filter(|c| **c == 250).count() >= 15);
-    assert!(account(&rw, Some(&sink), &state).is_empty());
+    mail_flows(&mg, &sink, &state, "rw");
 }
 
 #[test]
 fn read_only_state_dir_is_refused_at_start_up() {
     let Some(fs) = Tmpfs::mount("1m") else {
-        eprintln!("cannot mount a tmpfs here (not root?); state-dir fault test skipped");
         return;
     };
     let state = fs.dir.path().join("ro");
@@ -387,23 +409,10 @@ fn read_only_state_dir_is_refused_at_start_up() {
 /// quarantine and tracking file fails: all of it must defer, and nothing be delivered.
 #[test]
 fn state_dir_turned_read_only_defers_everything_and_delivers_nothing() {
-    let Some(fs) = Tmpfs::mount("16m") else {
-        eprintln!("cannot mount a tmpfs here (not root?); state-dir fault test skipped");
+    let Some((_fs, sink, mg, state)) = gateway_on_tmpfs("16m") else {
         return;
     };
-    let sink = Sink::start(&[]);
-    let state = fs.dir.path().join("state");
-    let mg = Markgate::with(
-        sink.port,
-        Opts {
-            top: vec![format!("state_dir: {}", state.display())],
-            ..Opts::default()
-        },
-    );
-    let client = run_client(mg.port, 20, 1, "before-ro");
-    wait_client(client);
-    let before = ledger("before-ro");
-    assert!(before.codes.values().filter(|c| **c == 250).count() >= 15);
+    mail_flows(&mg, &sink, &state, "before-ro");
     let delivered = sink.messages().len();
 
     assert!(mount_tmpfs(&state, "ro,size=1m,mode=0700"));
@@ -423,12 +432,7 @@ fn state_dir_turned_read_only_defers_everything_and_delivers_nothing() {
         "nothing delivered without a writable state dir"
     );
     assert!(account(&ro, Some(&sink), &state).is_empty());
-    assert!(account(&before, Some(&sink), &state).is_empty());
 
     // Writable again: mail flows.
-    let client = run_client(mg.port, 20, 1, "after-ro");
-    wait_client(client);
-    let after = ledger("after-ro");
-    assert!(after.codes.values().filter(|c| **c == 250).count() >= 15);
-    assert!(account(&after, Some(&sink), &state).is_empty());
+    mail_flows(&mg, &sink, &state, "after-ro");
 }
