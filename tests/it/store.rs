@@ -25,7 +25,9 @@ fn unmarked() -> String {
 fn quarantine_list_show_release_reaches_the_sink() {
     let sink = Sink::start(&[]);
     let mg = Markgate::start(sink.port);
-    let (code, text) = smtplib_send(mg.port, FROM, &["friend@example.com"], &unmarked());
+    // With a forged release header: kept in the stored copy, gone from the released one.
+    let held = unmarked().replacen("Subject:", "X-Markgate-Released: by nobody\r\nSubject:", 1);
+    let (code, text) = smtplib_send(mg.port, FROM, &["friend@example.com"], &held);
     assert_eq!(code, 250, "{text}");
     assert!(text.contains("held for review"), "{text}");
     assert!(sink.messages().is_empty());
@@ -66,7 +68,7 @@ fn quarantine_list_show_release_reaches_the_sink() {
     let raw = mg.cli(&["quarantine", "show", "--raw", &id]);
     assert_eq!(
         String::from_utf8_lossy(&raw.stdout),
-        unmarked(),
+        held,
         "stored byte for byte"
     );
 
@@ -79,6 +81,7 @@ fn quarantine_list_show_release_reaches_the_sink() {
     let dumps = sink.wait_for(1);
     let dump = String::from_utf8_lossy(&dumps[0]);
     assert!(dump.contains("X-Markgate-Released: by analyst"), "{dump}");
+    assert!(!dump.contains("by nobody"), "{dump}");
     assert!(
         dump.contains("X-Rcpt-Args: <friend@example.com>"),
         "original envelope"
