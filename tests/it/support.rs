@@ -142,6 +142,15 @@ pub fn from_markgate(dump: &[u8]) -> String {
     }
 }
 
+/// The `X-Markgate-*` lines (any case) of a sink dump's header block.
+pub fn markgate_fields(dump: &str) -> Vec<&str> {
+    let headers = dump.split("\n\n").next().unwrap_or_default();
+    headers
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().starts_with("x-markgate-"))
+        .collect()
+}
+
 /// The message after markgate's added headers (Received, X-Markgate-*), LF line ends, with
 /// the blank lines smtp-sink appends removed.
 pub fn strip_added(dump: &[u8]) -> String {
