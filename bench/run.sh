@@ -87,7 +87,9 @@ if command -v npx >/dev/null 2>&1 && [ -d "${HARAKA_DIR:-$HOME/.cache/markgate-h
   printf '127.0.0.1/32\n' > "$WORK/haraka/config/relay_acl_allow"
   printf 'host=127.0.0.1\nport=%s\nenable_outbound=true\n' "$SINK_PORT" > "$WORK/haraka/config/smtp_forward.ini"
   printf 'listen=127.0.0.1:%s\nnodes=0\n' "$HARAKA_PORT" > "$WORK/haraka/config/smtp.ini"
-  (cd "$HD" && npx haraka -c "$WORK/haraka" >"$WORK/haraka.log" 2>&1) &
+  # exec the haraka script itself (not npx, which forks npm, sh and node): $! is then the
+  # node process, so cleanup stops it by PID.
+  (cd "$HD" && exec node_modules/.bin/haraka -c "$WORK/haraka" >"$WORK/haraka.log" 2>&1) &
   PIDS+=($!)
   wait_port "$HARAKA_PORT" && PEERS+=(haraka)
 fi
