@@ -107,6 +107,8 @@ impl Quarantine {
         };
         let mut out: Vec<Meta> = entries
             .flatten()
+            // Not a write in progress (or one a crash left, cleared at start-up).
+            .filter(|e| !e.file_name().to_string_lossy().starts_with(".tmp-"))
             .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
             .filter_map(|e| std::fs::read(e.path()).ok())
             .filter_map(|b| serde_json::from_slice(&b).ok())
@@ -230,6 +232,12 @@ mod tests {
         let spool = Spool::from_bytes(b"hello".to_vec());
         q.put(&spool, meta("A1", "2026-01-01T00:00:00Z")).unwrap();
         q.put(&spool, meta("B2", "2026-06-01T00:00:00Z")).unwrap();
+        // A metadata write in progress is not a held message yet.
+        std::fs::write(
+            q.dir().join(".tmp-C3.json"),
+            serde_json::to_vec(&meta("C3", "2026-07-01T00:00:00Z")).unwrap(),
+        )
+        .unwrap();
         let listed = q.list().unwrap();
         assert_eq!(listed.len(), 2);
         assert_eq!(

@@ -287,8 +287,10 @@ fn sigkill_during_quarantine_writes_never_leaves_a_half_file() {
     let qdir = mg.state().join("quarantine");
     eventually(30, "a first held message", || {
         std::fs::read_dir(&qdir).is_ok_and(|d| {
-            d.flatten()
-                .any(|e| e.path().extension().is_some_and(|x| x == "json"))
+            d.flatten().any(|e| {
+                let done = !e.file_name().to_string_lossy().starts_with(".tmp-");
+                done && e.path().extension().is_some_and(|x| x == "json")
+            })
         })
     });
     mg.signal("KILL");
