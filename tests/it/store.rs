@@ -301,12 +301,14 @@ fn sigkill_during_quarantine_writes_never_leaves_a_half_file() {
     // Restart on the same state: leftovers from the kill are cleared, and every listed
     // message is whole (its bytes hash to the recorded SHA-256).
     let config = mg.config.clone();
-    let child = Command::new(bin())
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let _restarted = Stopped(
+        Command::new(bin())
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     wait_port(port);
     let names: Vec<String> = std::fs::read_dir(&qdir)
         .map(|d| {
@@ -328,9 +330,6 @@ fn sigkill_during_quarantine_writes_never_leaves_a_half_file() {
         );
         assert_eq!(bytes.len() as u64, item["size"].as_u64().unwrap());
     }
-    let mut child = child;
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// Quarantine, tracking, index and spool files hold the very material markgate guards:

@@ -142,6 +142,16 @@ pub fn from_markgate(dump: &[u8]) -> String {
     }
 }
 
+/// A child process stopped (by PID) when dropped, so a failing test leaves nothing running.
+pub struct Stopped(pub std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The `X-Markgate-*` lines (any case) of a sink dump's header block.
 pub fn markgate_fields(dump: &str) -> Vec<&str> {
     let headers = dump.split("\n\n").next().unwrap_or_default();
