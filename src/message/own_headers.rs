@@ -7,13 +7,10 @@
 use std::io;
 use std::ops::Range;
 
+use super::skeleton::HEADER_MAX;
 use super::Spool;
 
 const PREFIX: &[u8] = b"x-markgate-";
-
-/// How much of a message is searched for its header block; a longer block is held as
-/// unclassifiable before it could be forwarded (see `skeleton`).
-const HEADER_MAX: usize = 1024 * 1024;
 
 /// Whether a header field name is one markgate owns.
 pub fn is_owned(name: &[u8]) -> bool {
@@ -22,6 +19,8 @@ pub fn is_owned(name: &[u8]) -> bool {
 }
 
 /// The byte ranges of `spool` holding owned fields (each with its folded lines), in order.
+/// Only the first [`HEADER_MAX`] bytes are searched: a longer header block is held as
+/// unclassifiable before it could be forwarded.
 pub fn ranges(spool: &Spool) -> io::Result<Vec<Range<u64>>> {
     if let Some(bytes) = spool.as_bytes() {
         return Ok(ranges_in(bytes));

@@ -15,8 +15,8 @@ use super::Spool;
 const TEXT_HEAD: usize = 256 * 1024;
 /// Bytes kept from the end of each text part.
 const TEXT_TAIL: usize = 64 * 1024;
-/// Bytes kept of one entity's header block.
-const HEADER_MAX: usize = 1024 * 1024;
+/// Bytes kept of one entity's header block; a longer one is held as unclassifiable.
+pub const HEADER_MAX: usize = 1024 * 1024;
 
 /// Builds the reduced view of a spooled message (or returns its bytes when in memory).
 pub fn view(spool: &Spool) -> io::Result<std::borrow::Cow<'_, [u8]>> {

@@ -218,11 +218,7 @@ fn postfix_as_the_next_hop_over_required_starttls_verified_against_a_test_ca() {
     let mg = Markgate::with(
         pf.port,
         Opts {
-            upstream: vec![
-                "tls: required".into(),
-                format!("ca_file: {}", ca.path("ca.pem")),
-                "tls_name: localhost".into(),
-            ],
+            upstream: ca.upstream_required(),
             ..Opts::default()
         },
     );

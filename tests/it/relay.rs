@@ -444,11 +444,7 @@ fn next_hop_tls_required_is_verified_against_the_configured_ca() {
     let a = Markgate::with(
         b.port,
         Opts {
-            upstream: vec![
-                "tls: required".into(),
-                format!("ca_file: {}", ca.path("ca.pem")),
-                "tls_name: localhost".into(),
-            ],
+            upstream: ca.upstream_required(),
             ..Opts::default()
         },
     );
@@ -462,11 +458,7 @@ fn next_hop_tls_required_is_verified_against_the_configured_ca() {
     let c = Markgate::with(
         b.port,
         Opts {
-            upstream: vec![
-                "tls: required".into(),
-                format!("ca_file: {}", other.path("ca.pem")),
-                "tls_name: localhost".into(),
-            ],
+            upstream: other.upstream_required(),
             ..Opts::default()
         },
     );

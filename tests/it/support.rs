@@ -653,6 +653,15 @@ impl TestCa {
         self.dir.path().join(name).display().to_string()
     }
 
+    /// The `upstream:` lines that make markgate require TLS to a next hop this CA signed.
+    pub fn upstream_required(&self) -> Vec<String> {
+        vec![
+            "tls: required".into(),
+            format!("ca_file: {}", self.path("ca.pem")),
+            "tls_name: localhost".into(),
+        ]
+    }
+
     /// The config line that gives markgate this CA's server certificate for STARTTLS.
     pub fn tls_line(&self) -> String {
         format!(
