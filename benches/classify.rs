@@ -36,9 +36,11 @@ fn transaction(raw: Vec<u8>) -> Transaction {
         },
         tls: None,
         envelope: Envelope {
-            sender: "jane@police.cjsm.net".into(),
+            sender: markgate::mailbox::Mailbox::lenient("jane@police.cjsm.net"),
             params: Default::default(),
-            recipients: vec![Recipient::plain("bob@cps.cjsm.net")],
+            recipients: vec![Recipient::plain(
+                markgate::mailbox::Mailbox::lenient("bob@cps.cjsm.net").expect("address"),
+            )],
         },
         message: Arc::new(Spool::from_bytes(raw)),
         front_end: "bench",

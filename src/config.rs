@@ -25,6 +25,10 @@ pub struct Config {
     pub relay_networks: Vec<IpNet>,
     /// Refuse MAIL until the client has done STARTTLS.
     pub require_tls: bool,
+    /// Refuse envelope addresses a next hop may route elsewhere than their domain says:
+    /// percent hack (`x%y@d`), bang path (`y!x@d`), a quoted `@`, source routes. On by
+    /// default; turn off only for a next hop known not to rewrite them.
+    pub strict_addresses: bool,
     /// Certificate and key for inbound STARTTLS; STARTTLS is offered only when set.
     pub tls: Option<TlsFiles>,
     pub limits: Limits,
@@ -48,6 +52,7 @@ impl Default for Config {
             state_dir: PathBuf::from("markgate-state"),
             relay_networks: vec![IpNet::loopback_v4(), IpNet::loopback_v6()],
             require_tls: false,
+            strict_addresses: true,
             tls: None,
             limits: Limits::default(),
             upstream: Upstream::default(),

@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::mailbox::Mailbox;
 use crate::message::Spool;
 
 /// The connecting client as the front end saw it.
@@ -36,7 +37,8 @@ pub struct MailParams {
 /// One recipient with its DSN parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recipient {
-    pub address: String,
+    /// Parsed once; its wire form is what the directory classifies and the next hop reads.
+    pub mailbox: Mailbox,
     /// `SUCCESS,FAILURE,DELAY` or `NEVER`, as given.
     pub notify: Option<String>,
     /// The original recipient (ORCPT), decoded.
@@ -44,21 +46,33 @@ pub struct Recipient {
 }
 
 impl Recipient {
-    pub fn plain(address: &str) -> Recipient {
+    pub fn plain(mailbox: Mailbox) -> Recipient {
         Recipient {
-            address: address.to_string(),
+            mailbox,
             notify: None,
             orcpt: None,
         }
+    }
+
+    /// The wire form of the address.
+    pub fn address(&self) -> &str {
+        self.mailbox.as_str()
     }
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct Envelope {
-    /// Empty for the null sender `<>`.
-    pub sender: String,
+    /// `None` for the null sender `<>`.
+    pub sender: Option<Mailbox>,
     pub params: MailParams,
     pub recipients: Vec<Recipient>,
+}
+
+impl Envelope {
+    /// The sender's wire form; empty for the null sender.
+    pub fn sender_str(&self) -> &str {
+        self.sender.as_ref().map(Mailbox::as_str).unwrap_or("")
+    }
 }
 
 /// One message on its way through markgate.

@@ -11,6 +11,7 @@ use serde_json::json;
 
 use crate::config::Config;
 use crate::gateway::Snapshot;
+use crate::mailbox::Mailbox;
 use crate::message::Spool;
 use crate::policy::Action;
 use crate::transaction::{ClientInfo, Envelope, Recipient, Transaction};
@@ -281,13 +282,18 @@ pub(crate) fn evaluate(
     from: &str,
     to: &[String],
 ) -> crate::gateway::Evaluation {
-    let mut recipients: Vec<Recipient> = to.iter().map(|a| Recipient::plain(a)).collect();
+    let mut recipients: Vec<Recipient> = to
+        .iter()
+        .filter_map(|a| Mailbox::lenient(a))
+        .map(Recipient::plain)
+        .collect();
     if recipients.is_empty() {
         if let Ok(c) = snapshot.classifier.classify(&raw) {
             recipients = c
                 .header_recipients
                 .iter()
-                .map(|a| Recipient::plain(a))
+                .filter_map(|a| Mailbox::lenient(a))
+                .map(Recipient::plain)
                 .collect();
         }
     }
@@ -300,7 +306,7 @@ pub(crate) fn evaluate(
         },
         tls: None,
         envelope: Envelope {
-            sender: from.to_string(),
+            sender: Mailbox::lenient(from),
             params: Default::default(),
             recipients,
         },

@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::{evaluate, ConfigArgs};
 use crate::config::Config;
+use crate::mailbox::Mailbox;
 use crate::message::Spool;
 use crate::policy::Action;
 use crate::quarantine::Quarantine;
@@ -218,9 +219,13 @@ async fn release(
     }
     let next_hop = crate::smtp::next_hop::NextHop::new(&config.upstream, &config.hostname)?;
     let envelope = Envelope {
-        sender: meta.sender.clone(),
+        sender: Mailbox::lenient(&meta.sender),
         params: Default::default(),
-        recipients: to.iter().map(|a| Recipient::plain(a)).collect(),
+        recipients: to
+            .iter()
+            .filter_map(|a| Mailbox::lenient(a))
+            .map(Recipient::plain)
+            .collect(),
     };
     let who = by
         .or_else(|| std::env::var("USER").ok())

@@ -172,12 +172,12 @@ impl Gateway {
                     id: txn.id.clone(),
                     time: timefmt::rfc3339(txn.received),
                     client: json!({"addr": txn.client.addr, "helo": txn.client.helo}),
-                    sender: txn.envelope.sender.clone(),
+                    sender: txn.envelope.sender_str().to_string(),
                     recipients: txn
                         .envelope
                         .recipients
                         .iter()
-                        .map(|r| r.address.clone())
+                        .map(|r| r.address().to_string())
                         .collect(),
                     rule: verdict.rule.clone(),
                     reason: verdict

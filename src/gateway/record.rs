@@ -41,7 +41,7 @@ pub(super) fn record(
         txn.envelope
             .recipients
             .iter()
-            .map(|r| json!({"address": clean(&r.address), "class": null}))
+            .map(|r| json!({"address": clean(r.address()), "class": null}))
             .collect()
     } else {
         eval.recipients
@@ -67,7 +67,7 @@ pub(super) fn record(
         "front_end": txn.front_end,
         "client": {"addr": txn.client.addr, "helo": clean(&txn.client.helo)},
         "tls": txn.tls,
-        "sender": clean(&txn.envelope.sender),
+        "sender": clean(txn.envelope.sender_str()),
         "recipients": recipients,
         "message_id": c.message_id.as_deref().map(clean),
         "subject": subject,

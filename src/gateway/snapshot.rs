@@ -49,12 +49,17 @@ impl Snapshot {
             .envelope
             .recipients
             .iter()
-            .map(|r| (r.address.clone(), self.directory.classify(&r.address)))
+            .map(|r| {
+                (
+                    r.address().to_string(),
+                    self.directory.classify(r.address()),
+                )
+            })
             .collect();
         match classified {
             Ok(classification) => {
                 let verdict = self.policy.decide(&Facts {
-                    sender: &txn.envelope.sender,
+                    sender: txn.envelope.sender_str(),
                     recipients: &recipients,
                     classification: &classification,
                     size: txn.message.len(),

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tokio_util::compat::TokioAsyncReadCompatExt;
 
 use crate::gateway::{Gateway, HandOff, Snapshot};
+use crate::mailbox::{Mailbox, Rules};
 use crate::message::{own_headers, Spool};
 use crate::policy::Action;
 use crate::smtp::reply::Reply;
@@ -96,6 +97,14 @@ impl Session {
         self.mta_queue_id = None;
     }
 
+    /// Postfix has already checked SMTPUTF8; markgate checks the rewritable forms and controls.
+    fn address_rules(&self) -> Rules {
+        Rules {
+            strict: self.snapshot.config.strict_addresses,
+            smtputf8: true,
+        }
+    }
+
     fn spool(&mut self) -> &mut Spool {
         let limits = &self.snapshot.config.limits;
         let dir = self.snapshot.config.state_dir.join("spool");
@@ -114,6 +123,16 @@ impl Session {
         spool
             .write(bytes)
             .map_err(|_| MilterError("spool write failed"))
+    }
+}
+
+/// Postfix hands the envelope in angle brackets; accept a bare one too.
+fn bracketed(addr: &str) -> String {
+    let addr = addr.trim();
+    if addr.starts_with('<') {
+        addr.to_string()
+    } else {
+        format!("<{addr}>")
     }
 }
 
@@ -200,10 +219,16 @@ impl Milter for Session {
         self.reset();
         // A new transaction takes the rules as they are now.
         self.snapshot = self.gateway.snapshot();
-        let sender = mail
-            .sender()
-            .trim_matches(|c| c == '<' || c == '>')
-            .to_string();
+        let sender = match Mailbox::parse_path(&bracketed(&mail.sender()), self.address_rules()) {
+            Ok(sender) => sender,
+            Err(err) => {
+                return Ok(reply_code(&Reply::new(
+                    err.code(),
+                    "5.1.7",
+                    format!("Sender {err}"),
+                )))
+            }
+        };
         self.envelope = Some(Envelope {
             sender,
             ..Envelope::default()
@@ -212,10 +237,18 @@ impl Milter for Session {
     }
 
     async fn rcpt(&mut self, rcpt: MilterRcpt) -> Result<MilterAction, Self::Error> {
-        let address = rcpt
-            .recipient()
-            .trim_matches(|c| c == '<' || c == '>')
-            .to_string();
+        let mailbox = match Mailbox::parse_path(&bracketed(&rcpt.recipient()), self.address_rules())
+        {
+            Ok(Some(mailbox)) => mailbox,
+            Ok(None) => return Ok(reply_code(&Reply::new(501, "5.1.3", "Bad recipient"))),
+            Err(err) => {
+                return Ok(reply_code(&Reply::new(
+                    err.code(),
+                    "5.1.3",
+                    format!("Recipient {err}"),
+                )))
+            }
+        };
         let max = self.snapshot.config.limits.max_recipients;
         let Some(envelope) = &mut self.envelope else {
             return Err(MilterError("RCPT before MAIL"));
@@ -223,7 +256,7 @@ impl Milter for Session {
         if envelope.recipients.len() >= max {
             return Ok(reply_code(&Reply::too_many_recipients(max)));
         }
-        envelope.recipients.push(Recipient::plain(&address));
+        envelope.recipients.push(Recipient::plain(mailbox));
         Ok(Continue.into())
     }
 

@@ -30,9 +30,13 @@ fn evaluate(
         },
         tls: None,
         envelope: Envelope {
-            sender: from.into(),
+            sender: markgate::mailbox::Mailbox::lenient(from),
             params: Default::default(),
-            recipients: to.iter().map(|a| Recipient::plain(a)).collect(),
+            recipients: to
+                .iter()
+                .filter_map(|a| markgate::mailbox::Mailbox::lenient(a))
+                .map(Recipient::plain)
+                .collect(),
         },
         message: std::sync::Arc::new(Spool::from_bytes(raw)),
         front_end: "classify",

@@ -5,6 +5,7 @@ mod classifier;
 mod content;
 mod faults;
 mod hostile;
+mod hostile_envelope;
 mod milter;
 mod operate;
 mod postfix;

@@ -176,3 +176,15 @@ fn milter_and_smarthost_modes_decide_the_same() {
         assert_eq!(a["action"], case["action"], "{file}");
     }
 }
+
+#[test]
+fn milter_refuses_rewritable_recipients_postfix_hands_over() {
+    let sink = Sink::start(&[]);
+    let mg = Markgate::milter(Opts::default());
+    let pf = postfix_with_milter(mg.port, sink.port);
+    for to in ["x%gmail.com@police.cjsm.net", "gmail.com!x@police.cjsm.net"] {
+        let out = send(pf.port, FROM, &[to], &good_message("[RESTRICTED] r"));
+        assert!(out.contains("<** 553 5.1.3"), "{to}: {out}");
+    }
+    assert!(sink.messages().is_empty());
+}

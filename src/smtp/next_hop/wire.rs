@@ -47,7 +47,7 @@ pub fn queue_id_of(message: &str) -> Option<String> {
 
 pub fn mail_command(envelope: &Envelope, size: u64, dsn: bool) -> String {
     let p = &envelope.params;
-    let mut cmd = format!("MAIL FROM:<{}> SIZE={size}", envelope.sender);
+    let mut cmd = format!("MAIL FROM:<{}> SIZE={size}", envelope.sender_str());
     if let Some(body) = p.body {
         cmd.push_str(" BODY=");
         cmd.push_str(body);
@@ -70,7 +70,7 @@ pub fn mail_command(envelope: &Envelope, size: u64, dsn: bool) -> String {
 }
 
 pub fn rcpt_command(rcpt: &Recipient, dsn: bool) -> String {
-    let mut cmd = format!("RCPT TO:<{}>", rcpt.address);
+    let mut cmd = format!("RCPT TO:<{}>", rcpt.address());
     if dsn {
         if let Some(notify) = &rcpt.notify {
             cmd.push_str(" NOTIFY=");
@@ -216,7 +216,7 @@ mod tests {
     #[test]
     fn dsn_parameters_are_rebuilt_only_when_the_next_hop_speaks_dsn() {
         let r = Recipient {
-            address: "a@b.cjsm.net".into(),
+            mailbox: crate::mailbox::Mailbox::lenient("a@b.cjsm.net").unwrap(),
             notify: Some("SUCCESS,FAILURE".into()),
             orcpt: Some("a+x@b".into()),
         };

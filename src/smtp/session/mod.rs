@@ -278,11 +278,19 @@ impl Session {
     }
 
     fn command(&mut self, line: &[u8]) -> Next {
-        match command::parse(line) {
+        let (path, line) = match command::envelope_path(line) {
+            None => (String::new(), std::borrow::Cow::Borrowed(line)),
+            Some(Ok((path, rebuilt))) => (path, std::borrow::Cow::Owned(rebuilt)),
+            Some(Err(reply)) => {
+                self.reply(reply);
+                return self.error_next();
+            }
+        };
+        match command::parse(&line) {
             Ok(Request::Ehlo { host }) => self.ehlo(&host, true),
             Ok(Request::Helo { host }) => self.ehlo(&host, false),
-            Ok(Request::Mail { from }) => self.mail_from(from),
-            Ok(Request::Rcpt { to }) => self.rcpt_to(to),
+            Ok(Request::Mail { from }) => self.mail_from(&path, from),
+            Ok(Request::Rcpt { to }) => self.rcpt_to(&path, to),
             Ok(Request::Data) => self.data(),
             Ok(Request::Rset) => {
                 self.reset_transaction();

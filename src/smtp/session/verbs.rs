@@ -7,6 +7,7 @@ use smtp_proto::{
 };
 
 use super::{Next, Session, State};
+use crate::mailbox::{Mailbox, Rules};
 use crate::message::Spool;
 use crate::smtp::command;
 use crate::smtp::data::DataReader;
@@ -64,6 +65,7 @@ impl Session {
 
     pub(super) fn mail_from(
         &mut self,
+        path: &str,
         from: smtp_proto::MailFrom<std::borrow::Cow<'_, str>>,
     ) -> Next {
         let config = &self.snapshot.config;
@@ -103,8 +105,19 @@ impl Session {
         } else {
             None
         };
+        let rules = Rules {
+            strict: config.strict_addresses,
+            smtputf8: from.flags & MAIL_SMTPUTF8 != 0,
+        };
+        let sender = match Mailbox::parse_path(path, rules) {
+            Ok(sender) => sender,
+            Err(err) => {
+                self.reply(Reply::new(err.code(), "5.1.7", format!("Sender {err}")));
+                return self.error_next();
+            }
+        };
         self.envelope = Some(Envelope {
-            sender: from.address.to_string(),
+            sender,
             params: MailParams {
                 body,
                 smtputf8: from.flags & MAIL_SMTPUTF8 != 0,
@@ -117,8 +130,13 @@ impl Session {
         Next::Read
     }
 
-    pub(super) fn rcpt_to(&mut self, to: smtp_proto::RcptTo<std::borrow::Cow<'_, str>>) -> Next {
+    pub(super) fn rcpt_to(
+        &mut self,
+        path: &str,
+        to: smtp_proto::RcptTo<std::borrow::Cow<'_, str>>,
+    ) -> Next {
         let max = self.snapshot.config.limits.max_recipients;
+        let strict = self.snapshot.config.strict_addresses;
         let relay_ok = self.relay_allowed();
         let Some(envelope) = &mut self.envelope else {
             self.reply(Reply::bad_sequence("Error: need MAIL command"));
@@ -129,17 +147,28 @@ impl Session {
             self.reply(Reply::relay_denied());
             return self.error_next();
         }
-        if to.address.is_empty() || !to.address.contains('@') {
-            self.reply(Reply::new(501, "5.1.3", "Bad recipient address syntax"));
-            return self.error_next();
-        }
+        let rules = Rules {
+            strict,
+            smtputf8: envelope.params.smtputf8,
+        };
+        let mailbox = match Mailbox::parse_path(path, rules) {
+            Ok(Some(mailbox)) => mailbox,
+            Ok(None) => {
+                self.reply(Reply::new(501, "5.1.3", "Bad recipient address syntax"));
+                return self.error_next();
+            }
+            Err(err) => {
+                self.reply(Reply::new(err.code(), "5.1.3", format!("Recipient {err}")));
+                return self.error_next();
+            }
+        };
         if envelope.recipients.len() >= max {
             self.reply(Reply::too_many_recipients(max));
             return Next::Read;
         }
         let notify = command::notify_param(to.flags);
         envelope.recipients.push(Recipient {
-            address: to.address.to_string(),
+            mailbox,
             notify,
             orcpt: to.orcpt.map(|o| o.to_string()),
         });
