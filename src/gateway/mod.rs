@@ -303,12 +303,13 @@ async fn classify_within_budget(
 ) -> Result<Classification, String> {
     // Small messages classify in microseconds (parts and nesting are capped before
     // parsing); a thread hand-off would cost more than the work.
-    if message.len() <= INLINE_CLASSIFY_MAX {
-        return snap.classify(message);
-    }
     let budget = snap.config.classifier.budget;
+    let deadline = Instant::now() + budget;
+    if message.len() <= INLINE_CLASSIFY_MAX {
+        return snap.classify_by(message, Some(deadline));
+    }
     let (snap, message) = (snap.clone(), message.clone());
-    let task = tokio::task::spawn_blocking(move || snap.classify(&message));
+    let task = tokio::task::spawn_blocking(move || snap.classify_by(&message, Some(deadline)));
     match tokio::time::timeout(budget, task).await {
         Ok(Ok(result)) => result,
         Ok(Err(join)) => Err(format!("classifier failed: {join}")),

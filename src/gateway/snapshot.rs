@@ -4,7 +4,9 @@
 use crate::config::Config;
 use crate::directory::{Class, Directory};
 use crate::marking::classify::{Classification, Classifier};
-use crate::message::{skeleton, Spool};
+use std::time::Instant;
+
+use crate::message::Spool;
 use crate::policy::{Action, Facts, Policy, Verdict};
 use crate::transaction::Transaction;
 
@@ -34,9 +36,19 @@ impl Snapshot {
 
     /// Classifies the message; the slow, attacker-shaped part of the path.
     pub fn classify(&self, message: &Spool) -> Result<Classification, String> {
-        skeleton::view(message)
+        self.classify_by(message, None)
+    }
+
+    /// Classifies, giving up (unclassifiable, so held) once `deadline` has passed: the walk
+    /// checks the clock as it goes, so an abandoned classification stops using CPU.
+    pub fn classify_by(
+        &self,
+        message: &Spool,
+        deadline: Option<Instant>,
+    ) -> Result<Classification, String> {
+        self.classifier
+            .classify_spool(message, deadline)
             .map_err(|e| e.to_string())
-            .and_then(|view| self.classifier.classify(&view).map_err(|e| e.to_string()))
     }
 
     /// Applies the rules. A message that could not be classified is held, never passed.

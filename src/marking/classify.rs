@@ -3,6 +3,7 @@
 //! confidentiality statement, attachments, headers.
 
 use std::sync::LazyLock;
+use std::time::Instant;
 
 use mailparse::{MailHeaderMap, ParsedMail};
 use regex::Regex;
@@ -10,6 +11,8 @@ use regex::Regex;
 use super::level::{Marking, Parsed};
 use super::places;
 use crate::config::ClassifierConfig;
+use crate::message::skeleton::{self, WalkError};
+use crate::message::Spool;
 
 /// An attachment's name and media type, for rules.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -39,15 +42,13 @@ pub enum ClassifyError {
     Parse(#[from] mailparse::MailParseError),
     #[error("message too complex to classify: {0}")]
     TooComplex(&'static str),
+    /// The one MIME walk refused it (structure, size or time).
+    #[error(transparent)]
+    Walk(#[from] WalkError),
 }
 
 /// Parts visited before a message counts as too complex (and so is never passed blind).
 const MAX_PARTS: usize = 5000;
-/// Multipart containers (and so nesting levels) allowed before parsing.
-const MAX_MULTIPARTS: usize = 256;
-
-static MULTIPART: LazyLock<regex::bytes::Regex> =
-    LazyLock::new(|| regex::bytes::Regex::new("(?i)multipart/").expect("multipart regex"));
 
 /// The compiled classifier settings (phrases lower-cased once).
 #[derive(Debug, Clone)]
@@ -68,13 +69,38 @@ impl Classifier {
         }
     }
 
+    /// Classifies a message given as bytes. Like every path, it parses only the view the
+    /// one MIME walk ([`skeleton`]) produced.
     pub fn classify(&self, raw: &[u8]) -> Result<Classification, ClassifyError> {
-        // The MIME parser recurses once per multipart level; a crafted message nested
-        // thousands deep would exhaust the stack. Count containers before parsing.
-        if MULTIPART.find_iter(raw).nth(MAX_MULTIPARTS).is_some() {
-            return Err(ClassifyError::TooComplex("too many multipart containers"));
-        }
-        let mail = mailparse::parse_mail(raw)?;
+        let view = skeleton::view_of(raw, None)?;
+        self.classify_view(&view, None)
+    }
+
+    /// Classifies a spooled message of any size, within an optional deadline.
+    pub fn classify_spool(
+        &self,
+        spool: &Spool,
+        deadline: Option<Instant>,
+    ) -> Result<Classification, ClassifyError> {
+        let view = skeleton::view(spool, deadline)?;
+        self.classify_view(&view, deadline)
+    }
+
+    /// The reference for the parity tests and fuzz target only: the parser on the raw bytes,
+    /// without the walk. Never used on the path (nothing bounds its recursion).
+    #[doc(hidden)]
+    pub fn classify_unwalked(&self, raw: &[u8]) -> Result<Classification, ClassifyError> {
+        self.classify_view(raw, None)
+    }
+
+    /// The walk has counted the structure (after decoding) and bounded it, so the parser's
+    /// recursion is bounded too.
+    fn classify_view(
+        &self,
+        view: &[u8],
+        deadline: Option<Instant>,
+    ) -> Result<Classification, ClassifyError> {
+        let mail = mailparse::parse_mail(view)?;
         let mut out = Classification {
             subject: mail.headers.get_first_value("Subject"),
             message_id: mail.headers.get_first_value("Message-ID"),
@@ -106,6 +132,7 @@ impl Classifier {
             out: &mut out,
             parts: 0,
             first_text: None,
+            deadline,
         };
         walk.entity(&mail, "", 0)?;
         if let Some(text) = walk.first_text.take() {
@@ -126,6 +153,7 @@ struct Walk<'a> {
     out: &'a mut Classification,
     parts: usize,
     first_text: Option<String>,
+    deadline: Option<Instant>,
 }
 
 impl Walk<'_> {
@@ -184,6 +212,9 @@ impl Walk<'_> {
         if self.parts > MAX_PARTS {
             return Err(ClassifyError::TooComplex("too many MIME parts"));
         }
+        if self.deadline.is_some_and(|d| Instant::now() > d) {
+            return Err(WalkError::Deadline.into());
+        }
         let mimetype = part.ctype.mimetype.to_ascii_lowercase();
         let disposition = part.get_content_disposition();
         let name = disposition
@@ -210,8 +241,10 @@ impl Walk<'_> {
                     "attached messages nested too deep",
                 ));
             }
+            // Decoded, then through the same walk as every message.
             let body = part.get_body_raw()?;
-            let inner = mailparse::parse_mail(&body)?;
+            let view = skeleton::view_of(&body, self.deadline)?;
+            let inner = mailparse::parse_mail(&view)?;
             let n = self.out.attachments.len();
             let prefix = format!("{prefix}attached[{n}].");
             self.entity(&inner, &prefix, depth + 1)?;

@@ -1,13 +1,29 @@
-//! The classifier's view of a large message: every header and MIME boundary, the head and
-//! tail of each text part, and nothing of binary attachment bodies. Markings live in
-//! headers, subjects, file names and the first and last lines of text, so this view loses
-//! no place a marking can be, while a 50 MB message with a 49 MB attachment classifies in a
-//! few hundred kilobytes of memory.
+//! The one MIME walk: every message, whatever its size, is read by this walker before the
+//! classifier parses it, and the classifier only ever parses what the walker produced (the
+//! "view"). Why: a second, hand-written reader for large messages disagreed with the parser
+//! used for small ones (a part with only headers swallowed the next boundary, so a SECRET part
+//! after it vanished above 1 MiB only). Now there is one walk, and it follows the structure
+//! rules of the parser the classifier uses (`mailparse`) exactly:
 //!
-//! Messages that fit in memory are classified as they are; only spooled ones are reduced.
+//! - a boundary is any line that *starts with* `--boundary`, and the boundaries of enclosing
+//!   multiparts win over inner ones (mailparse cuts the outer slices first);
+//! - a boundary ends whatever is open, even a header block with no blank line after it;
+//! - the first boundary of a multipart opens a part even if it looks like a closing one;
+//!   later `--boundary--` lines close the multipart, and its epilogue is not parsed;
+//! - a part's type is its first `Content-Type`, decoded (RFC 2047) as mailparse decodes it;
+//!   inside `multipart/digest` the default is `message/rfc822`.
+//!
+//! What the view may leave out are bytes the classifier never reads as structure: bodies of
+//! non-text parts, preambles and epilogues, and the middle of a huge text part (its first
+//! [`TEXT_HEAD`] and last [`TEXT_TAIL`] bytes are kept, where banners and signatures are).
+//! Lines that start with a boundary declared anywhere are always kept, as a safety net.
+//! Structure is counted here, after decoding, so a crafted message cannot make the parser
+//! recurse without bound, and a deadline is checked as the walk goes, so a cancelled
+//! classification stops working instead of burning CPU after its budget.
 
 use std::collections::VecDeque;
 use std::io;
+use std::time::Instant;
 
 use super::Spool;
 
@@ -17,141 +33,287 @@ const TEXT_HEAD: usize = 256 * 1024;
 const TEXT_TAIL: usize = 64 * 1024;
 /// Bytes kept of one entity's header block; a longer one is held as unclassifiable.
 pub const HEADER_MAX: usize = 1024 * 1024;
+/// An attached message with a transfer encoding is kept whole (the classifier decodes it
+/// and walks it again); past this size it is held as unclassifiable.
+const ENCODED_MESSAGE_MAX: usize = 8 * 1024 * 1024;
+/// Multipart containers (and so parser recursion) allowed in one walk.
+pub const MAX_MULTIPARTS: usize = 256;
+/// Parts allowed in one walk.
+pub const MAX_PARTS: usize = 5000;
+/// Lines between two looks at the clock.
+const CLOCK_EVERY: u32 = 1024;
 
-/// Builds the reduced view of a spooled message (or returns its bytes when in memory).
-pub fn view(spool: &Spool) -> io::Result<std::borrow::Cow<'_, [u8]>> {
+/// Why the walk refused a message; each is held as unclassifiable, never passed.
+#[derive(Debug, thiserror::Error)]
+pub enum WalkError {
+    #[error("a header block is larger than the classifier reads (1 MiB)")]
+    HeaderTooLarge,
+    #[error("an encoded attached message is larger than the classifier reads (8 MiB)")]
+    EncodedTooLarge,
+    #[error("message too complex to classify: {0}")]
+    TooComplex(&'static str),
+    #[error("classification budget exhausted")]
+    Deadline,
+    #[error("spool unreadable: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Builds the classifier's view of a message held in a spool (in memory or on disk).
+pub fn view(spool: &Spool, deadline: Option<Instant>) -> Result<Vec<u8>, WalkError> {
     if let Some(bytes) = spool.as_bytes() {
-        return Ok(std::borrow::Cow::Borrowed(bytes));
+        return view_of(bytes, deadline);
     }
-    let mut reducer = Reducer::default();
+    let mut walker = Walker::new(deadline);
     let mut partial = Vec::new();
-    spool.for_each_chunk(|chunk| {
+    let mut cut = false;
+    let mut failed = None;
+    let read = spool.for_each_chunk(|chunk| {
         let mut rest = chunk;
         while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
-            if partial.is_empty() {
-                reducer.line(&rest[..=pos]);
+            let result = if partial.is_empty() {
+                walker.line(&rest[..=pos], false)
             } else {
                 partial.extend_from_slice(&rest[..=pos]);
-                reducer.line(&partial);
+                let r = walker.line(&partial, cut);
                 partial.clear();
+                cut = false;
+                r
+            };
+            if let Err(err) = result {
+                failed = Some(err);
+                return Err(io::Error::other("walk stopped"));
             }
             rest = &rest[pos + 1..];
         }
-        // Bound the carry-over: a line longer than the text head is cut, not buffered whole.
-        let room = TEXT_HEAD.saturating_sub(partial.len());
+        // Bound the carry-over: a line longer than a header block is cut, not buffered
+        // whole; the walker refuses a cut line where it would matter.
+        let room = HEADER_MAX.saturating_sub(partial.len());
+        cut |= rest.len() > room;
         partial.extend_from_slice(&rest[..rest.len().min(room)]);
         Ok(())
-    })?;
+    });
+    if let Some(err) = failed {
+        return Err(err);
+    }
+    read?;
     if !partial.is_empty() {
-        reducer.line(&partial);
+        walker.line(&partial, cut)?;
     }
-    if reducer.headers_cut {
-        // A marking could hide past the cut: fail closed rather than classify blind.
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "a header block is larger than the classifier reads (1 MiB)",
-        ));
+    walker.finish()
+}
+
+/// The view of a message given as bytes (an attached message after decoding, a test).
+pub fn view_of(bytes: &[u8], deadline: Option<Instant>) -> Result<Vec<u8>, WalkError> {
+    let mut walker = Walker::new(deadline);
+    for line in bytes.split_inclusive(|&b| b == b'\n') {
+        walker.line(line, false)?;
     }
-    Ok(std::borrow::Cow::Owned(reducer.finish()))
+    walker.finish()
 }
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 enum Body {
-    /// Text (or an unknown type, kept as text to be safe): head and tail kept.
+    /// Text: head and tail kept.
     Text,
-    /// Attachment bodies: skipped.
+    /// Bodies the classifier does not read as structure: skipped.
     Skip,
+    /// An attached message with a transfer encoding: kept whole (bounded).
+    Encoded,
 }
 
-#[derive(Default)]
-struct Reducer {
+/// One open multipart: its `--boundary` and where it stands.
+struct Level {
+    dashed: Vec<u8>,
+    digest: bool,
+    /// mailparse does not check the first boundary for `--`: it always opens a part.
+    seen_first: bool,
+    closed: bool,
+}
+
+struct Walker {
     out: Vec<u8>,
-    boundaries: Vec<Vec<u8>>,
-    /// Header lines of the entity being read; `None` while in a body.
-    headers: Option<Vec<u8>>,
-    body: Option<Body>,
+    levels: Vec<Level>,
+    /// Every `--boundary` declared so far (the safety net).
+    declared: Vec<Vec<u8>>,
+    /// The header block being read (`None` while in a body), and whether its default type
+    /// is `message/rfc822` (inside a digest).
+    headers: Option<(Vec<u8>, bool)>,
+    body: Body,
     kept: usize,
     tail: VecDeque<Vec<u8>>,
     tail_len: usize,
-    /// A header block was longer than HEADER_MAX.
-    headers_cut: bool,
+    multiparts: usize,
+    parts: usize,
+    deadline: Option<Instant>,
+    lines: u32,
 }
 
-impl Reducer {
-    fn line(&mut self, line: &[u8]) {
-        if self.out.is_empty() && self.headers.is_none() && self.body.is_none() {
-            self.headers = Some(Vec::new());
-        }
-        if let Some(headers) = &mut self.headers {
-            if line == b"\r\n" || line == b"\n" {
-                let block = std::mem::take(headers);
-                self.headers = None;
-                self.out.extend_from_slice(&block);
-                self.out.extend_from_slice(line);
-                self.start_body(&block);
-            } else if headers.len() + line.len() <= HEADER_MAX {
-                headers.extend_from_slice(line);
-            } else {
-                self.headers_cut = true;
-            }
-            return;
-        }
-        if line.starts_with(b"--") {
-            let trimmed = trim_crlf(&line[2..]);
-            if let Some(depth) = self
-                .boundaries
-                .iter()
-                .rposition(|b| trimmed.starts_with(b.as_slice()))
-            {
-                self.flush_tail();
-                let closing = trimmed[self.boundaries[depth].len()..].starts_with(b"--");
-                self.out.extend_from_slice(line);
-                if closing {
-                    self.boundaries.truncate(depth);
-                    self.body = Some(Body::Skip);
-                } else {
-                    self.boundaries.truncate(depth + 1);
-                    self.headers = Some(Vec::new());
-                    self.body = None;
-                }
-                return;
-            }
-        }
-        if self.body == Some(Body::Text) {
-            // Once the head is full, every later line is tail, however short.
-            if self.kept + line.len() <= TEXT_HEAD {
-                self.kept += line.len();
-                self.out.extend_from_slice(line);
-            } else {
-                self.kept = usize::MAX / 2;
-                self.tail_len += line.len();
-                self.tail.push_back(line.to_vec());
-                while self.tail_len > TEXT_TAIL {
-                    match self.tail.pop_front() {
-                        Some(old) => self.tail_len -= old.len(),
-                        None => break,
-                    }
-                }
-            }
+impl Walker {
+    fn new(deadline: Option<Instant>) -> Walker {
+        Walker {
+            out: Vec::new(),
+            levels: Vec::new(),
+            declared: Vec::new(),
+            headers: Some((Vec::new(), false)),
+            body: Body::Skip,
+            kept: 0,
+            tail: VecDeque::new(),
+            tail_len: 0,
+            multiparts: 0,
+            parts: 1,
+            deadline,
+            lines: 0,
         }
     }
 
-    fn start_body(&mut self, headers: &[u8]) {
-        self.kept = 0;
-        let content_type = content_type(headers);
-        let ct = content_type.as_deref().unwrap_or("text/plain");
-        if ct.starts_with("multipart/") {
-            if let Some(b) = boundary(headers) {
-                self.boundaries.push(b);
+    fn line(&mut self, line: &[u8], cut: bool) -> Result<(), WalkError> {
+        self.lines += 1;
+        if self.lines.is_multiple_of(CLOCK_EVERY) {
+            if let Some(deadline) = self.deadline {
+                if Instant::now() > deadline {
+                    return Err(WalkError::Deadline);
+                }
             }
-            self.body = Some(Body::Skip);
-        } else if ct.starts_with("message/rfc822") || ct.starts_with("message/global") {
-            self.headers = Some(Vec::new());
-            self.body = None;
-        } else if ct.starts_with("text/") {
-            self.body = Some(Body::Text);
+        }
+        if line.starts_with(b"--") {
+            // Outer boundaries first: mailparse cuts the enclosing slices before the inner.
+            if let Some(depth) = self
+                .levels
+                .iter()
+                .position(|l| !l.closed && line.starts_with(&l.dashed))
+            {
+                return self.boundary(depth, line);
+            }
+        }
+        if self.headers.is_some() && (line == b"\r\n" || line == b"\n") {
+            return self.end_of_headers(line);
+        }
+        if let Some((headers, _)) = &mut self.headers {
+            if cut || headers.len() + line.len() > HEADER_MAX {
+                return Err(WalkError::HeaderTooLarge);
+            }
+            headers.extend_from_slice(line);
+            return Ok(());
+        }
+        match self.body {
+            Body::Text => self.text_line(line),
+            Body::Encoded => {
+                if cut || self.kept + line.len() > ENCODED_MESSAGE_MAX {
+                    return Err(WalkError::EncodedTooLarge);
+                }
+                self.kept += line.len();
+                self.out.extend_from_slice(line);
+            }
+            Body::Skip => {
+                if line.starts_with(b"--") && self.declared.iter().any(|d| line.starts_with(d)) {
+                    self.out.extend_from_slice(line);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn boundary(&mut self, depth: usize, line: &[u8]) -> Result<(), WalkError> {
+        self.flush_open();
+        self.levels.truncate(depth + 1);
+        self.out.extend_from_slice(line);
+        let level = &mut self.levels[depth];
+        let closing = level.seen_first && line[level.dashed.len()..].starts_with(b"--");
+        if closing {
+            level.closed = true;
+            self.body = Body::Skip;
         } else {
-            self.body = Some(Body::Skip);
+            level.seen_first = true;
+            let digest = level.digest;
+            self.parts += 1;
+            if self.parts > MAX_PARTS {
+                return Err(WalkError::TooComplex("too many MIME parts"));
+            }
+            self.headers = Some((Vec::new(), digest));
+        }
+        Ok(())
+    }
+
+    /// Writes out a header block or text tail left open when a boundary cut it short.
+    fn flush_open(&mut self) {
+        if let Some((headers, _)) = self.headers.take() {
+            self.out.extend_from_slice(&headers);
+        }
+        self.flush_tail();
+        self.body = Body::Skip;
+    }
+
+    fn end_of_headers(&mut self, blank: &[u8]) -> Result<(), WalkError> {
+        let Some((block, digest)) = self.headers.take() else {
+            return Ok(());
+        };
+        self.out.extend_from_slice(&block);
+        self.out.extend_from_slice(blank);
+        self.kept = 0;
+        let (headers, _) = mailparse::parse_headers(&block)
+            .map_err(|_| WalkError::TooComplex("a header block cannot be parsed"))?;
+        use mailparse::MailHeaderMap;
+        let ctype = match headers.get_first_value("Content-Type") {
+            Some(value) => mailparse::parse_content_type(&value),
+            None if digest => mailparse::parse_content_type("message/rfc822"),
+            None => mailparse::parse_content_type("text/plain"),
+        };
+        let mime = ctype.mimetype.to_ascii_lowercase();
+        if mime.starts_with("multipart/") {
+            self.body = Body::Skip;
+            if let Some(boundary) = ctype.params.get("boundary") {
+                self.multiparts += 1;
+                if self.multiparts > MAX_MULTIPARTS {
+                    return Err(WalkError::TooComplex("too many multipart containers"));
+                }
+                let mut dashed = b"--".to_vec();
+                dashed.extend_from_slice(boundary.as_bytes());
+                self.declared.push(dashed.clone());
+                self.levels.push(Level {
+                    dashed,
+                    digest: mime == "multipart/digest",
+                    seen_first: false,
+                    closed: false,
+                });
+            }
+        } else if mime == "message/rfc822" || mime == "message/global" {
+            let identity = headers
+                .get_first_value("Content-Transfer-Encoding")
+                .map(|e| e.trim().to_ascii_lowercase())
+                .is_none_or(|e| matches!(e.as_str(), "" | "7bit" | "8bit" | "binary"));
+            if identity {
+                // The attached message's own header block starts on the next line.
+                self.parts += 1;
+                if self.parts > MAX_PARTS {
+                    return Err(WalkError::TooComplex("too many MIME parts"));
+                }
+                self.headers = Some((Vec::new(), false));
+            } else {
+                self.body = Body::Encoded;
+            }
+        } else if mime.starts_with("text/") {
+            self.body = Body::Text;
+        } else {
+            self.body = Body::Skip;
+        }
+        Ok(())
+    }
+
+    fn text_line(&mut self, line: &[u8]) {
+        // Once the head is full, every later line is tail, however short.
+        if self.kept + line.len() <= TEXT_HEAD {
+            self.kept += line.len();
+            self.out.extend_from_slice(line);
+            return;
+        }
+        self.kept = usize::MAX / 2;
+        self.tail_len += line.len();
+        self.tail.push_back(line.to_vec());
+        while self.tail_len > TEXT_TAIL {
+            match self.tail.pop_front() {
+                Some(old) => self.tail_len -= old.len(),
+                None => break,
+            }
         }
     }
 
@@ -162,39 +324,10 @@ impl Reducer {
         self.tail_len = 0;
     }
 
-    fn finish(mut self) -> Vec<u8> {
-        if let Some(headers) = self.headers.take() {
-            self.out.extend_from_slice(&headers);
-        }
-        self.flush_tail();
-        self.out
+    fn finish(mut self) -> Result<Vec<u8>, WalkError> {
+        self.flush_open();
+        Ok(self.out)
     }
-}
-
-fn trim_crlf(s: &[u8]) -> &[u8] {
-    let s = s.strip_suffix(b"\n").unwrap_or(s);
-    s.strip_suffix(b"\r").unwrap_or(s)
-}
-
-/// The lower-cased media type of a header block, unfolded.
-fn content_type(headers: &[u8]) -> Option<String> {
-    let value = header_value(headers, "content-type")?;
-    let media = value.split(';').next()?.trim().to_ascii_lowercase();
-    Some(media)
-}
-
-fn boundary(headers: &[u8]) -> Option<Vec<u8>> {
-    let value = header_value(headers, "content-type")?;
-    let parsed = mailparse::parse_content_type(&value);
-    parsed.params.get("boundary").map(|b| b.as_bytes().to_vec())
-}
-
-fn header_value(headers: &[u8], name: &str) -> Option<String> {
-    let (parsed, _) = mailparse::parse_headers(headers).ok()?;
-    parsed
-        .iter()
-        .find(|h| h.get_key_ref().eq_ignore_ascii_case(name))
-        .map(|h| h.get_value())
 }
 
 #[cfg(test)]
@@ -216,7 +349,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut spool = Spool::new(1024, dir.path());
         spool.write(msg.as_bytes()).unwrap();
-        let view = view(&spool).unwrap();
+        let view = view(&spool, None).unwrap();
         let text = String::from_utf8_lossy(&view);
         assert!(view.len() < 4096, "view is {} bytes", view.len());
         assert!(text.contains("[RESTRICTED] big"));
@@ -242,7 +375,7 @@ mod tail_tests {
         let dir = tempfile::tempdir().unwrap();
         let mut spool = Spool::new(1024, dir.path());
         spool.write(msg.as_bytes()).unwrap();
-        let view = view(&spool).unwrap();
+        let view = view(&spool, None).unwrap();
         let text = String::from_utf8_lossy(&view);
         assert!(
             text.ends_with("Jane Doe\r\nTel: 020 7946 0018\r\n"),

@@ -8,6 +8,7 @@ mod hostile;
 mod hostile_envelope;
 mod milter;
 mod operate;
+mod parity;
 mod postfix;
 mod relay;
 mod rules;
