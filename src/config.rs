@@ -26,8 +26,10 @@ pub struct Config {
     /// Refuse MAIL until the client has done STARTTLS.
     pub require_tls: bool,
     /// Refuse envelope addresses a next hop may route elsewhere than their domain says:
-    /// percent hack (`x%y@d`), bang path (`y!x@d`), a quoted `@`, source routes. On by
-    /// default; turn off only for a next hop known not to rewrite them.
+    /// percent hack (`x%y@d`), bang path (`y!x@d`), a quoted `@`, source routes, and any
+    /// quoted local part that is not a plain dot-string. On by default. Turning it off
+    /// allows those forms (sent on quoted), but never the characters a dequoting next hop
+    /// misreads (`\ " ( ) [ ] < > , ; :`), nor controls or 8-bit without SMTPUTF8.
     pub strict_addresses: bool,
     /// Certificate and key for inbound STARTTLS; STARTTLS is offered only when set.
     pub tls: Option<TlsFiles>,

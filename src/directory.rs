@@ -56,11 +56,19 @@ pub struct Directory {
 
 /// Lower-cased, trailing dot dropped, and the domain in its ASCII (IDNA) form, so
 /// `user@bücher.example` and `user@xn--bcher-kva.example` are the same recipient.
+/// Only the domain is case-folded beyond ASCII (IDNA does that); the local part is folded
+/// in ASCII only, and nothing but ASCII space is trimmed, so `\u{212A}ate@…` (Kelvin sign)
+/// or a leading no-break space never matches the listed `kate@…` the next hop would not
+/// deliver to.
 fn normalize(s: &str) -> String {
-    let s = s.trim().trim_end_matches('.').to_lowercase();
+    let s = s.trim_matches(|c: char| c.is_ascii_whitespace());
     match s.rsplit_once('@') {
-        Some((local, domain)) => format!("{local}@{}", ascii_domain(domain)),
-        None => ascii_domain(&s),
+        Some((local, domain)) => format!(
+            "{}@{}",
+            local.to_ascii_lowercase(),
+            ascii_domain(&domain.trim_end_matches('.').to_lowercase())
+        ),
+        None => ascii_domain(&s.trim_end_matches('.').to_lowercase()),
     }
 }
 

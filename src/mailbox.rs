@@ -123,6 +123,20 @@ impl Mailbox {
         };
         let (local, domain) = split_local(mailbox)?;
         check_domain(domain)?;
+        // A next hop such as Postfix (`resolve_dequoted_address`) removes the quotes and
+        // reads the address again as plain text, where `\` escapes and an unclosed `(`, `"`
+        // or `[` swallows the real `@domain`: `"x!a.test("@police.cjsm.net` goes to
+        // a.test. Such characters are refused whatever `strict` says.
+        if local.chars().any(|c| "\\\"()[]<>,;:".contains(c)) {
+            return Err(AddressError::Rewritable(
+                "special characters in the local part are not accepted",
+            ));
+        }
+        if rules.strict && !is_dot_string(&local) {
+            return Err(AddressError::Rewritable(
+                "a quoted local part that is not a plain dot-string is not accepted",
+            ));
+        }
         if rules.strict {
             if local.contains('@') {
                 return Err(AddressError::Rewritable(
@@ -224,8 +238,18 @@ fn is_atext(c: char) -> bool {
     c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii()
 }
 
+/// Unicode spaces and invisible format characters (soft hyphen, zero-width and
+/// bidirectional marks, BOM): a reader cannot see them and a lookup may fold them away.
+fn is_invisible(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(c, '\u{AD}' | '\u{034F}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}')
+}
+
 fn check_chars(s: &str, rules: Rules) -> Result<(), AddressError> {
-    if s.chars().any(|c| c.is_control()) {
+    if s.chars()
+        .any(|c| c.is_control() || (c != ' ' && is_invisible(c)))
+    {
         return Err(AddressError::Control);
     }
     if !rules.smtputf8 && !s.is_ascii() {
@@ -319,21 +343,25 @@ mod tests {
     }
 
     #[test]
-    fn quoted_local_parts_go_back_quoted_and_escaped() {
-        assert_eq!(wire("<\"a b\"@x.test>", STRICT).unwrap(), "\"a b\"@x.test");
-        assert_eq!(
-            wire("<\"a\\\"b\\\\c\"@x.test>", STRICT).unwrap(),
-            "\"a\\\"b\\\\c\"@x.test"
-        );
-        // Injection through a quoted local part: refused when strict, quoted when not.
+    fn quoted_local_parts_go_back_quoted() {
+        assert_eq!(wire("<\"a b\"@x.test>", LAX).unwrap(), "\"a b\"@x.test");
+        // Parameter injection through a quoted local part: refused, strict or not.
         let injected = "<\"x@gmail.com> ORCPT=rfc822;a\"@force.cjsm.net>";
         assert!(matches!(
             wire(injected, STRICT),
             Err(AddressError::Rewritable(_))
         ));
-        let lax = wire(injected, LAX).unwrap();
-        assert_eq!(lax, "\"x@gmail.com> ORCPT=rfc822;a\"@force.cjsm.net");
-        let m = Mailbox::parse_path(injected, LAX).unwrap().unwrap();
+        assert!(matches!(
+            wire(injected, LAX),
+            Err(AddressError::Rewritable(_))
+        ));
+        // A quoted '@' when lax: quoted on the way out, the domain is the last one.
+        let quoted_at = "<\"x@gmail.com\"@force.cjsm.net>";
+        assert_eq!(
+            wire(quoted_at, LAX).unwrap(),
+            "\"x@gmail.com\"@force.cjsm.net"
+        );
+        let m = Mailbox::parse_path(quoted_at, LAX).unwrap().unwrap();
         assert_eq!(m.domain(), "force.cjsm.net");
     }
 
@@ -356,6 +384,39 @@ mod tests {
     }
 
     #[test]
+    fn characters_a_dequoting_next_hop_would_misread_are_refused_even_when_lax() {
+        for path in [
+            "<\"root+\\\\\"@police.cjsm.net>",
+            "<\"x(\"@police.cjsm.net>",
+            "<\"x\\\"\"@police.cjsm.net>",
+            "<\"x[\"@police.cjsm.net>",
+            "<\"attacker.example!x(\"@police.cjsm.net>",
+        ] {
+            assert_eq!(wire(path, LAX).unwrap_err().code(), 553, "{path}");
+            assert_eq!(wire(path, STRICT).unwrap_err().code(), 553, "{path}");
+        }
+        // A quoted space is fine when lax, refused when strict.
+        assert!(wire("<\"a b\"@x.test>", LAX).is_ok());
+        assert_eq!(wire("<\"a b\"@x.test>", STRICT).unwrap_err().code(), 553);
+        // Invisible characters.
+        let utf8 = Rules {
+            smtputf8: true,
+            strict: true,
+        };
+        for path in [
+            "<\u{A0}kate@x.test>",
+            "<ka\u{200B}te@x.test>",
+            "<kate@x\u{AD}.test>",
+        ] {
+            assert_eq!(
+                wire(path, utf8).unwrap_err(),
+                AddressError::Control,
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
     fn controls_and_eight_bit_are_refused() {
         assert_eq!(
             wire(
@@ -367,6 +428,7 @@ mod tests {
             ),
             Err(AddressError::Control)
         );
+        assert_eq!(wire("<a b@x.test>", LAX).unwrap_err().code(), 501);
         assert_eq!(wire("<\"a\tb\"@x.test>", LAX), Err(AddressError::Control));
         assert_eq!(wire("<jöe@x.test>", STRICT), Err(AddressError::EightBit));
         let utf8 = Rules {

@@ -97,11 +97,12 @@ impl Session {
         self.mta_queue_id = None;
     }
 
-    /// Postfix has already checked SMTPUTF8; markgate checks the rewritable forms and controls.
+    /// The same checks as the SMTP front end, SMTPUTF8 as the client gave it in MAIL
+    /// (Postfix's default `strict_smtputf8 = no` does not check it for us).
     fn address_rules(&self) -> Rules {
         Rules {
             strict: self.snapshot.config.strict_addresses,
-            smtputf8: true,
+            smtputf8: self.envelope.as_ref().is_some_and(|e| e.params.smtputf8),
         }
     }
 
@@ -219,7 +220,15 @@ impl Milter for Session {
         self.reset();
         // A new transaction takes the rules as they are now.
         self.snapshot = self.gateway.snapshot();
-        let sender = match Mailbox::parse_path(&bracketed(&mail.sender()), self.address_rules()) {
+        let smtputf8 = mail
+            .esmtp_args()
+            .iter()
+            .any(|a| a.trim().eq_ignore_ascii_case("SMTPUTF8"));
+        let rules = Rules {
+            smtputf8,
+            ..self.address_rules()
+        };
+        let sender = match Mailbox::parse_path(&bracketed(&mail.sender()), rules) {
             Ok(sender) => sender,
             Err(err) => {
                 return Ok(reply_code(&Reply::new(
@@ -231,6 +240,10 @@ impl Milter for Session {
         };
         self.envelope = Some(Envelope {
             sender,
+            params: crate::transaction::MailParams {
+                smtputf8,
+                ..Default::default()
+            },
             ..Envelope::default()
         });
         Ok(Continue.into())

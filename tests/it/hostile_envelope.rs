@@ -74,6 +74,10 @@ fn rewritable_recipient_forms_are_refused_at_rcpt() {
         "RCPT TO:<@relay.test:x@police.cjsm.net>",
         "RCPT TO:<\"x@gmail.com> ORCPT=rfc822;a\"@force.cjsm.net>",
         "RCPT TO:<\"x@gmail.com> NOTIFY=NEVER\"@force.cjsm.net>",
+        // Read again unquoted by Postfix, `\\` and `(` swallow the real domain.
+        "RCPT TO:<\"root+\\\\\"@police.cjsm.net>",
+        "RCPT TO:<\"attacker.example!x(\"@police.cjsm.net>",
+        "RCPT TO:<\"x[\"@police.cjsm.net>",
     ] {
         let (_, r, end) = send(mg.port, &mail, rcpt);
         assert!(r.starts_with("553 5.1.3"), "{rcpt}: {r} / {end:?}");
@@ -94,14 +98,23 @@ fn rewritable_recipient_forms_are_refused_at_rcpt() {
 
 #[test]
 fn a_quoted_local_part_reaches_the_next_hop_quoted_and_injects_nothing() {
-    // With the strict check off, the injected text stays inside the quoted local part.
+    // With the strict check off, the injected text stays inside the quoted local part, and
+    // what a dequoting next hop would misread is refused even so.
     let (sink, _pf, mg) = chain(&["strict_addresses: false"]);
+    let (_, r, _) = send(
+        mg.port,
+        &format!("MAIL FROM:<{FROM}>"),
+        "RCPT TO:<\"attacker.example!x(\"@police.cjsm.net>",
+    );
+    assert!(r.starts_with("553 5.1.3"), "{r}");
     let mail = format!("MAIL FROM:<{FROM}>");
-    let (_, r, end) = send(
+    let (_, r, _) = send(
         mg.port,
         &mail,
         "RCPT TO:<\"x@gmail.com> ORCPT=rfc822;a\"@cps.cjsm.net>",
     );
+    assert!(r.starts_with("553 5.1.3"), "{r}");
+    let (_, r, end) = send(mg.port, &mail, "RCPT TO:<\"x@gmail.com\"@cps.cjsm.net>");
     assert!(r.starts_with("250"), "{r}");
     assert!(end.unwrap().starts_with("250"));
     let (_, r, end) = send(mg.port, &mail, "RCPT TO:<\"a b\"@cps.cjsm.net>");
@@ -111,6 +124,11 @@ fn a_quoted_local_part_reaches_the_next_hop_quoted_and_injects_nothing() {
     let args = rcpt_args(&sink);
     assert!(
         args.iter().all(|a| !a.contains("<x@gmail.com>")),
+        "{args:?}"
+    );
+    assert!(
+        args.iter()
+            .any(|a| a.contains("<\"x@gmail.com\"@cps.cjsm.net>")),
         "{args:?}"
     );
     assert!(
