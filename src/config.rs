@@ -95,8 +95,18 @@ pub struct Limits {
     pub max_command_length: usize,
     /// Longest line of message text, CRLF included (RFC 5321: 1000).
     pub max_line_length: usize,
-    /// Concurrent SMTP connections; past it: 421 4.7.0.
+    /// Concurrent connections (SMTP or milter); past it: 421 4.7.0.
     pub max_connections: usize,
+    /// Concurrent connections from one client address; past it: 421 4.7.0. Keeps one
+    /// client (or a slow-loris from it) from taking every slot.
+    pub max_connections_per_client: usize,
+    /// The longest one SMTP session may last, however busy; then 421 4.4.2.
+    #[serde(deserialize_with = "duration")]
+    pub session_timeout: Duration,
+    /// Slowest acceptable DATA, in bytes per second, after the first `data_timeout`: a
+    /// message may take `data_timeout` plus its size at this rate (Postfix's
+    /// `smtpd_min_data_rate`). 0 turns it off.
+    pub min_data_rate: u64,
     #[serde(deserialize_with = "duration")]
     pub command_timeout: Duration,
     #[serde(deserialize_with = "duration")]
@@ -115,6 +125,9 @@ impl Default for Limits {
             max_command_length: 2048,
             max_line_length: 1000,
             max_connections: 256,
+            max_connections_per_client: 20,
+            session_timeout: Duration::from_secs(1800),
+            min_data_rate: 500,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(180),
             spool_threshold: 1024 * 1024,

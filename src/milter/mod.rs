@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tokio_util::compat::TokioAsyncReadCompatExt;
 
 use crate::gateway::{Gateway, HandOff, Snapshot};
+use crate::limiter::{Limiter, Slot};
 use crate::mailbox::{Mailbox, Rules};
 use crate::message::{own_headers, Spool};
 use crate::policy::Action;
@@ -396,16 +397,21 @@ pub async fn bind(listen: &Listen) -> std::io::Result<Bound> {
     }
 }
 
-/// Serves milter connections until `shutdown` turns true.
+/// Serves milter connections until `shutdown` turns true. Connections are bounded by the
+/// same limiter as SMTP (`limits.max_connections`; the MTA is the one client, so no
+/// per-client share): past it a connection is closed at once and Postfix applies its
+/// `milter_default_action`.
 pub async fn serve(
     bound: Bound,
     gateway: Arc<Gateway>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
+    let max = gateway.snapshot().config.limits.max_connections;
+    let slots = Limiter::new(max, max);
     loop {
         // accept() is cancel-safe, so racing it against shutdown loses no connection.
         let accepted = tokio::select! {
-            a = accept_and_spawn(&bound, &gateway) => a,
+            a = accept_and_spawn(&bound, &gateway, &slots) => a,
             _ = shutdown.changed() => return Ok(()),
         };
         if let Err(err) = accepted {
@@ -415,19 +421,43 @@ pub async fn serve(
     }
 }
 
-async fn accept_and_spawn(bound: &Bound, gateway: &Arc<Gateway>) -> std::io::Result<()> {
+async fn accept_and_spawn(
+    bound: &Bound,
+    gateway: &Arc<Gateway>,
+    slots: &Arc<Limiter>,
+) -> std::io::Result<()> {
+    let mta = std::net::IpAddr::from([0, 0, 0, 0]);
+    let slot = |gateway: &Gateway| match slots.acquire(mta) {
+        Ok(slot) => Some(slot),
+        Err(_) => {
+            gateway.metrics.session_refused();
+            tracing::warn!("milter connection refused: max_connections reached");
+            None
+        }
+    };
     match bound {
-        Bound::Inet(l) => spawn(l.accept().await?.0, gateway.clone()),
-        Bound::Unix(l) => spawn(l.accept().await?.0, gateway.clone()),
+        Bound::Inet(l) => {
+            let stream = l.accept().await?.0;
+            if let Some(slot) = slot(gateway) {
+                spawn(stream, gateway.clone(), slot);
+            }
+        }
+        Bound::Unix(l) => {
+            let stream = l.accept().await?.0;
+            if let Some(slot) = slot(gateway) {
+                spawn(stream, gateway.clone(), slot);
+            }
+        }
     }
     Ok(())
 }
 
-fn spawn<S>(stream: S, gateway: Arc<Gateway>)
+fn spawn<S>(stream: S, gateway: Arc<Gateway>, slot: Slot)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     tokio::spawn(async move {
+        let _slot = slot;
         let mut session = Session::new(gateway);
         let mut server = Server::default_postfix(&mut session);
         // Postfix times the conversation out on its side (milter_*_timeout) and tempfails.

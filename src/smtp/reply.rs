@@ -96,6 +96,30 @@ impl Reply {
     pub fn too_many_connections() -> Reply {
         Reply::new(421, "4.7.0", "Too many connections, try again later")
     }
+    pub fn too_many_from_client() -> Reply {
+        Reply::new(
+            421,
+            "4.7.0",
+            "Too many connections from your address, try again later",
+        )
+    }
+    pub fn not_a_client(host: &str) -> Reply {
+        Reply::new(
+            554,
+            "5.7.1",
+            format!("{host} Access denied: not a client of this gateway"),
+        )
+    }
+    pub fn session_too_long(host: &str) -> Reply {
+        Reply::new(
+            421,
+            "4.4.2",
+            format!("{host} Error: session time limit exceeded"),
+        )
+    }
+    pub fn data_too_slow(host: &str) -> Reply {
+        Reply::new(421, "4.4.2", format!("{host} Error: data rate too low"))
+    }
     pub fn timeout(host: &str) -> Reply {
         Reply::new(421, "4.4.2", format!("{host} Error: timeout exceeded"))
     }

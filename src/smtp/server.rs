@@ -1,4 +1,5 @@
-//! The accept loop: bounds concurrency (past the limit a client gets 421 4.7.0 and the
+//! The accept loop: refuses clients outside the relay networks at the greeting, bounds
+//! concurrency in all and per client (past either a client gets 421 4.7.0 and the
 //! connection closes), spawns one task per session, and stops on shutdown. Session errors
 //! are handled inside the session's task and never reach this loop.
 
@@ -6,11 +7,12 @@ use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 use super::reply::Reply;
 use super::session::Session;
 use crate::gateway::Gateway;
+use crate::limiter::{Limiter, Refused};
 
 /// Serves SMTP on `listener` until `shutdown` turns true; sessions in flight are told 421.
 pub async fn serve(
@@ -18,8 +20,8 @@ pub async fn serve(
     gateway: Arc<Gateway>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let limit = gateway.snapshot().config.limits.max_connections;
-    let slots = Arc::new(Semaphore::new(limit));
+    let limits = gateway.snapshot().config.limits.clone();
+    let slots = Limiter::new(limits.max_connections, limits.max_connections_per_client);
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -35,16 +37,37 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            gateway.metrics.session_refused();
-            gateway.metrics.reply(421);
-            tokio::spawn(async move {
-                let _ = stream
-                    .write_all(Reply::too_many_connections().to_wire().as_bytes())
+        let snapshot = gateway.snapshot();
+        // Not an open relay, and not a slot-holder either: a client outside the relay
+        // networks is answered at the greeting and closed.
+        let refusal = if !snapshot
+            .config
+            .relay_networks
+            .iter()
+            .any(|n| n.contains(peer.ip()))
+        {
+            Err(Reply::not_a_client(&snapshot.config.hostname))
+        } else {
+            slots.acquire(peer.ip()).map_err(|refused| match refused {
+                Refused::Total => Reply::too_many_connections(),
+                Refused::PerClient => Reply::too_many_from_client(),
+            })
+        };
+        let permit = match refusal {
+            Ok(slot) => slot,
+            Err(reply) => {
+                gateway.metrics.session_refused();
+                gateway.metrics.reply(reply.code);
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(
+                        std::time::Duration::from_secs(5),
+                        stream.write_all(reply.to_wire().as_bytes()),
+                    )
                     .await;
-                let _ = stream.shutdown().await;
-            });
-            continue;
+                    let _ = stream.shutdown().await;
+                });
+                continue;
+            }
         };
         let gateway = gateway.clone();
         let shutdown = shutdown.clone();

@@ -6,6 +6,7 @@ mod content;
 mod faults;
 mod hostile;
 mod hostile_envelope;
+mod hostile_session;
 mod milter;
 mod operate;
 mod parity;

@@ -188,3 +188,24 @@ fn milter_refuses_rewritable_recipients_postfix_hands_over() {
     }
     assert!(sink.messages().is_empty());
 }
+
+#[test]
+fn milter_connections_are_bounded_like_smtp_ones() {
+    let mg = Markgate::milter(Opts {
+        limits: vec!["max_connections: 2".into()],
+        ..Opts::default()
+    });
+    mg.wait_idle();
+    let held: Vec<_> = (0..2)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", mg.port)).unwrap())
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut third = std::net::TcpStream::connect(("127.0.0.1", mg.port)).unwrap();
+    third
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let n = std::io::Read::read(&mut third, &mut buf).unwrap_or(1);
+    assert_eq!(n, 0, "the connection past the bound is closed at once");
+    drop(held);
+}

@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use smtp_proto::Request;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -39,6 +40,14 @@ enum Next {
     StartTls,
 }
 
+/// Which limit a read ran into.
+#[derive(Debug, Clone, Copy)]
+enum Limit {
+    Idle,
+    Session,
+    DataRate,
+}
+
 pub struct Session {
     io: Box<dyn Io>,
     gateway: Arc<Gateway>,
@@ -57,6 +66,11 @@ pub struct Session {
     skipping_line: bool,
     errors: usize,
     shutdown: watch::Receiver<bool>,
+    /// The session ends here however busy it is (`limits.session_timeout`).
+    session_deadline: Instant,
+    /// When the current DATA started and how many bytes it has brought, for the minimum
+    /// data rate.
+    data_started: Option<(Instant, u64)>,
 }
 
 impl Session {
@@ -66,9 +80,10 @@ impl Session {
         gateway: Arc<Gateway>,
         shutdown: watch::Receiver<bool>,
     ) -> Session {
+        let snapshot = gateway.snapshot();
         Session {
             io,
-            snapshot: gateway.snapshot(),
+            snapshot: snapshot.clone(),
             gateway,
             peer,
             helo: None,
@@ -81,6 +96,8 @@ impl Session {
             out: Vec::new(),
             skipping_line: false,
             errors: 0,
+            session_deadline: Instant::now() + snapshot.config.limits.session_timeout,
+            data_started: None,
             shutdown,
         }
     }
@@ -128,13 +145,9 @@ impl Session {
                 }
             }
             self.flush().await?;
-            let limits = &self.snapshot.config.limits;
-            let idle = match self.state {
-                State::Command => limits.command_timeout,
-                State::Data(_) => limits.data_timeout,
-            };
+            let (wait, ends) = self.read_limit();
             let read = tokio::select! {
-                r = tokio::time::timeout(idle, self.io.read(&mut buf)) => r,
+                r = tokio::time::timeout(wait, self.io.read(&mut buf)) => r,
                 _ = self.shutdown.changed() => {
                     let bye = Reply::shutting_down(self.hostname());
                     self.reply(bye);
@@ -143,15 +156,51 @@ impl Session {
             };
             match read {
                 Err(_) => {
-                    let bye = Reply::timeout(self.hostname());
+                    let host = self.hostname();
+                    let bye = match ends {
+                        Limit::Idle => Reply::timeout(host),
+                        Limit::Session => Reply::session_too_long(host),
+                        Limit::DataRate => Reply::data_too_slow(host),
+                    };
                     self.reply(bye);
                     return self.flush().await;
                 }
                 Ok(Ok(0)) => return Ok(()),
-                Ok(Ok(n)) => self.input.extend_from_slice(&buf[..n]),
+                Ok(Ok(n)) => {
+                    if let Some((_, bytes)) = &mut self.data_started {
+                        *bytes += n as u64;
+                    }
+                    self.input.extend_from_slice(&buf[..n]);
+                }
                 Ok(Err(err)) => return Err(err),
             }
         }
+    }
+
+    /// How long the next read may wait, and which limit ends it: the idle timeout of the
+    /// state, the session's deadline, or in DATA the minimum rate (`data_timeout` plus the
+    /// bytes so far at `min_data_rate`), whichever comes first.
+    fn read_limit(&self) -> (Duration, Limit) {
+        let limits = &self.snapshot.config.limits;
+        let now = Instant::now();
+        let mut limit = match self.state {
+            State::Command => (limits.command_timeout, Limit::Idle),
+            State::Data(_) => (limits.data_timeout, Limit::Idle),
+        };
+        let left = self.session_deadline.saturating_duration_since(now);
+        if left < limit.0 {
+            limit = (left, Limit::Session);
+        }
+        if let (Some((started, bytes)), State::Data(_), rate @ 1..) =
+            (self.data_started, &self.state, limits.min_data_rate)
+        {
+            let allowed = limits.data_timeout + Duration::from_secs_f64(bytes as f64 / rate as f64);
+            let left = (started + allowed).saturating_duration_since(now);
+            if left < limit.0 {
+                limit = (left, Limit::DataRate);
+            }
+        }
+        limit
     }
 
     /// Upgrades the stream in place. Anything the client pipelined after STARTTLS was

@@ -202,6 +202,7 @@ impl Session {
             return self.error_next();
         }
         let limits = &self.snapshot.config.limits;
+        self.data_started = Some((std::time::Instant::now(), 0));
         self.state = State::Data(DataReader::new(
             limits.max_message_size,
             limits.max_line_length,
