@@ -5,6 +5,7 @@
 //! end of data. Everything else is an error that says whether the next hop refused
 //! (its reply is mirrored to our client) or could not be reached or finished (451 4.4.1).
 
+mod replies;
 mod stream;
 mod wire;
 
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use mail_send::SmtpClient;
 use smtp_proto::{Response, EXT_DSN, EXT_PIPELINING, EXT_START_TLS};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -86,6 +87,8 @@ fn unavailable(what: &str, err: impl std::fmt::Display) -> NextHopError {
 
 struct Connection {
     client: SmtpClient<Stream>,
+    /// Bytes read after the last reply (see `replies`).
+    pending: Vec<u8>,
     dsn: bool,
     pipelining: bool,
     idle_since: Instant,
@@ -156,14 +159,17 @@ impl NextHop {
             }
             Err(Failure::BeforeData(NextHopError::Refused(reply))) => {
                 // The session is still in step after a refused envelope: reset and keep it.
-                if conn.client.rset().await.is_ok() {
+                let reset = tokio::time::timeout(self.cfg.timeout, conn.command(b"RSET\r\n")).await;
+                if matches!(reset, Ok(Ok(ref r)) if r.code == 250) && !conn.unasked().await {
                     self.checkin(conn);
                 }
                 Err(NextHopError::Refused(reply))
             }
             Err(Failure::AfterData(NextHopError::Refused(reply))) => {
                 // A refusal at the final dot leaves the session ready for the next MAIL.
-                self.checkin(conn);
+                if !conn.unasked().await {
+                    self.checkin(conn);
+                }
                 Err(NextHopError::Refused(reply))
             }
             // Anything else: the connection's state is unknown; drop it.
@@ -191,8 +197,13 @@ impl NextHop {
             };
             match candidate {
                 None => return Ok((self.connect().await?, false)),
-                Some(conn) if conn.idle_since.elapsed() <= self.cfg.idle_timeout => {
-                    return Ok((conn, true))
+                Some(mut conn) if conn.idle_since.elapsed() <= self.cfg.idle_timeout => {
+                    // A line the next hop sent while the connection sat idle (a 421, a
+                    // stray reply) would be read as the answer to our MAIL: drop it.
+                    if conn.unasked().await {
+                        continue;
+                    }
+                    return Ok((conn, true));
                 }
                 Some(_) => continue,
             }
@@ -276,6 +287,7 @@ impl NextHop {
         };
         let _ = &mut client;
         Ok(Connection {
+            pending: Vec::new(),
             dsn: ehlo.has_capability(EXT_DSN),
             pipelining: ehlo.has_capability(EXT_PIPELINING),
             client,
@@ -303,11 +315,10 @@ impl NextHop {
             commands.push("DATA\r\n".to_string());
             let batch = commands.concat();
             let n = commands.len();
-            let client = &mut conn.client;
             tokio::time::timeout(self.cfg.timeout, async {
-                client.stream.write_all(batch.as_bytes()).await?;
-                client.stream.flush().await?;
-                client.read_many(n).await
+                conn.client.stream.write_all(batch.as_bytes()).await?;
+                conn.client.stream.flush().await?;
+                conn.read_replies(n).await
             })
             .await
             .map_err(|_| before(unavailable("envelope", "timed out")))?
@@ -319,11 +330,11 @@ impl NextHop {
         } else {
             let mut replies = Vec::with_capacity(commands.len() + 1);
             for command in &commands {
-                let reply = conn
-                    .client
-                    .cmd(command)
-                    .await
-                    .map_err(|e| before(unavailable("envelope", e)))?;
+                let reply =
+                    tokio::time::timeout(self.cfg.timeout, conn.command(command.as_bytes()))
+                        .await
+                        .map_err(|_| before(unavailable("envelope", "timed out")))?
+                        .map_err(|e| before(unavailable("envelope", e)))?;
                 let refused = reply.code >= 400;
                 replies.push(reply);
                 if refused {
@@ -331,10 +342,9 @@ impl NextHop {
                 }
             }
             let data = if replies.iter().all(|r| r.code < 400) {
-                let data = conn
-                    .client
-                    .cmd(b"DATA\r\n")
+                let data = tokio::time::timeout(self.cfg.timeout, conn.command(b"DATA\r\n"))
                     .await
+                    .map_err(|_| before(unavailable("DATA", "timed out")))?
                     .map_err(|e| before(unavailable("DATA", e)))?;
                 Some(data)
             } else {
@@ -364,21 +374,48 @@ impl NextHop {
             Some(r) => return Err(before(refused_or_unavailable(r))),
             None => return Err(before(unavailable("DATA", "no reply"))),
         }
+        // A reply before the data went out (a 250 that came with the 354) is not an answer
+        // to the data: the next hop is out of step, so nothing it says can be trusted.
+        if conn.unasked().await {
+            return Err(Failure::Abandon(unavailable(
+                "next hop",
+                "replied before the data was sent",
+            )));
+        }
         let after = Failure::AfterData;
-        let stream = &mut conn.client.stream;
         let data_timeout = self.cfg.data_timeout;
-        tokio::time::timeout(
-            data_timeout,
-            write_stuffed(stream, body.prepend, body.message, body.skip),
-        )
+        let (mut reader, mut writer) = tokio::io::split(&mut conn.client.stream);
+        let mut early = [0u8; 1];
+        let sent = tokio::time::timeout(data_timeout, async {
+            tokio::select! {
+                // Reads are cancel-safe: if the data finishes first, nothing is lost.
+                biased;
+                written = write_stuffed(&mut writer, body.prepend, body.message, body.skip) => {
+                    written.map_err(|e| after(unavailable("sending data", e)))
+                }
+                _ = reader.read(&mut early) => Err(Failure::Abandon(unavailable(
+                    "next hop",
+                    "replied while the data was being sent",
+                ))),
+            }
+        })
         .await
-        .map_err(|_| after(unavailable("sending data", "timed out")))?
-        .map_err(|e| after(unavailable("sending data", e)))?;
-        let reply = timed(data_timeout, conn.client.read())
+        .map_err(|_| after(unavailable("sending data", "timed out")))?;
+        sent?;
+        let reply = tokio::time::timeout(data_timeout, conn.read_reply())
             .await
-            .map_err(after)?;
+            .map_err(|_| after(unavailable("reply", "timed out")))?
+            .map_err(|e| after(unavailable("reply", e)))?;
         if reply.code / 100 != 2 {
             return Err(after(refused_or_unavailable(&reply)));
+        }
+        // More than one answer to the data: out of step. Fail closed (the sender retries)
+        // rather than trust either line.
+        if conn.unasked().await {
+            return Err(Failure::Abandon(unavailable(
+                "next hop",
+                "sent more than one reply to the data",
+            )));
         }
         let line = response_line(&reply);
         Ok(Delivered {
