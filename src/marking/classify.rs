@@ -244,6 +244,7 @@ impl Walk<'_> {
             // Decoded, then through the same walk as every message.
             let body = part.get_body_raw()?;
             let view = skeleton::view_of(&body, self.deadline)?;
+            drop(body);
             let inner = mailparse::parse_mail(&view)?;
             let n = self.out.attachments.len();
             let prefix = format!("{prefix}attached[{n}].");

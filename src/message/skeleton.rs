@@ -13,24 +13,39 @@
 //! - a part's type is its first `Content-Type`, decoded (RFC 2047) as mailparse decodes it;
 //!   inside `multipart/digest` the default is `message/rfc822`.
 //!
-//! What the view may leave out are bytes the classifier never reads as structure: bodies of
-//! non-text parts, preambles and epilogues, and the middle of a huge text part (its first
-//! [`TEXT_HEAD`] and last [`TEXT_TAIL`] bytes are kept, where banners and signatures are).
-//! Lines that start with a boundary declared anywhere are always kept, as a safety net.
+//! What the view may leave out are bytes the classifier never reads: bodies of non-text
+//! parts and of text parts sent as attachments, preambles and epilogues. A text part the
+//! classifier reads is kept whole up to [`TEXT_MAX`]: raw lines are not the lines a reader
+//! sees once base64, quoted-printable, a charset or HTML are undone, so no cut on raw bytes
+//! is safe in general. Past it, only plain text whose raw lines *are* its lines (no transfer
+//! encoding, an ASCII-compatible charset) is cut, keeping whole lines at both ends (at
+//! least the last [`TAIL_LINES`] non-blank ones, where signatures are); anything else that
+//! large, or a view larger than [`VIEW_MAX`], is held as unclassifiable. Lines that
+//! start with a boundary declared anywhere are kept too, as a safety net, and counted.
+//! A boundary mailparse could match across lines (a CR or LF decoded into it) or one
+//! longer than RFC 2046's 70 characters is refused: the first is a parser confusion, the
+//! second makes the parser's naive search quadratic.
 //! Structure is counted here, after decoding, so a crafted message cannot make the parser
 //! recurse without bound, and a deadline is checked as the walk goes, so a cancelled
 //! classification stops working instead of burning CPU after its budget.
 
-use std::collections::VecDeque;
 use std::io;
 use std::time::Instant;
 
 use super::Spool;
 
-/// Bytes kept from the start of each text part.
-const TEXT_HEAD: usize = 256 * 1024;
-/// Bytes kept from the end of each text part.
-const TEXT_TAIL: usize = 64 * 1024;
+/// The largest text part the classifier reads; a larger one is held as unclassifiable.
+pub const TEXT_MAX: usize = 8 * 1024 * 1024;
+/// Bytes of whole lines kept from the end of plain text cut past [`TEXT_MAX`] (more when
+/// needed for [`TAIL_LINES`]).
+const TEXT_TAIL: usize = 1024 * 1024;
+/// Non-blank lines always kept at the end of cut plain text: the classifier reads the last
+/// 30 for the confidentiality statement.
+pub const TAIL_LINES: usize = 30;
+/// The largest view; a message whose view would be larger is held as unclassifiable.
+pub const VIEW_MAX: usize = 32 * 1024 * 1024;
+/// RFC 2046 5.1.1: a boundary is 1 to 70 characters.
+const BOUNDARY_MAX: usize = 70;
 /// Bytes kept of one entity's header block; a longer one is held as unclassifiable.
 pub const HEADER_MAX: usize = 1024 * 1024;
 /// An attached message with a transfer encoding is kept whole (the classifier decodes it
@@ -50,6 +65,10 @@ pub enum WalkError {
     HeaderTooLarge,
     #[error("an encoded attached message is larger than the classifier reads (8 MiB)")]
     EncodedTooLarge,
+    #[error("a text part is larger than the classifier reads (8 MiB)")]
+    TextTooLarge,
+    #[error("the message's readable parts are larger than the classifier reads (32 MiB)")]
+    ViewTooLarge,
     #[error("message too complex to classify: {0}")]
     TooComplex(&'static str),
     #[error("classification budget exhausted")]
@@ -111,10 +130,31 @@ pub fn view_of(bytes: &[u8], deadline: Option<Instant>) -> Result<Vec<u8>, WalkE
     walker.finish()
 }
 
+/// No transfer encoding: the raw bytes are the content.
+fn identity_encoding(headers: &[mailparse::MailHeader]) -> bool {
+    use mailparse::MailHeaderMap;
+    headers
+        .get_first_value("Content-Transfer-Encoding")
+        .map(|e| e.trim().to_ascii_lowercase())
+        .is_none_or(|e| matches!(e.as_str(), "" | "7bit" | "8bit" | "binary"))
+}
+
+/// `Content-Disposition: attachment`, read as mailparse reads it for the classifier.
+fn is_attachment(headers: &[mailparse::MailHeader]) -> bool {
+    use mailparse::MailHeaderMap;
+    headers
+        .get_first_value("Content-Disposition")
+        .is_some_and(|v| {
+            mailparse::parse_content_disposition(&v).disposition
+                == mailparse::DispositionType::Attachment
+        })
+}
+
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 enum Body {
-    /// Text: head and tail kept.
-    Text,
+    /// Text the classifier reads: kept whole up to `TEXT_MAX`; past it, cut to its ends
+    /// when `cuttable`, else refused.
+    Text { cuttable: bool },
     /// Bodies the classifier does not read as structure: skipped.
     Skip,
     /// An attached message with a transfer encoding: kept whole (bounded).
@@ -140,8 +180,10 @@ struct Walker {
     headers: Option<(Vec<u8>, bool)>,
     body: Body,
     kept: usize,
-    tail: VecDeque<Vec<u8>>,
+    /// Lines kept from the end of cut plain text, their bytes and non-blank count.
+    tail: std::collections::VecDeque<Vec<u8>>,
     tail_len: usize,
+    tail_nonblank: usize,
     multiparts: usize,
     parts: usize,
     deadline: Option<Instant>,
@@ -157,8 +199,9 @@ impl Walker {
             headers: Some((Vec::new(), false)),
             body: Body::Skip,
             kept: 0,
-            tail: VecDeque::new(),
+            tail: std::collections::VecDeque::new(),
             tail_len: 0,
+            tail_nonblank: 0,
             multiparts: 0,
             parts: 1,
             deadline,
@@ -196,13 +239,9 @@ impl Walker {
             return Ok(());
         }
         match self.body {
-            Body::Text => self.text_line(line),
+            Body::Text { cuttable } => self.text(line, cut, cuttable)?,
             Body::Encoded => {
-                if cut || self.kept + line.len() > ENCODED_MESSAGE_MAX {
-                    return Err(WalkError::EncodedTooLarge);
-                }
-                self.kept += line.len();
-                self.out.extend_from_slice(line);
+                self.keep(line, cut, ENCODED_MESSAGE_MAX, WalkError::EncodedTooLarge)?
             }
             Body::Skip => {
                 if line.starts_with(b"--") && self.declared.iter().any(|d| line.starts_with(d)) {
@@ -210,6 +249,61 @@ impl Walker {
                 }
             }
         }
+        if self.out.len() > VIEW_MAX {
+            return Err(WalkError::ViewTooLarge);
+        }
+        Ok(())
+    }
+
+    fn text(&mut self, line: &[u8], cut: bool, cuttable: bool) -> Result<(), WalkError> {
+        if cut {
+            return Err(WalkError::TextTooLarge);
+        }
+        if self.kept + line.len() <= TEXT_MAX {
+            self.kept += line.len();
+            self.out.extend_from_slice(line);
+            return Ok(());
+        }
+        if !cuttable {
+            return Err(WalkError::TextTooLarge);
+        }
+        // Once cut, every later line is tail, however short.
+        self.kept = usize::MAX / 2;
+        let blank = |l: &[u8]| l.iter().all(u8::is_ascii_whitespace);
+        self.tail_len += line.len();
+        self.tail_nonblank += usize::from(!blank(line));
+        self.tail.push_back(line.to_vec());
+        while self.tail_len > TEXT_TAIL {
+            let Some(front) = self.tail.front() else {
+                break;
+            };
+            let front_nonblank = !blank(front);
+            if front_nonblank && self.tail_nonblank <= TAIL_LINES {
+                break;
+            }
+            self.tail_len -= front.len();
+            self.tail_nonblank -= usize::from(front_nonblank);
+            self.tail.pop_front();
+        }
+        if self.tail_len > VIEW_MAX {
+            return Err(WalkError::ViewTooLarge);
+        }
+        Ok(())
+    }
+
+    /// Keeps a body line whole, within the part's bound.
+    fn keep(
+        &mut self,
+        line: &[u8],
+        cut: bool,
+        max: usize,
+        too_large: WalkError,
+    ) -> Result<(), WalkError> {
+        if cut || self.kept + line.len() > max {
+            return Err(too_large);
+        }
+        self.kept += line.len();
+        self.out.extend_from_slice(line);
         Ok(())
     }
 
@@ -234,12 +328,17 @@ impl Walker {
         Ok(())
     }
 
-    /// Writes out a header block or text tail left open when a boundary cut it short.
+    /// Writes out a header block left open when a boundary cut it short, or the kept end
+    /// of cut plain text.
     fn flush_open(&mut self) {
         if let Some((headers, _)) = self.headers.take() {
             self.out.extend_from_slice(&headers);
         }
-        self.flush_tail();
+        for line in self.tail.drain(..) {
+            self.out.extend_from_slice(&line);
+        }
+        self.tail_len = 0;
+        self.tail_nonblank = 0;
         self.body = Body::Skip;
     }
 
@@ -262,6 +361,9 @@ impl Walker {
         if mime.starts_with("multipart/") {
             self.body = Body::Skip;
             if let Some(boundary) = ctype.params.get("boundary") {
+                if boundary.len() > BOUNDARY_MAX || boundary.chars().any(char::is_control) {
+                    return Err(WalkError::TooComplex("a MIME boundary that is not valid"));
+                }
                 self.multiparts += 1;
                 if self.multiparts > MAX_MULTIPARTS {
                     return Err(WalkError::TooComplex("too many multipart containers"));
@@ -277,11 +379,7 @@ impl Walker {
                 });
             }
         } else if mime == "message/rfc822" || mime == "message/global" {
-            let identity = headers
-                .get_first_value("Content-Transfer-Encoding")
-                .map(|e| e.trim().to_ascii_lowercase())
-                .is_none_or(|e| matches!(e.as_str(), "" | "7bit" | "8bit" | "binary"));
-            if identity {
+            if identity_encoding(&headers) {
                 // The attached message's own header block starts on the next line.
                 self.parts += 1;
                 if self.parts > MAX_PARTS {
@@ -291,37 +389,19 @@ impl Walker {
             } else {
                 self.body = Body::Encoded;
             }
-        } else if mime.starts_with("text/") {
-            self.body = Body::Text;
+        } else if mime.starts_with("text/") && !is_attachment(&headers) {
+            // As the classifier decides (classify.rs): text it reads as the message.
+            let charset = ctype.charset.to_ascii_lowercase();
+            let cuttable = mime == "text/plain"
+                && identity_encoding(&headers)
+                && (matches!(charset.as_str(), "us-ascii" | "ascii" | "utf-8" | "utf8")
+                    || charset.starts_with("iso-8859-")
+                    || charset.starts_with("windows-125"));
+            self.body = Body::Text { cuttable };
         } else {
             self.body = Body::Skip;
         }
         Ok(())
-    }
-
-    fn text_line(&mut self, line: &[u8]) {
-        // Once the head is full, every later line is tail, however short.
-        if self.kept + line.len() <= TEXT_HEAD {
-            self.kept += line.len();
-            self.out.extend_from_slice(line);
-            return;
-        }
-        self.kept = usize::MAX / 2;
-        self.tail_len += line.len();
-        self.tail.push_back(line.to_vec());
-        while self.tail_len > TEXT_TAIL {
-            match self.tail.pop_front() {
-                Some(old) => self.tail_len -= old.len(),
-                None => break,
-            }
-        }
-    }
-
-    fn flush_tail(&mut self) {
-        for line in self.tail.drain(..) {
-            self.out.extend_from_slice(&line);
-        }
-        self.tail_len = 0;
     }
 
     fn finish(mut self) -> Result<Vec<u8>, WalkError> {
@@ -356,6 +436,45 @@ mod tests {
         assert!(text.contains("SECRET plan.pdf"));
         assert!(text.contains("Hello\r\nRESTRICTED\r\n"));
         assert!(text.ends_with("--b1--\r\n"));
+    }
+}
+
+#[cfg(test)]
+mod bound_tests {
+    use super::*;
+
+    #[test]
+    fn a_text_part_over_the_bound_is_refused_not_cut() {
+        let mut msg = String::from("Subject: big\r\nContent-Type: text/html\r\n\r\n");
+        let line = "z".repeat(78) + "\r\n";
+        while msg.len() <= TEXT_MAX + 100 {
+            msg.push_str(&line);
+        }
+        assert!(matches!(
+            view_of(msg.as_bytes(), None),
+            Err(WalkError::TextTooLarge)
+        ));
+        // As an attachment the classifier does not read it: skipped, not refused.
+        let attached = msg.replacen(
+            "\r\n\r\n",
+            "\r\nContent-Disposition: attachment; filename=log.txt\r\n\r\n",
+            1,
+        );
+        assert!(view_of(attached.as_bytes(), None).unwrap().len() < 200);
+    }
+
+    #[test]
+    fn boundaries_with_line_breaks_or_over_70_characters_are_refused() {
+        for ct in [
+            "multipart/mixed; boundary*=us-ascii''x%0D%0A--y",
+            "multipart/mixed; boundary=\"=?us-ascii?Q?x=0D=0A--y?=\"",
+        ] {
+            let msg = format!("Content-Type: {ct}\r\n\r\n--x\r\n--y\r\n\r\nSECRET\r\n");
+            assert!(view_of(msg.as_bytes(), None).is_err(), "{ct}");
+        }
+        let long = "-".repeat(71);
+        let msg = format!("Content-Type: multipart/mixed; boundary=\"{long}\"\r\n\r\n");
+        assert!(view_of(msg.as_bytes(), None).is_err());
     }
 }
 

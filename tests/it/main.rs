@@ -8,6 +8,7 @@ mod hostile;
 mod hostile_envelope;
 mod hostile_session;
 mod milter;
+mod next_hop_step;
 mod operate;
 mod parity;
 mod postfix;

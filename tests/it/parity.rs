@@ -114,6 +114,44 @@ fn a_headers_only_part_does_not_hide_the_next_part_at_any_size() {
     assert_eq!(memory, disk);
 }
 
+/// Text parts as mail clients write them, where a cut on raw bytes (the old head and tail)
+/// lost the banner: a reader sees SECRET, so must markgate, held in memory or spooled.
+#[test]
+fn long_lines_and_large_text_parts_keep_their_banners() {
+    let big = |n: usize| "A".repeat(n);
+    let html_data_uri = format!(
+        "Subject: report\r\nContent-Type: text/html\r\n\r\n<html><body><img src=\"data:image/png;base64,{}\">\r\n<p>SECRET</p><p>The plan.</p></body></html>\r\n",
+        big(300 * 1024)
+    );
+    let single_line_html = format!(
+        "Subject: report\r\nContent-Type: text/html\r\n\r\n<p>SECRET</p><p>{}</p>\r\n",
+        big(330 * 1024)
+    );
+    let huge_first_line = format!(
+        "Subject: report\r\n\r\n{}\r\nSECRET\r\nThe plan.\r\n",
+        big(300 * 1024)
+    );
+    let huge_last_line = format!(
+        "Subject: report\r\n\r\n{}The plan.\r\n\r\nSECRET\r\n{}\r\n",
+        "line of text\r\n".repeat(30_000),
+        big(70 * 1024)
+    );
+    let classifier = Classifier::new(&Default::default());
+    let dir = tempfile::tempdir().unwrap();
+    for (name, msg) in [
+        ("html data uri", html_data_uri),
+        ("single-line html", single_line_html),
+        ("huge first line", huge_first_line),
+        ("huge last line", huge_last_line),
+    ] {
+        let reference = facts(&classifier.classify_unwalked(msg.as_bytes()).unwrap());
+        assert!(reference.starts_with("SECRET"), "{name}: {reference}");
+        let (memory, disk) = both_paths(&classifier, msg.as_bytes(), dir.path());
+        assert_eq!(memory, reference, "{name}");
+        assert_eq!(disk, reference, "{name}");
+    }
+}
+
 /// The same message through a live gateway, spooled because it is over the threshold: the
 /// SECRET part after the headers-only part is refused, not passed.
 #[test]
