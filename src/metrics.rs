@@ -64,6 +64,7 @@ pub struct Metrics {
     rules_reload: Family<ResultLabel, Counter>,
     rules_loaded: Gauge<i64, AtomicI64>,
     tracking_write_errors: Counter,
+    tracking_incomplete: Counter,
     /// Set when the next hop last answered; read by `/readyz`.
     pub upstream_ok_at: AtomicI64,
     pub ready: AtomicBool,
@@ -98,6 +99,7 @@ impl Metrics {
             rules_reload: Family::default(),
             rules_loaded: Gauge::default(),
             tracking_write_errors: Counter::default(),
+            tracking_incomplete: Counter::default(),
             upstream_ok_at: AtomicI64::new(0),
             ready: AtomicBool::new(false),
             registry: Registry::default(),
@@ -176,6 +178,11 @@ impl Metrics {
             "tracking_write_errors",
             "Tracking records that could not be written",
             m.tracking_write_errors.clone(),
+        );
+        registry.register(
+            "tracking_incomplete",
+            "Delivered messages whose record could not be completed (their intent record stands)",
+            m.tracking_incomplete.clone(),
         );
         let build = Family::<VersionLabel, Gauge>::default();
         build
@@ -271,6 +278,10 @@ impl Metrics {
         self.tracking_write_errors.inc();
     }
 
+    pub fn tracking_incomplete(&self) {
+        self.tracking_incomplete.inc();
+    }
+
     /// The Prometheus text exposition (format 0.0.4), which every Prometheus and `promtool
     /// check metrics` read. prometheus-client writes OpenMetrics, where a counter's HELP and
     /// TYPE name drop the `_total` its samples carry; 0.0.4 wants the sample name.
@@ -354,8 +365,16 @@ pub async fn serve(
                     if !r.ready.load(Ordering::Relaxed) {
                         problems.push("rules not loaded");
                     }
-                    if !state_dir_writable(&dir) {
-                        problems.push("state dir not writable");
+                    // What the gateway checks before each hand-off: a state dir it would
+                    // defer every message on is not ready.
+                    let tracking = dir.join("tracking");
+                    let probe = if tracking.is_dir() {
+                        tracking
+                    } else {
+                        dir.clone()
+                    };
+                    if !state_dir_writable(&dir) || crate::tracking::check_room(&probe).is_err() {
+                        problems.push("state dir not writable or below its free-space floor");
                     }
                     if unix_now() - r.upstream_ok_at.load(Ordering::Relaxed) > 60 {
                         problems.push("next hop not reached in the last minute");

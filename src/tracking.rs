@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use crate::store::index::{Index, IndexError, Query};
+use crate::store::index::{Index, IndexError, Query, INTENT};
 use crate::timefmt;
 
 pub struct Tracking {
@@ -93,7 +93,12 @@ impl Tracking {
         // Another process (a `quarantine release`) may append too: take the length from
         // the file, not from what this process wrote.
         let written = file.metadata().map(|m| m.len()).and_then(|offset| {
-            file.write_all(&line).and_then(|_| file.flush())?;
+            if let Err(err) = file.write_all(&line).and_then(|_| file.flush()) {
+                // A full disk can take part of the line: cut it off again, so the file
+                // never holds half a record (shrinking needs no room).
+                let _ = file.set_len(offset);
+                return Err(err);
+            }
             Ok(offset)
         });
         match written {
@@ -117,21 +122,7 @@ impl Tracking {
         if !self.dir.is_dir() {
             create_private_dir(&self.dir)?;
         }
-        let st = rustix::fs::statvfs(&self.dir).map_err(io::Error::from)?;
-        if st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY) {
-            return Err(io::Error::new(
-                io::ErrorKind::ReadOnlyFilesystem,
-                "state dir is read-only",
-            ));
-        }
-        let free = st.f_bavail.saturating_mul(st.f_frsize);
-        if free < 1024 * 1024 {
-            return Err(io::Error::new(
-                io::ErrorKind::StorageFull,
-                "state dir has under 1 MiB free",
-            ));
-        }
-        Ok(())
+        check_room(&self.dir)
     }
 
     /// Deletes daily files older than the retention; returns how many went.
@@ -165,8 +156,14 @@ impl Tracking {
         Ok(removed)
     }
 
-    /// Every record, oldest file first (search and reindex read this).
+    /// Every record, oldest file first, an intent record left out once a later record for
+    /// its queue id says how it went.
     pub fn records(&self) -> io::Result<Vec<serde_json::Value>> {
+        Ok(supersede_intents(self.all_lines()?))
+    }
+
+    /// Every line as written.
+    fn all_lines(&self) -> io::Result<Vec<serde_json::Value>> {
         let mut files: Vec<PathBuf> = match std::fs::read_dir(&self.dir) {
             Ok(entries) => entries
                 .flatten()
@@ -189,6 +186,51 @@ impl Tracking {
         }
         Ok(out)
     }
+}
+
+/// The file system holding `dir` is writable and has at least [`FREE_FLOOR`] free: what
+/// the gateway checks before each hand-off and `/readyz` reports.
+pub fn check_room(dir: &Path) -> io::Result<()> {
+    let st = rustix::fs::statvfs(dir).map_err(io::Error::from)?;
+    if st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY) {
+        return Err(io::Error::new(
+            io::ErrorKind::ReadOnlyFilesystem,
+            "state dir is read-only",
+        ));
+    }
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    if free < FREE_FLOOR {
+        return Err(io::Error::new(
+            io::ErrorKind::StorageFull,
+            "state dir has under 1 MiB free",
+        ));
+    }
+    Ok(())
+}
+
+/// Free space below which messages are deferred rather than handed on.
+pub const FREE_FLOOR: u64 = 1024 * 1024;
+
+/// Drops each intent record that a later record of the same queue id completes.
+pub fn supersede_intents(records: Vec<serde_json::Value>) -> Vec<serde_json::Value> {
+    use std::collections::HashMap;
+    let queue_id =
+        |r: &serde_json::Value| r.get("queue_id").and_then(|q| q.as_str()).map(String::from);
+    let mut last: HashMap<String, usize> = HashMap::new();
+    for (i, r) in records.iter().enumerate() {
+        if let Some(q) = queue_id(r) {
+            last.insert(q, i);
+        }
+    }
+    records
+        .into_iter()
+        .enumerate()
+        .filter(|(i, r)| {
+            let intent = r.get("outcome").and_then(|o| o.as_str()) == Some(INTENT);
+            !intent || queue_id(r).is_none_or(|q| last.get(&q) == Some(i))
+        })
+        .map(|(_, r)| r)
+        .collect()
 }
 
 /// Creates a directory (and parents) readable by its owner only.

@@ -57,6 +57,8 @@ pub(crate) enum Outcome {
     Refused,
     /// Could not be done; the client retries.
     Deferred(String),
+    /// About to be handed to the next hop (the intent record; see `finish`).
+    HandingOff,
 }
 
 pub struct Gateway {
@@ -213,6 +215,14 @@ impl Gateway {
             }
             Action::Pass if hand_off == HandOff::Mta => (Outcome::Accepted, Reply::ok()),
             Action::Pass => {
+                // The intent record: if the record of how it went cannot be written once
+                // the next hop has the message, this one stands and the reply stays 250.
+                let intent = record::record(snap, txn, eval, &Outcome::HandingOff, &Reply::ok());
+                if let Err(err) = self.tracking.append(&intent, SystemTime::now()) {
+                    self.metrics.tracking_write_error();
+                    tracing::error!(queue_id = %txn.id, error = %err, "intent record not written; deferring");
+                    return (Outcome::Deferred(err.to_string()), Reply::temp_failure());
+                }
                 let headers = added_headers(snap, txn, eval);
                 let started = Instant::now();
                 let sent = self
@@ -252,6 +262,7 @@ impl Gateway {
         reply: Reply,
     ) -> Reply {
         let record = record::record(snap, txn, eval, &outcome, &reply);
+        let delivered = matches!(outcome, Outcome::Delivered(_));
         let level = eval.classification.marking.level_name();
         for hit in eval.verdict.matched.iter().filter(|h| h.mode == "audit") {
             self.metrics.decision(DecisionLabels {
@@ -285,6 +296,12 @@ impl Gateway {
         );
         if let Err(err) = self.tracking.append(&record, SystemTime::now()) {
             self.metrics.tracking_write_error();
+            if delivered {
+                // A 4xx now would make the sender deliver a second copy (invariant 3).
+                self.metrics.tracking_incomplete();
+                tracing::error!(queue_id = %txn.id, error = %err, "delivered, but its tracking record could not be completed; the intent record stands");
+                return reply;
+            }
             tracing::error!(queue_id = %txn.id, error = %err, "tracking record not written; deferring");
             return Reply::temp_failure();
         }

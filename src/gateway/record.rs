@@ -59,6 +59,7 @@ pub(super) fn record(
         Outcome::Held => ("held", serde_json::Value::Null, None),
         Outcome::Refused => ("refused", serde_json::Value::Null, None),
         Outcome::Deferred(e) => ("deferred", serde_json::Value::Null, Some(clean(e))),
+        Outcome::HandingOff => (crate::store::index::INTENT, serde_json::Value::Null, None),
     };
     json!({
         "time": timefmt::rfc3339(txn.received),

@@ -67,7 +67,17 @@ CREATE INDEX IF NOT EXISTS records_message_id ON records(message_id);
 CREATE INDEX IF NOT EXISTS records_file ON records(file);
 CREATE INDEX IF NOT EXISTS recipients_address ON recipients(address);
 CREATE INDEX IF NOT EXISTS recipients_record ON recipients(record);
+CREATE TABLE IF NOT EXISTS intents (
+    record INTEGER NOT NULL REFERENCES records(id) ON DELETE CASCADE,
+    queue_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS intents_queue_id ON intents(queue_id);
 ";
+
+/// The `outcome` of an intent record: written before a message is handed to the next hop
+/// and superseded by the record that says how it went. If that one could not be written,
+/// the intent is what search shows.
+pub const INTENT: &str = "handing-off";
 
 fn text<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(|x| x.as_str())
@@ -143,9 +153,9 @@ impl Index {
             .collect();
         files.sort();
         let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM intents", [])?;
         tx.execute("DELETE FROM recipients", [])?;
         tx.execute("DELETE FROM records", [])?;
-        let mut count = 0;
         for name in files {
             let mut reader = BufReader::new(File::open(self.dir.join(&name))?);
             let mut offset = 0u64;
@@ -158,13 +168,13 @@ impl Index {
                 }
                 if let Ok(record) = serde_json::from_str::<serde_json::Value>(&line) {
                     insert(&tx, &record, &name, offset)?;
-                    count += 1;
                 }
                 offset += n as u64;
             }
         }
         tx.commit()?;
-        Ok(count)
+        // Records, not lines: an intent completed by a later record is not one.
+        self.count()
     }
 
     /// The records matching `q`, oldest first, read back from the JSONL files.
@@ -254,6 +264,13 @@ fn insert(
         .get("marking")
         .and_then(|m| text(m, "level"))
         .map(str::to_uppercase);
+    // A record for a queue id supersedes that queue id's intent record.
+    if let Some(queue_id) = text(record, "queue_id") {
+        conn.prepare_cached(
+            "DELETE FROM records WHERE id IN (SELECT record FROM intents WHERE queue_id = ?1)",
+        )?
+        .execute(params![queue_id])?;
+    }
     conn.prepare_cached(
         "INSERT INTO records (time, queue_id, message_id, sender, action, rule, level, file, offset)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -270,6 +287,10 @@ fn insert(
             offset as i64,
         ])?;
     let id = conn.last_insert_rowid();
+    if let (Some(INTENT), Some(queue_id)) = (text(record, "outcome"), text(record, "queue_id")) {
+        conn.prepare_cached("INSERT INTO intents (record, queue_id) VALUES (?1, ?2)")?
+            .execute(params![id, queue_id])?;
+    }
     if let Some(list) = record.get("recipients").and_then(|r| r.as_array()) {
         let mut stmt =
             conn.prepare_cached("INSERT INTO recipients (record, address) VALUES (?1, ?2)")?;

@@ -352,9 +352,16 @@ fn full_state_dir_defers_everything_and_delivers_nothing() {
     let Some((fs, sink, mg, state)) = gateway_on_tmpfs("4m") else {
         return;
     };
+    eventually(10, "ready", || {
+        http_get(mg.metrics_port, "/readyz").0 == 200
+    });
     // Fill the file system to within 200 kB.
     let filler = fs.dir.path().join("filler");
     let _ = std::fs::write(&filler, vec![0u8; 3900 * 1024]);
+    // Not ready while every message would be deferred.
+    let (code, body) = http_get(mg.metrics_port, "/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("free-space floor"), "{body}");
     let full = all_deferred(&mg, 40, "full");
     assert!(account(&full, Some(&sink), &state).is_empty());
     assert!(
@@ -417,6 +424,7 @@ fn state_dir_turned_read_only_defers_everything_and_delivers_nothing() {
     let delivered = sink.messages().len();
 
     assert!(mount_tmpfs(&state, "ro,size=1m,mode=0700"));
+    assert_eq!(http_get(mg.metrics_port, "/readyz").0, 503);
     let ro = all_deferred(&mg, 40, "ro");
     let _ = Command::new("umount").arg("-l").arg(&state).status();
     assert_eq!(
@@ -428,4 +436,73 @@ fn state_dir_turned_read_only_defers_everything_and_delivers_nothing() {
 
     // Writable again: mail flows.
     mail_flows(&mg, &sink, &state, "after-ro");
+}
+
+/// A next hop that fills the file system at `fill` once it has the data, then says 250: the
+/// completion record cannot be written after the hand-off.
+const FILLING_NEXT_HOP: &str = r#"
+import socket, sys, os
+port, fill = int(sys.argv[1]), sys.argv[2]
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('127.0.0.1', port)); s.listen(8)
+while True:
+    c, _ = s.accept(); f = c.makefile('rb')
+    c.sendall(b'220 fake ESMTP\r\n')
+    while True:
+        line = f.readline()
+        if not line: break
+        verb = line[:4].upper()
+        if verb == b'EHLO': c.sendall(b'250 fake\r\n')
+        elif verb == b'DATA':
+            c.sendall(b'354 go\r\n')
+            while f.readline() not in (b'.\r\n', b''): pass
+            try:
+                with open(fill, 'wb') as out:
+                    while True: out.write(b'\0' * 65536); out.flush()
+            except OSError: pass
+            c.sendall(b'250 2.0.0 queued as F1\r\n')
+        elif verb == b'QUIT': c.sendall(b'221 bye\r\n'); break
+        else: c.sendall(b'250 2.0.0 ok\r\n')
+    c.close()
+"#;
+
+#[test]
+fn a_delivered_message_is_answered_250_even_when_its_record_cannot_be_completed() {
+    let Some(fs) = Tmpfs::mount("4m") else {
+        return;
+    };
+    let port = free_port();
+    let filler = fs.dir.path().join("filler");
+    let next_hop = Stopped(
+        Command::new("python3")
+            .args(["-c", FILLING_NEXT_HOP, &port.to_string()])
+            .arg(&filler)
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(port);
+    let state = fs.dir.path().join("state");
+    let mg = Markgate::with(
+        port,
+        Opts {
+            top: vec![format!("state_dir: {}", state.display())],
+            ..Opts::default()
+        },
+    );
+    // A record larger than a page, so completing it needs room the next hop took.
+    let mut msg = good_message("[RESTRICTED] long");
+    let fold: String = (0..150)
+        .map(|i| format!("\r\n part-{i:04}-{}", "x".repeat(60)))
+        .collect();
+    msg = msg.replacen("[RESTRICTED] long", &format!("[RESTRICTED] long{fold}"), 1);
+    let (code, text) = smtplib_send(mg.port, "jane@police.cjsm.net", &["bob@cps.cjsm.net"], &msg);
+    drop(next_hop);
+    assert_eq!(code, 250, "delivered, so never 451: {text}");
+    let _ = std::fs::remove_file(&filler);
+    let raw = raw_records_in(&state);
+    assert_eq!(raw.len(), 1, "{raw:?}");
+    assert_eq!(raw[0]["outcome"], "handing-off");
+    assert!(mg
+        .metrics()
+        .contains("markgate_tracking_incomplete_total 1"));
 }

@@ -371,9 +371,16 @@ impl Markgate {
                 }
             }
         }
-        out
+        markgate::tracking::supersede_intents(out)
     }
 
+    /// Every tracking line as written, intent records included.
+    pub fn raw_records(&self) -> Vec<serde_json::Value> {
+        raw_records_in(&self.state())
+    }
+}
+
+impl Markgate {
     /// Runs a markgate subcommand against this instance's config.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         let mut cmd = Command::new(bin());
@@ -670,4 +677,24 @@ impl TestCa {
             self.path("server.key")
         )
     }
+}
+
+/// Every tracking line under `state`, as written, intent records included.
+pub fn raw_records_in(state: &Path) -> Vec<serde_json::Value> {
+    let dir = state.join("tracking");
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_else(|_| Vec::new());
+    paths.retain(|p| p.extension().is_some_and(|x| x == "jsonl"));
+    paths.sort();
+    paths
+        .iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect::<Vec<serde_json::Value>>()
+        })
+        .collect()
 }
