@@ -65,6 +65,14 @@ impl Tracking {
         self.with_index(|index| index.search(q))
     }
 
+    /// Like `search`, but creates nothing: with no index yet there is nothing to find.
+    pub fn search_existing(&self, q: &Query) -> Result<Vec<serde_json::Value>, IndexError> {
+        if !self.dir.join("index.sqlite").is_file() {
+            return Ok(Vec::new());
+        }
+        self.search(q)
+    }
+
     /// Rebuilds the index from the JSONL files.
     pub fn reindex(&self) -> Result<usize, IndexError> {
         self.with_index(|index| index.rebuild())

@@ -187,6 +187,56 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// Validates the final config and runs a front end until a signal stops it.
+/// Whether a command only reads the state dir or also writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    Read,
+    Write,
+}
+
+/// The state dir belongs to whoever runs the service. A command run as anyone else (root,
+/// typically) could leave files the service cannot write (a root-owned `tracking/` made
+/// every later message 451 after delivery), so it is refused, saying how to run it; a
+/// read-only command never creates anything, so an absent state dir is simply empty.
+pub(crate) fn state_dir_access(config: &Config, access: Access) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = &config.state_dir;
+    let meta = match std::fs::symlink_metadata(dir) {
+        Ok(meta) => meta,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            return match access {
+                Access::Read => Ok(()),
+                Access::Write => Err(anyhow::anyhow!(
+                    "state dir {} does not exist; start markgate (serve or milter) first",
+                    dir.display()
+                )),
+            };
+        }
+        Err(err) => return Err(anyhow::anyhow!("state dir {}: {err}", dir.display())),
+    };
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        anyhow::bail!(
+            "state dir {} belongs to uid {} and this command runs as uid {me}; run it as the              service's user (e.g. `sudo -u {} markgate …`) so that nothing it writes is              owned by anyone else",
+            dir.display(),
+            meta.uid(),
+            user_name(meta.uid()).unwrap_or_else(|| format!("#{}", meta.uid())),
+        );
+    }
+    Ok(())
+}
+
+/// The login name of `uid` from /etc/passwd, for a message.
+fn user_name(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id: u32 = fields.nth(1)?.parse().ok()?;
+        (id == uid).then(|| name.to_string())
+    })
+}
+
 fn run_front_end(config: Config, front_end: crate::runtime::FrontEnd) -> anyhow::Result<ExitCode> {
     config.validate("command line")?;
     // Classification of large messages runs on blocking threads; give them the stack a

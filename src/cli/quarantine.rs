@@ -78,6 +78,7 @@ pub fn run(command: QuarantineCommand) -> anyhow::Result<ExitCode> {
             recipient,
         } => {
             let config = config.load()?;
+            super::state_dir_access(&config, super::Access::Read)?;
             let q = Quarantine::new(&config.state_dir);
             let since = super::time_flag(since, "--since")?;
             let list: Vec<_> = q
@@ -121,6 +122,7 @@ pub fn run(command: QuarantineCommand) -> anyhow::Result<ExitCode> {
             id,
         } => {
             let config = config.load()?;
+            super::state_dir_access(&config, super::Access::Read)?;
             let q = Quarantine::new(&config.state_dir);
             let meta = q
                 .get(&id)
@@ -155,6 +157,7 @@ pub fn run(command: QuarantineCommand) -> anyhow::Result<ExitCode> {
             id,
         } => {
             let config = config.load()?;
+            super::state_dir_access(&config, super::Access::Write)?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -162,6 +165,7 @@ pub fn run(command: QuarantineCommand) -> anyhow::Result<ExitCode> {
         }
         QuarantineCommand::Delete { config, id } => {
             let config = config.load()?;
+            super::state_dir_access(&config, super::Access::Write)?;
             Quarantine::new(&config.state_dir)
                 .delete(&id)
                 .with_context(|| format!("deleting {id}"))?;
@@ -170,6 +174,7 @@ pub fn run(command: QuarantineCommand) -> anyhow::Result<ExitCode> {
         }
         QuarantineCommand::Purge { config, older_than } => {
             let config = config.load()?;
+            super::state_dir_access(&config, super::Access::Write)?;
             let age = humantime::parse_duration(&older_than).context("--older-than: e.g. 30d")?;
             let cutoff = std::time::SystemTime::now() - age;
             let gone = Quarantine::new(&config.state_dir).purge(cutoff)?;

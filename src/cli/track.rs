@@ -50,6 +50,7 @@ pub fn run(command: TrackCommand) -> anyhow::Result<ExitCode> {
     let (config, q, json) = match command {
         TrackCommand::Reindex { config } => {
             let config = config.load()?;
+            super::state_dir_access(&config, super::Access::Write)?;
             let tracking =
                 crate::tracking::Tracking::new(&config.state_dir, config.tracking.retention_days);
             let n = tracking.reindex()?;
@@ -84,9 +85,10 @@ pub fn run(command: TrackCommand) -> anyhow::Result<ExitCode> {
             (config.load()?, q, json)
         }
     };
+    super::state_dir_access(&config, super::Access::Read)?;
     let tracking =
         crate::tracking::Tracking::new(&config.state_dir, config.tracking.retention_days);
-    let found = tracking.search(&q)?;
+    let found = tracking.search_existing(&q)?;
     let text = |v: &serde_json::Value, k: &str| {
         v.get(k).and_then(|x| x.as_str()).unwrap_or("-").to_string()
     };

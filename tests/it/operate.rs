@@ -257,3 +257,59 @@ fn systemd_unit_verifies() {
         .collect();
     assert!(ours.is_empty(), "{text}");
 }
+
+/// The operator's CLI cannot stop the service: a read-only command creates nothing, and a
+/// command run as someone other than the state dir's owner is refused, saying how to run it.
+#[test]
+fn cli_commands_create_nothing_and_run_only_as_the_state_dirs_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let config = dir.path().join("markgate.yaml");
+    std::fs::write(&config, format!("state_dir: {}\n", state.display())).unwrap();
+    let run = |args: &[&str]| {
+        Command::new(bin())
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    // Before the service ever ran: read-only commands find nothing and create nothing.
+    for args in [&["track", "search"][..], &["quarantine", "list"][..]] {
+        let out = run(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!state.exists(), "{args:?} created the state dir");
+    }
+    let out = run(&["track", "reindex"]);
+    assert!(!out.status.success());
+    assert!(!state.exists());
+
+    // A state dir owned by the service's user (here: nobody): refused for root, untouched.
+    std::fs::create_dir(&state).unwrap();
+    let status = Command::new("chown")
+        .arg("nobody")
+        .arg(&state)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for args in [
+        &["track", "search"][..],
+        &["track", "reindex"][..],
+        &["quarantine", "list"][..],
+        &["quarantine", "purge", "--older-than", "1d"][..],
+    ] {
+        let out = run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(err.contains("sudo -u nobody"), "{args:?}: {err}");
+    }
+    assert_eq!(
+        std::fs::read_dir(&state).unwrap().count(),
+        0,
+        "nothing created"
+    );
+}
