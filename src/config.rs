@@ -39,6 +39,10 @@ pub struct Config {
     pub rules: Option<PathBuf>,
     /// CJSM directory and trusted partners; only the `cjsm.net` suffix rule when absent.
     pub directory: Option<PathBuf>,
+    /// Group given the milter's Unix socket (`unix:PATH`), created 0660 whatever the umask,
+    /// so that this group (Postfix's, `postfix`) and no one else can connect. None: the
+    /// socket keeps markgate's own group.
+    pub milter_socket_group: Option<String>,
     /// HTTP listener for /metrics, /healthz, /readyz; none when absent.
     pub metrics_listen: Option<SocketAddr>,
     pub classifier: ClassifierConfig,
@@ -60,6 +64,7 @@ impl Default for Config {
             upstream: Upstream::default(),
             rules: None,
             directory: None,
+            milter_socket_group: None,
             metrics_listen: None,
             classifier: ClassifierConfig::default(),
             tracking: TrackingConfig::default(),

@@ -115,23 +115,26 @@ pub enum FrontEnd {
 pub async fn run(config: Config, front_end: FrontEnd) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let gateway = Arc::new(build(&config, metrics.clone())?);
-    let (listener, milter) =
-        match &front_end {
-            FrontEnd::Smtp => (
-                Some(
-                    tokio::net::TcpListener::bind(config.listen)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?,
-                ),
-                None,
+    let (listener, milter) = match &front_end {
+        FrontEnd::Smtp => (
+            Some(
+                tokio::net::TcpListener::bind(config.listen)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?,
             ),
-            FrontEnd::Milter(listen) => (
-                None,
-                Some(crate::milter::bind(listen).await.map_err(|e| {
-                    anyhow::anyhow!("cannot listen on {listen:?} for the milter: {e}")
-                })?),
+            None,
+        ),
+        FrontEnd::Milter(listen) => (
+            None,
+            Some(
+                crate::milter::bind(listen, config.milter_socket_group.as_deref())
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot listen on {listen:?} for the milter: {e}")
+                    })?,
             ),
-        };
+        ),
+    };
     let metrics_listener = match config.metrics_listen {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)

@@ -187,6 +187,24 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// Validates the final config and runs a front end until a signal stops it.
+/// Text from a message or an envelope made safe for the operator's terminal: control
+/// characters (escape sequences that retitle the window or clear the screen, a CR that
+/// overwrites a line, C1 controls) are shown escaped, as `track search` shows them. With
+/// `lines`, line breaks stay (a header block); CR is dropped.
+pub(crate) fn terminal_safe(text: &str, lines: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' if lines => out.push('\n'),
+            '\r' if lines => {}
+            '\t' => out.push('\t'),
+            c if c.is_control() => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Whether a command only reads the state dir or also writes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Access {
@@ -454,4 +472,18 @@ fn classify(
         reply.unwrap_or_default()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod terminal_tests {
+    #[test]
+    fn escape_sequences_and_c1_controls_never_reach_the_terminal() {
+        let shown = super::terminal_safe("a\u{1b}]0;pwned\u{7}b\u{9b}2Jc\r\nd", true);
+        assert!(
+            !shown.chars().any(|c| c.is_control() && c != '\n'),
+            "{shown:?}"
+        );
+        assert!(shown.contains("\\u{1b}"));
+        assert_eq!(super::terminal_safe("x\r\ny", false), "x\\r\\ny");
+    }
 }

@@ -100,15 +100,16 @@ pub fn run(command: QuarantineCommand) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
+                let safe = |s: &str| super::terminal_safe(s, false);
                 for m in &list {
                     println!(
                         "{}  {}  {:<24} {:<20} {} -> {}",
-                        m.id,
-                        m.time,
-                        m.rule.as_deref().unwrap_or("-"),
-                        m.level,
-                        m.sender,
-                        m.recipients.join(", ")
+                        safe(&m.id),
+                        safe(&m.time),
+                        safe(m.rule.as_deref().unwrap_or("-")),
+                        safe(&m.level),
+                        safe(&m.sender),
+                        safe(&m.recipients.join(", "))
                     );
                 }
                 println!("{} held", list.len());
@@ -145,8 +146,9 @@ pub fn run(command: QuarantineCommand) -> anyhow::Result<ExitCode> {
                     serde_json::to_string_pretty(&json!({"meta": meta, "headers": headers}))?
                 );
             } else {
+                // JSON escapes controls itself; the header block is shown escaped.
                 println!("{}", serde_json::to_string_pretty(&meta)?);
-                println!("\n{headers}");
+                println!("\n{}", super::terminal_safe(&headers, true));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -196,6 +198,7 @@ async fn release(
         .get(id)
         .with_context(|| format!("no quarantined message {id}"))?;
     if let Some(mta_id) = &meta.mta_queue_id {
+        let mta_id = super::terminal_safe(mta_id, false);
         // Sending markgate's copy would deliver the message a second time once the MTA's
         // held copy is released, and past the MTA's own queue and logs.
         eprintln!(

@@ -381,7 +381,10 @@ pub enum Bound {
     Unix(tokio::net::UnixListener),
 }
 
-pub async fn bind(listen: &Listen) -> std::io::Result<Bound> {
+/// Binds the milter listener. A Unix socket is created under umask 0177 (so no moment
+/// exists when others could connect), then opened to its group: mode 0660, and the group
+/// `group` when given (Postfix's).
+pub async fn bind(listen: &Listen, group: Option<&str>) -> std::io::Result<Bound> {
     match listen {
         Listen::Inet(addr) => Ok(Bound::Inet(tokio::net::TcpListener::bind(addr).await?)),
         Listen::Unix(path) => {
@@ -392,9 +395,38 @@ pub async fn bind(listen: &Listen) -> std::io::Result<Bound> {
             }) {
                 std::fs::remove_file(path)?;
             }
-            Ok(Bound::Unix(tokio::net::UnixListener::bind(path)?))
+            let gid = match group {
+                Some(name) => Some(group_id(name).ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!("milter_socket_group: no group named `{name}`"),
+                    )
+                })?),
+                None => None,
+            };
+            // At start-up, before anything else creates files: the umask is process-wide.
+            let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
+            let bound = tokio::net::UnixListener::bind(path);
+            rustix::process::umask(old);
+            let listener = bound?;
+            if let Some(gid) = gid {
+                rustix::fs::chown(path, None, Some(rustix::fs::Gid::from_raw(gid)))?;
+            }
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+            Ok(Bound::Unix(listener))
         }
     }
+}
+
+/// The id of a group from /etc/group.
+fn group_id(name: &str) -> Option<u32> {
+    let groups = std::fs::read_to_string("/etc/group").ok()?;
+    groups.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        (fields.next()? == name).then_some(())?;
+        fields.nth(1)?.parse().ok()
+    })
 }
 
 /// Serves milter connections until `shutdown` turns true. Connections are bounded by the

@@ -209,3 +209,43 @@ fn milter_connections_are_bounded_like_smtp_ones() {
     assert_eq!(n, 0, "the connection past the bound is closed at once");
     drop(held);
 }
+
+/// The milter's Unix socket is 0660 and in Postfix's group whatever the umask it is started
+/// under (under umask 000 it used to be 0777: anyone could submit verdicts' input).
+#[test]
+fn milter_unix_socket_is_group_only_whatever_the_umask() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("milter.sock");
+    let config = dir.path().join("markgate.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir: {}\nmilter_socket_group: postfix\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let child = std::process::Command::new("sh")
+        .args(["-c", "umask 000 && exec \"$0\" \"$@\"", bin()])
+        .args(["milter", "--listen"])
+        .arg(format!("unix:{}", sock.display()))
+        .arg("--config")
+        .arg(&config)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _child = Stopped(child);
+    eventually(10, "the socket", || sock.exists());
+    let meta = std::fs::metadata(&sock).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    let postfix_gid = std::fs::read_to_string("/etc/group")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("postfix:")
+                .map(|r| r.split(':').nth(1).unwrap().parse::<u32>().unwrap())
+        })
+        .unwrap();
+    assert_eq!(meta.gid(), postfix_gid);
+}

@@ -386,3 +386,35 @@ fn state_files_are_private_even_under_a_permissive_umask() {
     assert!(seen.iter().any(|s| s.ends_with(".eml")), "{seen:?}");
     assert!(seen.iter().any(|s| s.ends_with(".jsonl")), "{seen:?}");
 }
+
+/// Anyone who can send mail writes what `quarantine show` and `list` print: terminal escape
+/// sequences in a held message reach the operator's terminal escaped, never raw.
+#[test]
+fn held_headers_reach_the_operators_terminal_escaped() {
+    let sink = Sink::start(&[]);
+    let mg = Markgate::start(sink.port);
+    let hostile = unmarked().replacen(
+        "Subject:",
+        "X-Title: \u{1b}]0;owned\u{7}\r\nX-Clear: \u{1b}[2J\u{9b}2J\r\nSubject:",
+        1,
+    );
+    let (code, text) = smtplib_send(mg.port, FROM, &["friend@example.com"], &hostile);
+    assert_eq!(code, 250, "{text}");
+    let list = json_out(&mg.cli(&["quarantine", "list", "--json"]));
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    for out in [
+        mg.cli(&["quarantine", "show", &id]),
+        mg.cli(&["quarantine", "list"]),
+    ] {
+        let shown = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success());
+        assert!(
+            !shown
+                .chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t'),
+            "{shown:?}"
+        );
+    }
+    let shown = String::from_utf8_lossy(&mg.cli(&["quarantine", "show", &id]).stdout).to_string();
+    assert!(shown.contains("X-Title: \\u{1b}]0;owned\\u{7}"), "{shown}");
+}
