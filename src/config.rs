@@ -108,6 +108,16 @@ pub struct Limits {
     /// The longest one SMTP session may last, however busy; then 421 4.4.2.
     #[serde(deserialize_with = "duration")]
     pub session_timeout: Duration,
+    /// A milter connection with no traffic for this long is closed (Postfix opens a new
+    /// one); longer than Postfix's `smtpd_timeout`, so a slow client's milter survives.
+    #[serde(deserialize_with = "duration")]
+    pub milter_idle_timeout: Duration,
+    /// An HTTP (metrics, health) connection with no traffic for this long is closed: the
+    /// header-read timeout too.
+    #[serde(deserialize_with = "duration")]
+    pub http_idle_timeout: Duration,
+    /// Concurrent HTTP (metrics, health) connections; past it a connection is closed.
+    pub http_max_connections: usize,
     /// Slowest acceptable DATA, in bytes per second, after the first `data_timeout`: a
     /// message may take `data_timeout` plus its size at this rate (Postfix's
     /// `smtpd_min_data_rate`). 0 turns it off.
@@ -133,6 +143,9 @@ impl Default for Limits {
             max_connections_per_client: 20,
             session_timeout: Duration::from_secs(1800),
             min_data_rate: 500,
+            milter_idle_timeout: Duration::from_secs(600),
+            http_idle_timeout: Duration::from_secs(10),
+            http_max_connections: 32,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(180),
             spool_threshold: 1024 * 1024,

@@ -16,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod directory;
 pub mod gateway;
+pub mod idle;
 pub mod limiter;
 pub mod mailbox;
 pub mod marking;

@@ -327,9 +327,45 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown` resolves.
+/// The metrics port is usually open to a monitoring network: its connections are bounded in
+/// number and closed when idle (which is the header-read timeout too), so clients that
+/// connect and stop cannot use up the descriptors the mail listeners share.
+struct BoundedListener {
+    listener: tokio::net::TcpListener,
+    slots: Arc<crate::limiter::Limiter>,
+    idle: std::time::Duration,
+    backoff: crate::idle::Backoff,
+}
+
+impl axum::serve::Listener for BoundedListener {
+    type Io = crate::idle::Idle<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, addr)) => {
+                    self.backoff.succeeded();
+                    // Past the bound the connection is closed at once.
+                    if let Ok(slot) = self.slots.acquire(addr.ip()) {
+                        return (crate::idle::Idle::new(stream, self.idle, Some(slot)), addr);
+                    }
+                }
+                Err(err) => self.backoff.failed("metrics", &err).await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.listener.local_addr()
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown` resolves; at most
+/// `max_connections` at once, each closed after `idle` without traffic.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    (max_connections, idle): (usize, std::time::Duration),
     metrics: Arc<Metrics>,
     state_dir: std::path::PathBuf,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -387,7 +423,12 @@ pub async fn serve(
                 }
             }),
         );
-    let _: SocketAddr = listener.local_addr()?;
+    let listener = BoundedListener {
+        listener,
+        slots: crate::limiter::Limiter::new(max_connections, max_connections),
+        idle,
+        backoff: crate::idle::Backoff::default(),
+    };
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -150,11 +150,15 @@ pub async fn run(config: Config, front_end: FrontEnd) -> anyhow::Result<()> {
         let mut rx = stop_rx.clone();
         let dir = config.state_dir.clone();
         let m = metrics.clone();
+        let bounds = (
+            config.limits.http_max_connections,
+            config.limits.http_idle_timeout,
+        );
         tokio::spawn(async move {
             let stop = async move {
                 let _ = rx.changed().await;
             };
-            if let Err(err) = crate::metrics::serve(listener, m, dir, stop).await {
+            if let Err(err) = crate::metrics::serve(listener, bounds, m, dir, stop).await {
                 tracing::error!(error = %err, "metrics endpoint failed");
             }
         });

@@ -8,7 +8,7 @@
 //! `milter_default_action`, which must be `tempfail` so nothing leaves unchecked.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use miltr_common::actions::{Action as MilterAction, Continue, Replycode};
@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tokio_util::compat::TokioAsyncReadCompatExt;
 
 use crate::gateway::{Gateway, HandOff, Snapshot};
+use crate::idle::{Backoff, Idle};
 use crate::limiter::{Limiter, Slot};
 use crate::mailbox::{Mailbox, Rules};
 use crate::message::{own_headers, Spool};
@@ -440,15 +441,16 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let max = gateway.snapshot().config.limits.max_connections;
     let slots = Limiter::new(max, max);
+    let mut backoff = Backoff::default();
     loop {
         // accept() is cancel-safe, so racing it against shutdown loses no connection.
         let accepted = tokio::select! {
             a = accept_and_spawn(&bound, &gateway, &slots) => a,
             _ = shutdown.changed() => return Ok(()),
         };
-        if let Err(err) = accepted {
-            tracing::warn!(error = %err, "milter accept failed");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        match accepted {
+            Ok(()) => backoff.succeeded(),
+            Err(err) => backoff.failed("milter", &err).await,
         }
     }
 }
@@ -488,8 +490,10 @@ fn spawn<S>(stream: S, gateway: Arc<Gateway>, slot: Slot)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    // Closed when idle past `limits.milter_idle_timeout`; the slot goes with the stream.
+    let idle = gateway.snapshot().config.limits.milter_idle_timeout;
+    let stream = Idle::new(stream, idle, Some(slot));
     tokio::spawn(async move {
-        let _slot = slot;
         let mut session = Session::new(gateway);
         let mut server = Server::default_postfix(&mut session);
         // Postfix times the conversation out on its side (milter_*_timeout) and tempfails.

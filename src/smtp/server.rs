@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use super::reply::Reply;
 use super::session::Session;
 use crate::gateway::Gateway;
+use crate::idle::Backoff;
 use crate::limiter::{Limiter, Refused};
 
 /// Serves SMTP on `listener` until `shutdown` turns true; sessions in flight are told 421.
@@ -22,17 +23,20 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let limits = gateway.snapshot().config.limits.clone();
     let slots = Limiter::new(limits.max_connections, limits.max_connections_per_client);
+    let mut backoff = Backoff::default();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shutdown.changed() => break,
         };
         let (mut stream, peer) = match accepted {
-            Ok(a) => a,
+            Ok(a) => {
+                backoff.succeeded();
+                a
+            }
             Err(err) => {
-                // EMFILE and friends: back off briefly rather than spin.
-                tracing::warn!(error = %err, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                // EMFILE and friends: back off rather than spin or flood the log.
+                backoff.failed("SMTP", &err).await;
                 continue;
             }
         };

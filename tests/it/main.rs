@@ -7,6 +7,7 @@ mod faults;
 mod hostile;
 mod hostile_envelope;
 mod hostile_session;
+mod hostile_side;
 mod milter;
 mod next_hop_step;
 mod operate;

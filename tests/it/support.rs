@@ -192,6 +192,8 @@ pub struct Opts {
     pub top: Vec<String>,
     /// Starts markgate under this umask instead of the test's own.
     pub umask: Option<u32>,
+    /// Starts markgate with this many file descriptors at most (`ulimit -n`).
+    pub nofile: Option<u32>,
 }
 
 /// `markgate serve` as a child process with its own state dir.
@@ -201,6 +203,7 @@ pub struct Markgate {
     pub port: u16,
     milter: bool,
     umask: Option<u32>,
+    nofile: Option<u32>,
     pub metrics_port: u16,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
@@ -264,6 +267,7 @@ impl Markgate {
             port,
             milter,
             umask: opts.umask,
+            nofile: opts.nofile,
             metrics_port,
             dir,
             config,
@@ -275,17 +279,19 @@ impl Markgate {
 
     fn spawn(&mut self) {
         let log = std::fs::File::create(&self.log).unwrap();
-        let mut cmd = match self.umask {
-            Some(mask) => {
-                let mut sh = Command::new("sh");
-                sh.args([
-                    "-c",
-                    &format!("umask {mask:03o} && exec \"$0\" \"$@\""),
-                    bin(),
-                ]);
-                sh
-            }
-            None => Command::new(bin()),
+        let mut prefix = String::new();
+        if let Some(mask) = self.umask {
+            prefix.push_str(&format!("umask {mask:03o} && "));
+        }
+        if let Some(n) = self.nofile {
+            prefix.push_str(&format!("ulimit -n {n} && "));
+        }
+        let mut cmd = if prefix.is_empty() {
+            Command::new(bin())
+        } else {
+            let mut sh = Command::new("sh");
+            sh.args(["-c", &format!("{prefix}exec \"$0\" \"$@\""), bin()]);
+            sh
         };
         if self.milter {
             cmd.args([
