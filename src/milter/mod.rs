@@ -90,6 +90,16 @@ impl Session {
         }
     }
 
+    /// Forgets the client (address, HELO, TLS facts) and its transaction.
+    fn new_client(&mut self) {
+        self.reset();
+        self.client = ClientInfo {
+            addr: String::new(),
+            helo: String::new(),
+        };
+        self.tls = None;
+    }
+
     fn reset(&mut self) {
         self.envelope = None;
         self.spool = None;
@@ -209,6 +219,8 @@ impl Milter for Session {
     }
 
     async fn connect(&mut self, connect: Connect) -> Result<MilterAction, Self::Error> {
+        // A new client: nothing of the previous one (TLS facts, HELO) carries over.
+        self.new_client();
         self.client.addr = connect.address().to_string();
         Ok(Continue.into())
     }
@@ -276,6 +288,11 @@ impl Milter for Session {
     }
 
     async fn header(&mut self, header: Header) -> Result<MilterAction, Self::Error> {
+        // Out of order: a header with no MAIL, or after the end of headers (it would be
+        // read as body, so a SECRET subject sent so would classify as unmarked).
+        if self.envelope.is_none() || self.in_body {
+            return Err(MilterError("header out of order"));
+        }
         // With SMFIP_HDR_LEADSPC the value keeps its leading space, so the bytes are the
         // header as the client sent it (bar folding, which Postfix sends as CRLF + WSP).
         let line = format!(
@@ -294,18 +311,29 @@ impl Milter for Session {
     }
 
     async fn end_of_header(&mut self) -> Result<MilterAction, Self::Error> {
+        if self.envelope.is_none() || self.in_body {
+            return Err(MilterError("end of headers out of order"));
+        }
         self.write(b"\r\n")?;
         self.in_body = true;
         Ok(Continue.into())
     }
 
     async fn body(&mut self, body: Body) -> Result<MilterAction, Self::Error> {
+        if self.envelope.is_none() || !self.in_body {
+            return Err(MilterError("body out of order"));
+        }
         self.write(body.as_bytes())?;
         Ok(Continue.into())
     }
 
     async fn end_of_body(&mut self) -> Result<ModificationResponse, Self::Error> {
-        let envelope = self.envelope.take().unwrap_or_default();
+        // A message with no MAIL or no recipient is not one to judge (an empty envelope
+        // must never pass): the connection ends and the MTA applies its default action.
+        let Some(envelope) = self.envelope.take().filter(|e| !e.recipients.is_empty()) else {
+            self.reset();
+            return Err(MilterError("end of message without MAIL and RCPT"));
+        };
         let spool = self
             .spool
             .take()
@@ -356,6 +384,12 @@ impl Milter for Session {
 
     async fn abort(&mut self) -> Result<(), Self::Error> {
         self.reset();
+        Ok(())
+    }
+
+    async fn quit_nc(&mut self) -> Result<(), Self::Error> {
+        // The MTA reuses the connection for another client.
+        self.new_client();
         Ok(())
     }
 }

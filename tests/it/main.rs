@@ -9,6 +9,7 @@ mod hostile_envelope;
 mod hostile_session;
 mod hostile_side;
 mod milter;
+mod milter_raw;
 mod next_hop_step;
 mod operate;
 mod parity;
