@@ -77,10 +77,65 @@ pub fn build(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Gateway> 
     Ok(gateway)
 }
 
-/// Reloads rules and directory; on failure the running snapshot stays.
-pub fn reload(gateway: &Gateway) -> Result<(), LoadError> {
+/// Runs the rule file's own `tests:` against a snapshot: each test's name and, if it
+/// failed, why. `Err` when a test's message file cannot be read.
+pub fn rule_tests(snapshot: &Snapshot) -> anyhow::Result<Vec<(String, Option<String>)>> {
+    let base = snapshot
+        .config
+        .rules
+        .as_deref()
+        .and_then(std::path::Path::parent)
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for test in &snapshot.policy.file.tests {
+        let raw = match (&test.message, &test.file) {
+            (Some(m), _) => m.clone().into_bytes(),
+            (None, Some(f)) => std::fs::read(base.join(f))
+                .map_err(|e| anyhow::anyhow!("test `{}`: {}: {e}", test.name, f.display()))?,
+            (None, None) => anyhow::bail!("test `{}` has neither message nor file", test.name),
+        };
+        let eval = crate::cli::evaluate(snapshot, raw, &test.from, &test.to);
+        let action = eval.verdict.action.name();
+        let ok = action == test.expect.action
+            && (test.expect.rule.is_none() || test.expect.rule == eval.verdict.rule);
+        let failure = (!ok).then(|| {
+            format!(
+                "expected {} {}, got {} {}",
+                test.expect.action,
+                test.expect.rule.as_deref().unwrap_or("(any rule)"),
+                action,
+                eval.verdict.rule.as_deref().unwrap_or("(no rule)")
+            )
+        });
+        out.push((test.name.clone(), failure));
+    }
+    Ok(out)
+}
+
+/// Reloads rules and directory; on failure the running snapshot stays. The new rules must
+/// pass their own `tests:` before they are swapped in: a file caught half-written, or an
+/// edit that breaks what the file itself promises, keeps the running rules.
+pub fn reload(gateway: &Gateway) -> Result<(), String> {
     let config = gateway.snapshot().config.clone();
-    match load_snapshot(&config) {
+    let checked = load_snapshot(&config)
+        .map_err(|e| e.to_string())
+        .and_then(|snapshot| {
+            let failed: Vec<String> = rule_tests(&snapshot)
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .filter_map(|(name, failure)| failure.map(|f| format!("{name}: {f}")))
+                .collect();
+            if failed.is_empty() {
+                Ok(snapshot)
+            } else {
+                Err(format!(
+                    "the rule file's own tests fail: {}",
+                    failed.join("; ")
+                ))
+            }
+        });
+    match checked {
         Ok(snapshot) => {
             gateway.swap(snapshot);
             gateway.metrics.rules_reloaded(true);
@@ -95,12 +150,36 @@ pub fn reload(gateway: &Gateway) -> Result<(), LoadError> {
     }
 }
 
-fn mtimes(config: &Config) -> Vec<Option<SystemTime>> {
+/// Device, inode, size, mtime and content hash of one watched file.
+type FileState = (u64, u64, u64, Option<SystemTime>, Vec<u8>);
+
+/// What the watcher compares: for each watched file (symlinks followed), its device, inode,
+/// size, modification time and a hash of its content. A symlink swapped to a file with the
+/// same mtime changes the inode; an in-place rewrite changes the hash.
+fn fingerprint(config: &Config) -> Vec<Option<FileState>> {
+    use sha2::Digest;
+    use std::os::unix::fs::MetadataExt;
     let files: Vec<&PathBuf> = config.rules.iter().chain(config.directory.iter()).collect();
     files
         .into_iter()
-        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .map(|p| {
+            let meta = std::fs::metadata(p).ok()?;
+            let content = std::fs::read(p).ok()?;
+            Some((
+                meta.dev(),
+                meta.ino(),
+                meta.len(),
+                meta.modified().ok(),
+                sha2::Sha256::digest(&content).to_vec(),
+            ))
+        })
         .collect()
+}
+
+/// Reloads off the async workers: compiling a large rule file must not stall sessions.
+async fn reload_blocking(gateway: &Arc<Gateway>) {
+    let g = gateway.clone();
+    let _ = tokio::task::spawn_blocking(move || reload(&g)).await;
 }
 
 /// Which front end a process runs.
@@ -177,25 +256,32 @@ pub async fn run(config: Config, front_end: FrontEnd) -> anyhow::Result<()> {
         });
     }
 
-    // Reload on SIGHUP or when a watched file changes; housekeeping hourly.
+    // Reload on SIGHUP, or when a watched file has changed and then stayed the same for a
+    // whole poll (a file being rewritten in place is not loaded half-written); housekeeping
+    // hourly.
     {
         let g = gateway.clone();
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         tokio::spawn(async move {
-            let mut seen = mtimes(&g.snapshot().config);
+            let mut loaded = fingerprint(&g.snapshot().config);
+            let mut last = loaded.clone();
             let mut tick = tokio::time::interval(Duration::from_secs(2));
             let mut last_housekeeping = std::time::Instant::now() - Duration::from_secs(3600);
             loop {
                 tokio::select! {
                     _ = hup.recv() => {
-                        let _ = reload(&g);
-                        seen = mtimes(&g.snapshot().config);
+                        reload_blocking(&g).await;
+                        loaded = fingerprint(&g.snapshot().config);
+                        last = loaded.clone();
                     }
                     _ = tick.tick() => {
-                        let now = mtimes(&g.snapshot().config);
-                        if now != seen {
-                            seen = now;
-                            let _ = reload(&g);
+                        let now = fingerprint(&g.snapshot().config);
+                        if now != last {
+                            // Changed since the last poll: wait until it holds still.
+                            last = now;
+                        } else if now != loaded {
+                            loaded = now;
+                            reload_blocking(&g).await;
                         }
                     }
                 }

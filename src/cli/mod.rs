@@ -302,39 +302,18 @@ fn check(args: &ConfigArgs, run_tests: bool) -> anyhow::Result<ExitCode> {
     if !run_tests {
         return Ok(ExitCode::SUCCESS);
     }
-    let base = config
-        .rules
-        .as_deref()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let results = crate::runtime::rule_tests(&snapshot)?;
     let mut failed = 0;
-    let tests = snapshot.policy.file.tests.clone();
-    for test in &tests {
-        let raw = match (&test.message, &test.file) {
-            (Some(m), _) => m.clone().into_bytes(),
-            (None, Some(f)) => std::fs::read(base.join(f))
-                .with_context(|| format!("test `{}`: {}", test.name, f.display()))?,
-            (None, None) => anyhow::bail!("test `{}` has neither message nor file", test.name),
-        };
-        let eval = evaluate(&snapshot, raw, &test.from, &test.to);
-        let action = eval.verdict.action.name();
-        let ok = action == test.expect.action
-            && (test.expect.rule.is_none() || test.expect.rule == eval.verdict.rule);
-        if ok {
-            println!("pass: {}", test.name);
-        } else {
-            failed += 1;
-            println!(
-                "FAIL: {}: expected {} {}, got {} {}",
-                test.name,
-                test.expect.action,
-                test.expect.rule.as_deref().unwrap_or("(any rule)"),
-                action,
-                eval.verdict.rule.as_deref().unwrap_or("(no rule)")
-            );
+    for (name, failure) in &results {
+        match failure {
+            None => println!("pass: {name}"),
+            Some(why) => {
+                failed += 1;
+                println!("FAIL: {name}: {why}");
+            }
         }
     }
+    let tests = &results;
     println!("{} passed, {} failed", tests.len() - failed, failed);
     Ok(if failed == 0 {
         ExitCode::SUCCESS

@@ -36,7 +36,7 @@ impl Patterns {
     fn build(self) -> Result<RegexSet, String> {
         RegexSetBuilder::new(&self.0)
             .case_insensitive(true)
-            .size_limit(64 << 20)
+            .size_limit(BUDGET)
             .build()
             .map_err(|e| format!("rule regexes: {e}"))
     }
@@ -67,8 +67,37 @@ pub struct Sets {
     header: Vec<regex::Regex>,
 }
 
+/// What all the regexes of one rule file may take, compiled, together: a file of many
+/// patterns that are each within the per-pattern limit must not take gigabytes (and tens of
+/// seconds) to load.
+const BUDGET: usize = 64 << 20;
+
 impl Builder {
     pub fn finish(self) -> Result<Sets, String> {
+        // Every pattern of every kind, headers included, in one set first: compiling stops
+        // as soon as the budget is spent, so an oversized file fails fast.
+        let all: Vec<&String> = [
+            &self.subject,
+            &self.sender,
+            &self.recipient,
+            &self.attachment_name,
+            &self.attachment_type,
+            &self.caveat,
+            &self.header,
+        ]
+        .iter()
+        .flat_map(|p| p.0.iter())
+        .collect();
+        RegexSetBuilder::new(all)
+            .case_insensitive(true)
+            .size_limit(BUDGET)
+            .build()
+            .map_err(|e| {
+                format!(
+                    "the rule file's regexes together exceed the {} MiB budget: {e}",
+                    BUDGET >> 20
+                )
+            })?;
         let header = self
             .header
             .0
@@ -76,6 +105,7 @@ impl Builder {
             .map(|p| {
                 RegexBuilder::new(p)
                     .case_insensitive(true)
+                    .size_limit(1 << 20)
                     .build()
                     .map_err(|e| e.to_string())
             })

@@ -393,3 +393,130 @@ fn json_logs_are_one_object_per_line() {
     let v: serde_json::Value = serde_json::from_str(line).unwrap();
     assert_eq!(v["level"], "WARN");
 }
+
+fn held_or_passed(mg: &Markgate) -> String {
+    let (code, text) = smtplib_send(
+        mg.port,
+        "a@b.cjsm.net",
+        &["c@d.cjsm.net"],
+        &good_message("[OFFICIAL] x"),
+    );
+    if text.contains("held for review") {
+        "held".into()
+    } else if code == 250 {
+        "passed".into()
+    } else {
+        format!("{code} {text}")
+    }
+}
+
+fn reload_count(mg: &Markgate, result: &str) -> f64 {
+    let prefix = format!("markgate_rules_reload_total{{result=\"{result}\"}} ");
+    mg.metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A rule file whose own tests fail is not swapped in on reload; one being rewritten is
+/// loaded only once it holds still; a symlink swapped to a file with the same mtime is
+/// noticed.
+#[test]
+fn reload_takes_only_whole_files_that_pass_their_own_tests() {
+    let sink = Sink::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let hold = dir.path().join("hold.yaml");
+    std::fs::write(&hold, "rules:\n  - id: hold-all\n    action: quarantine\n").unwrap();
+    let rules = dir.path().join("rules.yaml");
+    std::os::unix::fs::symlink(&hold, &rules).unwrap();
+    let mg = Markgate::with(
+        sink.port,
+        Opts {
+            top: vec![format!("rules: {}", rules.display())],
+            ..Opts::default()
+        },
+    );
+    assert_eq!(held_or_passed(&mg), "held");
+
+    // A valid file whose own tests fail keeps the running rules.
+    let failing = dir.path().join("failing.yaml");
+    std::fs::write(
+        &failing,
+        "rules:\n  - id: pass-all\n    action: pass\ntests:\n  - name: promises a hold\n    message: \"Subject: x\\r\\n\\r\\nbody\\r\\n\"\n    to: [c@d.cjsm.net]\n    expect: {action: quarantine}\n",
+    )
+    .unwrap();
+    let swap = |target: &std::path::Path| {
+        let tmp = dir.path().join("rules.tmp");
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(target, &tmp).unwrap();
+        std::fs::rename(&tmp, &rules).unwrap();
+    };
+    swap(&failing);
+    eventually(10, "reload refused", || reload_count(&mg, "failure") >= 1.0);
+    assert_eq!(held_or_passed(&mg), "held");
+    assert!(
+        mg.log_text().contains("own tests fail"),
+        "{}",
+        mg.log_text()
+    );
+
+    // A symlink swapped to a file with the very same mtime as the running one.
+    let pass = dir.path().join("pass.yaml");
+    std::fs::write(&pass, "rules:\n  - id: pass-all\n    action: pass\n").unwrap();
+    let mtime = std::fs::metadata(&hold).unwrap().modified().unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&pass)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    swap(&hold);
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    swap(&pass);
+    eventually(10, "the swapped rules", || held_or_passed(&mg) == "passed");
+}
+
+/// A rule file rewritten in place is not loaded while it is still changing: a message
+/// sent while the file is half-written meets the whole old rules.
+#[test]
+fn a_rule_file_rewritten_in_place_is_not_loaded_half_written() {
+    let sink = Sink::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yaml");
+    let whole = "rules:\n  - id: hold-all\n    action: quarantine\n";
+    std::fs::write(&rules, whole).unwrap();
+    let mg = Markgate::with(
+        sink.port,
+        Opts {
+            top: vec![format!("rules: {}", rules.display())],
+            ..Opts::default()
+        },
+    );
+    for round in 0..3 {
+        // The first half of a rewrite: valid YAML, no rules yet.
+        std::fs::write(&rules, "rules: []\n").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        assert_eq!(held_or_passed(&mg), "held", "round {round}");
+        std::fs::write(&rules, whole).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}
+
+/// Every regex of a rule file is under one budget: a file of header patterns that are each
+/// within the per-pattern limit is refused, quickly, instead of taking gigabytes to load.
+#[test]
+fn many_header_regexes_are_refused_by_the_shared_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yaml");
+    let mut text = String::from("rules:\n");
+    for i in 0..400 {
+        text.push_str(&format!(
+            "  - id: h{i}\n    when:\n      header:\n        X-H{i}: '\\w{{4}}z{i}\\w{{4}}'\n    action: quarantine\n"
+        ));
+    }
+    std::fs::write(&rules, text).unwrap();
+    let (ok, out) = check(&["--rules", rules.to_str().unwrap()]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("budget"), "{out}");
+}
