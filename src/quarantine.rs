@@ -153,9 +153,18 @@ impl Quarantine {
             let path = entry.path();
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            let orphan = path.extension().is_some_and(|x| x == "eml")
-                && !path.with_extension("json").exists();
-            if name.starts_with(".tmp-") || orphan {
+            // Only files markgate writes, by their names, and only regular files: never
+            // something another program put here, never through a symlink.
+            let regular = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file());
+            let ours = |n: &str| {
+                n.strip_suffix(".eml")
+                    .or_else(|| n.strip_suffix(".json"))
+                    .is_some_and(is_queue_id)
+            };
+            let temp = name.strip_prefix(".tmp-").is_some_and(ours);
+            let orphan =
+                name.ends_with(".eml") && ours(&name) && !path.with_extension("json").exists();
+            if regular && (temp || orphan) {
                 std::fs::remove_file(&path)?;
                 removed += 1;
             }
@@ -174,6 +183,13 @@ impl Quarantine {
     }
 }
 
+/// markgate's queue ids: 16 upper-case hex digits.
+fn is_queue_id(s: &str) -> bool {
+    s.len() == 16
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+}
+
 /// Writes `path` via a temp file in the same directory: fsync, then rename into place.
 fn write_atomic(path: &Path, fill: impl FnOnce(&mut File) -> io::Result<()>) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -188,6 +204,7 @@ fn write_atomic(path: &Path, fill: impl FnOnce(&mut File) -> io::Result<()>) -> 
             .truncate(true)
             .write(true)
             .mode(0o600)
+            .custom_flags(crate::tracking::no_follow())
             .open(&tmp)?;
         fill(&mut file)?;
         file.sync_all()?;

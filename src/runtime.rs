@@ -49,6 +49,15 @@ pub fn build(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Gateway> 
     let next_hop = NextHop::new(&config.upstream, &config.hostname)?;
     crate::tracking::create_private_dir(&config.state_dir)
         .map_err(|e| anyhow::anyhow!("state dir {}: {e}", config.state_dir.display()))?;
+    // The state dir trusts nothing it finds: it and each subdirectory must be markgate's
+    // own private directories (not symlinks, not shared).
+    for sub in ["", "tracking", "quarantine", "spool"] {
+        let dir = config.state_dir.join(sub);
+        if sub.is_empty() || std::fs::symlink_metadata(&dir).is_ok() {
+            crate::tracking::verify_private_dir(&dir)
+                .map_err(|e| anyhow::anyhow!("state dir: {e}"))?;
+        }
+    }
     let gateway = Gateway::new(snapshot, acceptor, next_hop, metrics.clone());
     // A read-only state dir would defer every message; say so once, at start-up, the way
     // Postfix refuses a read-only queue. A full one is left to defer per message, since

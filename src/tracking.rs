@@ -90,6 +90,7 @@ impl Tracking {
                 .create(true)
                 .append(true)
                 .mode(0o600)
+                .custom_flags(no_follow())
                 .open(path)?;
             let len = file.metadata()?.len();
             *current = Some((day, file, len));
@@ -239,6 +240,46 @@ pub fn supersede_intents(records: Vec<serde_json::Value>) -> Vec<serde_json::Val
         })
         .map(|(_, r)| r)
         .collect()
+}
+
+/// `O_NOFOLLOW` for state files: a symlink planted where markgate keeps a file is refused,
+/// never written through.
+pub fn no_follow() -> i32 {
+    rustix::fs::OFlags::NOFOLLOW.bits() as i32
+}
+
+/// Checks a state directory markgate found rather than made: a real directory (not a
+/// symlink), owned by the user markgate runs as, with no group or other permissions.
+/// Anything else is refused: markgate would be writing held mail and tracking records
+/// where someone else can read or redirect them.
+pub fn verify_private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(dir)?;
+    let me = rustix::process::geteuid().as_raw();
+    let problem = if meta.file_type().is_symlink() {
+        Some("is a symlink".to_string())
+    } else if !meta.is_dir() {
+        Some("is not a directory".to_string())
+    } else if meta.uid() != me {
+        Some(format!(
+            "belongs to uid {}, not to uid {me} that markgate runs as",
+            meta.uid()
+        ))
+    } else if meta.mode() & 0o7077 != 0 {
+        Some(format!("has mode {:o}, not 0700", meta.mode() & 0o7777))
+    } else {
+        None
+    };
+    match problem {
+        None => Ok(()),
+        Some(problem) => Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} {problem}; it must be a directory owned by the markgate user with mode 0700",
+                dir.display()
+            ),
+        )),
+    }
 }
 
 /// Creates a directory (and parents) readable by its owner only.

@@ -96,6 +96,7 @@ impl Index {
                 .append(true)
                 .create(true)
                 .mode(0o600)
+                .custom_flags(crate::tracking::no_follow())
                 .open(&path)?;
         }
         let conn = Connection::open(&path)?;

@@ -8,6 +8,7 @@ mod hostile;
 mod hostile_envelope;
 mod hostile_session;
 mod hostile_side;
+mod hostile_state;
 mod milter;
 mod milter_raw;
 mod next_hop_step;
