@@ -8,9 +8,12 @@ use std::time::Instant;
 use mailparse::{MailHeaderMap, ParsedMail};
 use regex::Regex;
 
+use super::decode;
 use super::level::{Marking, Parsed};
 use super::places;
+use super::render;
 use crate::config::ClassifierConfig;
+use crate::message::readable::{self, Reading};
 use crate::message::skeleton::{self, WalkError};
 use crate::message::Spool;
 
@@ -102,7 +105,11 @@ impl Classifier {
     ) -> Result<Classification, ClassifyError> {
         let mail = mailparse::parse_mail(view)?;
         let mut out = Classification {
-            subject: mail.headers.get_first_value("Subject"),
+            subject: mail
+                .headers
+                .iter()
+                .find(|h| h.get_key_ref().trim().eq_ignore_ascii_case("Subject"))
+                .map(|h| decode::leftover_words(&h.get_value()).into_owned()),
             message_id: mail.headers.get_first_value("Message-ID"),
             headers: mail
                 .headers
@@ -136,7 +143,8 @@ impl Classifier {
         };
         walk.entity(&mail, "", 0)?;
         if let Some(text) = walk.first_text.take() {
-            out.signature = has_signature(&text);
+            // The sender's own signature, not one in the history below it.
+            out.signature = has_signature(places::new_text(&text));
             out.confidentiality_statement = self.has_statement(&text);
         }
         Ok(out)
@@ -166,8 +174,11 @@ impl Walk<'_> {
     /// The headers of a message (top-level or attached).
     fn message_headers(&mut self, mail: &ParsedMail, prefix: &str) {
         for header in &mail.headers {
+            // `Subject : …` is a Subject to a mail client; so are encoded words the
+            // decoder left alone (an RFC 2231 language tag, unpadded base64).
             let key = header.get_key_ref();
-            let value = header.get_value();
+            let key = key.trim();
+            let value = decode::leftover_words(&header.get_value()).into_owned();
             if key.eq_ignore_ascii_case("X-Protective-Marking") {
                 let found = places::header_value(&value);
                 self.add(found, &format!("{prefix}x-protective-marking"), &value);
@@ -189,7 +200,7 @@ impl Walk<'_> {
                 .config
                 .headers
                 .iter()
-                .any(|h| h.eq_ignore_ascii_case(&key))
+                .any(|h| h.eq_ignore_ascii_case(key))
             {
                 let found = places::header_value(&value);
                 self.add(found, &format!("{prefix}header:{key}"), &value);
@@ -217,11 +228,7 @@ impl Walk<'_> {
         }
         let mimetype = part.ctype.mimetype.to_ascii_lowercase();
         let disposition = part.get_content_disposition();
-        let name = disposition
-            .params
-            .get("filename")
-            .or_else(|| part.ctype.params.get("name"))
-            .map(|n| decode_words(n));
+        let name = readable::file_name(&disposition, &part.ctype);
         if let Some(name) = &name {
             self.out.attachments.push(Attachment {
                 name: name.clone(),
@@ -231,37 +238,45 @@ impl Walk<'_> {
                 self.add(Some(parsed), &format!("{prefix}attachment"), &raw);
             }
         }
-        if mimetype.starts_with("multipart/") {
-            for sub in &part.subparts {
-                self.part(sub, prefix, depth)?;
+        match readable::reading(&mimetype, is_attachment(&disposition), name.as_deref()) {
+            Reading::Container => {
+                for sub in &part.subparts {
+                    self.part(sub, prefix, depth)?;
+                }
             }
-        } else if mimetype == "message/rfc822" || mimetype == "message/global" {
-            if depth + 1 > self.classifier.config.max_depth {
-                return Err(ClassifyError::TooComplex(
-                    "attached messages nested too deep",
-                ));
+            Reading::Message => {
+                if depth + 1 > self.classifier.config.max_depth {
+                    return Err(ClassifyError::TooComplex(
+                        "attached messages nested too deep",
+                    ));
+                }
+                // Decoded, then through the same walk as every message.
+                let body = part.get_body_raw()?;
+                let view = skeleton::view_of(&body, self.deadline)?;
+                drop(body);
+                let inner = mailparse::parse_mail(&view)?;
+                let n = self.out.attachments.len();
+                let prefix = format!("{prefix}attached[{n}].");
+                self.entity(&inner, &prefix, depth + 1)?;
             }
-            // Decoded, then through the same walk as every message.
-            let body = part.get_body_raw()?;
-            let view = skeleton::view_of(&body, self.deadline)?;
-            drop(body);
-            let inner = mailparse::parse_mail(&view)?;
-            let n = self.out.attachments.len();
-            let prefix = format!("{prefix}attached[{n}].");
-            self.entity(&inner, &prefix, depth + 1)?;
-        } else if mimetype.starts_with("text/") && !is_attachment(&disposition) {
-            let body = part.get_body()?;
-            let text = if mimetype == "text/html" {
-                html_to_text(&body)
-            } else {
-                body
-            };
-            for (parsed, raw) in places::banners(&text) {
-                self.add(Some(parsed), &format!("{prefix}banner"), &raw);
+            Reading::Text { html, inline } => {
+                let text = render::text(part, &mimetype, html)?;
+                // Text attachments are read like the body; their findings say where.
+                let place = match (&name, inline) {
+                    (Some(name), false) => format!("{prefix}attachment:{name}:"),
+                    _ => prefix.to_string(),
+                };
+                for (parsed, raw, source) in places::banners(&text) {
+                    self.add(Some(parsed), &format!("{place}{source}"), &raw);
+                }
+                for (parsed, raw, source) in places::history_subjects(&text) {
+                    self.add(Some(parsed), &format!("{place}{source}"), &raw);
+                }
+                if inline && prefix.is_empty() && self.first_text.is_none() {
+                    self.first_text = Some(text);
+                }
             }
-            if prefix.is_empty() && self.first_text.is_none() {
-                self.first_text = Some(text);
-            }
+            Reading::Opaque => {}
         }
         Ok(())
     }
@@ -269,17 +284,6 @@ impl Walk<'_> {
 
 fn is_attachment(d: &mailparse::ParsedContentDisposition) -> bool {
     d.disposition == mailparse::DispositionType::Attachment
-}
-
-/// File names may still carry RFC 2047 words after RFC 2231 decoding.
-fn decode_words(name: &str) -> String {
-    if !name.contains("=?") {
-        return name.to_string();
-    }
-    let header = format!("X: {name}");
-    mailparse::parse_header(header.as_bytes())
-        .map(|(h, _)| h.get_value())
-        .unwrap_or_else(|_| name.to_string())
 }
 
 fn last_lines(text: &str, n: usize) -> String {
@@ -305,27 +309,9 @@ pub fn has_signature(text: &str) -> bool {
         .any(|m| m.as_str().chars().filter(char::is_ascii_digit).count() >= 10)
 }
 
-static TAG: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?s)<[^>]*>").expect("tag regex"));
-static BLOCK: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)<\s*(?:br|/p|p|/div|div|/tr|/li|/h[1-6]|hr|/table|/blockquote)\b[^>]*>")
-        .expect("block regex")
-});
-static DROP: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?is)<(script|style|head)\b.*?</(script|style|head)\s*>").expect("drop regex")
-});
-
-/// HTML reduced to lines of text: block elements become line breaks, tags go, the common
-/// entities are decoded. Enough to see a `<p><b>RESTRICTED</b></p>` banner.
+/// HTML as a browser shows it (see `render`).
 pub fn html_to_text(html: &str) -> String {
-    let html = DROP.replace_all(html, "");
-    let html = BLOCK.replace_all(&html, "\n");
-    let text = TAG.replace_all(&html, "");
-    text.replace("&nbsp;", " ")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&amp;", "&")
+    render::html_to_text(html)
 }
 
 #[cfg(test)]

@@ -27,19 +27,29 @@ const DESCRIPTORS: &[&str] = &[
 
 static LEVEL: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"^(?:(?:PROTECTIVE\s+MARKING|SECURITY\s+CLASSIFICATION|CLASSIFICATION|MARKING|SEC)\s*[:=]\s*)?(NOT\s+PROTECTIVELY\s+MARKED|NPM|UNCLASSIFIED|TOP[\s_-]*SECRET|OFFICIAL\s*[-:_]?\s*SENSITIVE|OFFICIAL|PROTECT|RESTRICTED|CONFIDENTIAL|SECRET|PRIVATE)(?:$|[\s\-:/,_;])",
+        r"^(?:(?:PROTECTIVE\s+MARKING|SECURITY\s+CLASSIFICATION|CLASSIFICATION|MARKING|SEC)\s*[:=]\s*)?(NOT\s+PROTECTIVELY\s+MARKED|NPM|UNCLASSIFIED|TOP[\s_-]*SECRET|OFFICIAL\s*[-:_]?\s*SENSITIVE|OFFICIAL|PROTECT|RESTRICTED|CONFIDENTIAL|SECRET|PRIVATE)(?:$|[\s\-:/,_;\[\(])",
     )
     .expect("level regex")
 });
 
 static CAVEAT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^((?:[A-Z][A-Z0-9.]*(?:/[A-Z][A-Z0-9.]*)*\s+){0,3}EYES\s+ONLY)(?:$|[\s\-:,;])")
+    Regex::new(r"^((?:[A-Z][A-Z0-9.]*(?:/[A-Z][A-Z0-9.]*)*\s+){0,3}EYES\s+ONLY)(?:$|[\s\-:,;\])])")
         .expect("caveat regex")
 });
 
 static DESCRIPTOR: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(&format!(r"^({})(?:$|[\s\-:/,_;])", DESCRIPTORS.join("|")))
-        .expect("descriptor regex")
+    Regex::new(&format!(
+        r"^({})(?:$|[\s\-:/,_;\])])",
+        DESCRIPTORS.join("|")
+    ))
+    .expect("descriptor regex")
+});
+
+/// Codewords and national caveats that follow a level (`TOP SECRET STRAP1`); a closed list,
+/// so `SECRET SANTA` stays prose.
+static CODEWORD: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^(STRAP\s*[1-3]|ATOMAL|NATO|CABINET|UK\s+ONLY|RELEASABLE\s+TO\s+[A-Z]{2,5}(?:\s*,\s*[A-Z]{2,5})*|REL\s+TO\s+[A-Z]{2,5}(?:\s*,\s*[A-Z]{2,5})*)(?:$|[\s\-:/,_;\])])")
+        .expect("codeword regex")
 });
 
 static SPACES: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\s+").expect("spaces regex"));
@@ -64,7 +74,7 @@ fn level_of(token: &str) -> Option<Level> {
 /// Parses a text that must be a marking and nothing else: `RESTRICTED - COMMERCIAL`,
 /// `OFFICIAL:Sensitive`, `[RESTRICTED - UK EYES ONLY]`, `Protective Marking: NPM`.
 pub fn parse(text: &str) -> Option<Parsed> {
-    let upper = text.trim().to_uppercase();
+    let upper = super::normalize::fold(text).trim().to_uppercase();
     let inner = upper
         .strip_prefix('[')
         .and_then(|s| s.strip_suffix(']'))
@@ -85,14 +95,21 @@ pub fn parse(text: &str) -> Option<Parsed> {
     Some(parsed)
 }
 
-/// Reads the descriptors and caveats after a level; `None` if anything else is there.
+/// Reads the descriptors, caveats and codewords after a level, in any order, after `-`,
+/// `:`, `//`, a space or in brackets or parentheses; `None` if anything else is there.
 fn qualifiers(mut rest: &str, parsed: &mut Parsed) -> Option<()> {
     loop {
-        rest = rest.trim_start_matches(|c: char| c.is_whitespace() || "-:/,_;".contains(c));
+        rest = rest.trim_start_matches(|c: char| c.is_whitespace() || "-:/,_;()[]".contains(c));
         if rest.is_empty() {
             return Some(());
         }
-        if let Some(c) = CAVEAT.captures(rest) {
+        if let Some(c) = CODEWORD.captures(rest) {
+            let m = c.get(1)?;
+            parsed
+                .caveats
+                .insert(SPACES.replace_all(m.as_str(), " ").into_owned());
+            rest = &rest[m.end()..];
+        } else if let Some(c) = CAVEAT.captures(rest) {
             let m = c.get(1)?;
             parsed
                 .caveats
@@ -165,6 +182,15 @@ mod tests {
             ("SEC=OFFICIAL:Sensitive", "OFFICIAL-SENSITIVE"),
             ("PRIVATE", "PRIVATE"),
             ("UNCLASSIFIED", "UNCLASSIFIED"),
+            ("SECRET \u{2013} UK EYES ONLY", "SECRET"),
+            ("OFFICIAL \u{2013} SENSITIVE", "OFFICIAL-SENSITIVE"),
+            ("OFFICIAL-SENSITIVE [PERSONAL]", "OFFICIAL-SENSITIVE"),
+            ("RESTRICTED (COMMERCIAL)", "RESTRICTED"),
+            ("TOP SECRET STRAP1", "TOP SECRET"),
+            ("SECRET UK EYES ONLY", "SECRET"),
+            ("ЅЕСRЕТ", "SECRET"),
+            ("ＳＥＣＲＥＴ", "SECRET"),
+            ("SE\u{AD}CRET", "SECRET"),
         ] {
             assert_eq!(level(text), Some(want), "{text}");
         }
@@ -191,6 +217,9 @@ mod tests {
             "Officially yours",
             "Confidentiality",
             "RESTRICTED area map",
+            "SECRET (santa)",
+            "R v Secret",
+            "Top secret recipe",
         ] {
             assert_eq!(level(text), None, "{text}");
         }

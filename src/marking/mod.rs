@@ -1,10 +1,13 @@
 //! Protective markings: the model and ranking (`level`), the one grammar for marking
-//! strings (`grammar`), one extractor per place a marking can stand (`places`), and the
+//! strings (`grammar`, after one normalisation, `normalize`), one extractor per place a marking can stand (`places`), and the
 //! MIME walk that applies them to a message (`classify`).
 
 pub mod classify;
+pub mod decode;
 pub mod grammar;
 pub mod level;
+pub mod normalize;
 pub mod places;
+pub mod render;
 
 pub use level::{Level, Marking, UNMARKED};

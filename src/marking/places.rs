@@ -4,6 +4,10 @@
 
 use std::collections::HashMap;
 
+use std::sync::LazyLock;
+
+use regex::Regex;
+
 use super::grammar;
 use super::level::{Level, Parsed};
 
@@ -12,60 +16,84 @@ const SUBJECT_SEPARATORS: &[&str] = &[":", " - ", " – ", "//", " | "];
 /// File names also use `_` (`OFFICIAL-SENSITIVE_report.xlsx`).
 const NAME_SEPARATORS: &[&str] = &[":", " - ", " – ", "//", " | ", "_"];
 
-/// Reply and forward prefixes stripped before looking for a leading marking.
+/// Reply and forward prefixes in the languages mail clients write them (`RE`, `FW`, `FWD`,
+/// `AW`, `WG`, `SV`, `VS`, `TR`, `RV`, `ANTW`, `Re[2]`), with or without a space before the
+/// colon, and the tags mail systems put in front (`[EXTERNAL]`, `*EXTERNAL*`, `[SPAM]`).
+static PREFIX: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^(?:(?:RE|FWD?|AW|WG|SV|VS|TR|RV|ANTW|WTRL|R|I|ENC|REF)\s*(?:\[\d+\]|\(\d+\))?\s*:|\*[A-Z ]{1,20}\*|\[[^\]]{0,40}\])")
+        .expect("prefix regex")
+});
+
+/// Strips any chain of reply/forward prefixes and tags (bracketed markings in front are
+/// found separately, so they are skipped here too).
 fn strip_reply_prefixes(mut s: &str) -> &str {
     loop {
         let t = s.trim_start();
-        let lower = t.get(..4).map(|p| p.to_ascii_lowercase());
-        let cut = match lower.as_deref() {
-            Some(p) if p.starts_with("re:") => 3,
-            Some(p) if p.starts_with("fw:") => 3,
-            Some("fwd:") => 4,
+        match PREFIX.find(t) {
+            Some(m) if m.end() > 0 => s = &t[m.end()..],
             _ => return t,
-        };
-        s = &t[cut..];
+        }
     }
 }
 
 /// Markings in a subject line or file name: bracketed anywhere, at the start before a
-/// separator, or at the end after one. Returns every one found, with its raw text.
+/// separator (after any reply/forward prefixes and tags), at the end after one, or as a
+/// whole upper-case segment between separators. Returns every one found, with its raw text.
 fn in_title(text: &str, separators: &[&str]) -> Vec<(Parsed, String)> {
     let mut found = Vec::new();
-    // Bracketed anywhere.
-    let mut rest = text;
-    while let Some(open) = rest.find('[') {
-        let Some(close) = rest[open..].find(']') else {
-            break;
-        };
-        let inner = &rest[open + 1..open + close];
-        if let Some(p) = grammar::parse(inner) {
-            found.push((p, rest[open..=open + close].to_string()));
+    // Bracketed (or parenthesised) anywhere.
+    for (open, close) in [('[', ']'), ('(', ')')] {
+        let mut rest = text;
+        while let Some(at) = rest.find(open) {
+            let Some(len) = rest[at..].find(close) else {
+                break;
+            };
+            let inner = &rest[at + 1..at + len];
+            if let Some(p) = grammar::parse(inner) {
+                found.push((p, rest[at..=at + len].to_string()));
+            }
+            rest = &rest[at + len + 1..];
         }
-        rest = &rest[open + close + 1..];
     }
-    let text = strip_reply_prefixes(text).trim();
+    let folded = super::normalize::fold(text);
+    let text = strip_reply_prefixes(&folded).trim();
     if let Some(p) = grammar::parse(text) {
         found.push((p, text.to_string()));
         return found;
     }
+    let positions = separator_positions(text, separators);
     // Leading: the longest prefix ending at a separator that parses.
     let mut best: Option<(Parsed, &str)> = None;
-    for (pos, sep) in separator_positions(text, separators) {
-        let head = &text[..pos];
+    for (pos, _) in &positions {
+        let head = &text[..*pos];
         if let Some(p) = grammar::parse(head) {
             best = Some((p, head));
         }
-        let _ = sep;
     }
     if let Some((p, raw)) = best.take() {
         found.push((p, raw.trim().to_string()));
     }
     // Trailing: the longest suffix starting after a separator that parses.
-    for (pos, sep) in separator_positions(text, separators) {
+    for (pos, sep) in &positions {
         let tail = &text[pos + sep.len()..];
         if let Some(p) = grammar::parse(tail) {
             found.push((p, tail.trim().to_string()));
             break;
+        }
+    }
+    // Between separators: a segment that is a marking in capitals, as markings are written
+    // (`Budget // SECRET // draft`); prose in lower case stays prose.
+    let mut start = 0;
+    for (pos, sep) in positions.iter().chain(std::iter::once(&(text.len(), ""))) {
+        let segment = strip_reply_prefixes(&text[start..*pos]).trim();
+        start = pos + sep.len();
+        if segment.chars().any(|c| c.is_lowercase()) || segment.is_empty() {
+            continue;
+        }
+        if let Some(p) = grammar::parse(segment) {
+            if !found.iter().any(|(_, raw)| raw == segment) {
+                found.push((p, segment.to_string()));
+            }
         }
     }
     found
@@ -158,30 +186,104 @@ fn undecorate(line: &str) -> &str {
     line.trim_matches(|c: char| c.is_whitespace() || "*=-_#~<>|".contains(c))
 }
 
-/// How many non-blank lines at each end of a text part are looked at for banners.
-const BANNER_LINES: usize = 5;
+/// Banners: lines that are a marking and nothing else (optionally decorated), wherever they
+/// stand in a text: at the top, above a signature, between the message and a disclaimer.
+/// Prose stays prose because the whole line must parse. A line of quoted history (`> …`)
+/// is a place of its own (`quoted:banner`). Returns (parsed, raw line, source).
+pub fn banners(text: &str) -> Vec<(Parsed, String, &'static str)> {
+    let mut found = Vec::new();
+    for line in text.lines() {
+        let (quoted, line) = unquote(line);
+        let line = line.trim();
+        // Banners are short; a long line is a sentence.
+        if line.is_empty() || line.len() > 120 {
+            continue;
+        }
+        if let Some(p) = grammar::parse(undecorate(line)) {
+            let source = if quoted { "quoted:banner" } else { "banner" };
+            found.push((p, line.to_string(), source));
+        }
+    }
+    found
+}
 
-/// Banners: lines at the top or bottom of a text that are a marking and nothing else.
-pub fn banners(text: &str) -> Vec<(Parsed, String)> {
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    let n = lines.len();
-    let mut picked: Vec<usize> = (0..n.min(BANNER_LINES)).collect();
-    picked.extend(n.saturating_sub(BANNER_LINES).max(BANNER_LINES.min(n))..n);
-    picked
-        .into_iter()
-        .filter_map(|i| {
-            let line = lines[i];
-            // Banners are short; a long line is a sentence.
-            if line.len() > 120 {
-                return None;
-            }
-            grammar::parse(undecorate(line)).map(|p| (p, line.to_string()))
-        })
-        .collect()
+/// A line of quoted history without its `>` marks.
+fn unquote(line: &str) -> (bool, &str) {
+    let trimmed = line.trim_start();
+    if !trimmed.starts_with('>') {
+        return (false, line);
+    }
+    (true, trimmed.trim_start_matches(['>', ' ']))
+}
+
+/// The `Subject:` line of a forwarded or replied-to message written inline (Outlook's
+/// `From: … Sent: … To: … Subject:` block, in English, German, French, Spanish, Dutch and
+/// more; Gmail, Apple Mail and Thunderbird forwards): only when a `From:`/`Sent:`/`Date:`
+/// line of the same block is within a few lines, so running text is not read as one.
+static HISTORY_SUBJECT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^\s*(?:>\s*)*\*{0,2}(?:subject|betreff|objet|asunto|onderwerp|oggetto|assunto|emne|ämne|aihe|temat|tárgy)\*{0,2}\s*:\s*(.*)$")
+        .expect("history subject regex")
+});
+static HISTORY_HEADER: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^\s*(?:>\s*)*\*{0,2}(?:from|von|de|van|da|fra|från|od|sent|gesendet|envoyé|enviado|verzonden|inviato|date|datum|fecha|to|an|à|a|para|aan|cc)\*{0,2}\s*:")
+        .expect("history header regex")
+});
+
+/// Markings in the subjects of inline history: (parsed, raw subject, source).
+pub fn history_subjects(text: &str) -> Vec<(Parsed, String, &'static str)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut found = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(caps) = HISTORY_SUBJECT.captures(line) else {
+            continue;
+        };
+        let near = lines[i.saturating_sub(5)..(i + 6).min(lines.len())]
+            .iter()
+            .filter(|l| HISTORY_HEADER.is_match(l))
+            .count();
+        if near == 0 {
+            continue;
+        }
+        let quoted = line.trim_start().starts_with('>');
+        let value = caps.get(1).map(|m| m.as_str()).unwrap_or("");
+        for (parsed, raw) in subject(value) {
+            let source = if quoted {
+                "quoted:subject"
+            } else {
+                "inline-forward:subject"
+            };
+            found.push((parsed, raw, source));
+        }
+    }
+    found
+}
+
+/// The new text of a message: what comes before its inline history (a forward or reply
+/// separator, an `On … wrote:` attribution, an Outlook header block, quoted lines). The
+/// sender's signature is looked for here only.
+pub fn new_text(text: &str) -> &str {
+    let mut offset = 0;
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    for (i, line) in lines.iter().enumerate() {
+        let l = line.trim();
+        let separator = l.starts_with("-----Original Message")
+            || l.starts_with("---------- Forwarded message")
+            || l.starts_with("-------- Forwarded Message")
+            || l.starts_with("-------- Original Message")
+            || l.eq_ignore_ascii_case("Begin forwarded message:")
+            || (l.ends_with("wrote:") && l.len() < 200)
+            || l.starts_with('>')
+            || (HISTORY_HEADER.is_match(l)
+                && l.to_ascii_lowercase().starts_with("from")
+                && lines[i + 1..(i + 5).min(lines.len())]
+                    .iter()
+                    .any(|n| HISTORY_HEADER.is_match(n) || HISTORY_SUBJECT.is_match(n)));
+        if separator {
+            return &text[..offset];
+        }
+        offset += line.len();
+    }
+    text
 }
 
 #[cfg(test)]
@@ -251,11 +353,51 @@ mod tests {
         assert!(levels(file_name("secretariat minutes.pdf")).is_empty());
     }
 
+    fn banner_levels(found: Vec<(Parsed, String, &str)>) -> Vec<&'static str> {
+        found
+            .into_iter()
+            .filter_map(|(p, _, _)| p.level.map(Level::name))
+            .collect()
+    }
+
     #[test]
-    fn banners_at_top_and_bottom_but_not_in_prose() {
+    fn banners_anywhere_but_not_in_prose() {
         let text = "*** Protective Marking: RESTRICTED ***\n\nHello,\naccess is not restricted after 6pm.\n\nThanks\n------ OFFICIAL ------\n";
-        assert_eq!(levels(banners(text)), ["RESTRICTED", "OFFICIAL"]);
+        assert_eq!(banner_levels(banners(text)), ["RESTRICTED", "OFFICIAL"]);
         assert!(banners("The secret is out.\nRegards").is_empty());
+        let middle = "Dear Bob,\n\nSECRET \u{2013} UK EYES ONLY\n\nThe plan.\nline\nline\nline\nline\nline\nline\n";
+        assert_eq!(banner_levels(banners(middle)), ["SECRET"]);
+        let quoted = banners("Thanks\n\nOn Mon, Bob wrote:\n> SECRET\n> the plan\n");
+        assert_eq!(quoted[0].2, "quoted:banner");
+    }
+
+    #[test]
+    fn inline_history_subjects_in_several_languages() {
+        for block in [
+            "From: Bob\nSent: Monday\nTo: Jane\nSubject: SECRET: plan\n",
+            "Von: Bob\nGesendet: Montag\nAn: Jane\nBetreff: AW: SECRET: Plan\n",
+            "De : Bob\nEnvoyé : lundi\nÀ : Jane\nObjet : TR: [SECRET] plan\n",
+            "---------- Forwarded message ---------\nFrom: Bob\nDate: Mon\nSubject: SECRET - plan\n",
+        ] {
+            let found = history_subjects(&format!("Please see below.\n\n{block}\nbody\n"));
+            assert_eq!(found.first().map(|f| f.0.level.map(Level::name)), Some(Some("SECRET")), "{block}");
+        }
+        assert!(history_subjects("Subject: SECRET plan is in the diary\n").is_empty());
+    }
+
+    #[test]
+    fn subject_prefix_chains_and_tags() {
+        for s in [
+            "RE: [EXTERNAL] OFFICIAL-SENSITIVE: bail address",
+            "AW: WG: SV: TR: Re[2]: OFFICIAL-SENSITIVE: bail",
+            "*EXTERNAL* FW : OFFICIAL-SENSITIVE - bail",
+            "[NOT PROTECTIVELY MARKED] AW: OFFICIAL-SENSITIVE: bail",
+        ] {
+            let found = levels(subject(s));
+            assert!(found.contains(&"OFFICIAL-SENSITIVE"), "{s}: {found:?}");
+        }
+        assert!(levels(subject("Budget // SECRET // draft")).contains(&"SECRET"));
+        assert!(levels(subject("Party - secret - tell nobody")).is_empty());
     }
 
     #[test]

@@ -32,6 +32,7 @@
 use std::io;
 use std::time::Instant;
 
+use super::readable::{self, Reading};
 use super::Spool;
 
 /// The largest text part the classifier reads; a larger one is held as unclassifiable.
@@ -137,17 +138,6 @@ fn identity_encoding(headers: &[mailparse::MailHeader]) -> bool {
         .get_first_value("Content-Transfer-Encoding")
         .map(|e| e.trim().to_ascii_lowercase())
         .is_none_or(|e| matches!(e.as_str(), "" | "7bit" | "8bit" | "binary"))
-}
-
-/// `Content-Disposition: attachment`, read as mailparse reads it for the classifier.
-fn is_attachment(headers: &[mailparse::MailHeader]) -> bool {
-    use mailparse::MailHeaderMap;
-    headers
-        .get_first_value("Content-Disposition")
-        .is_some_and(|v| {
-            mailparse::parse_content_disposition(&v).disposition
-                == mailparse::DispositionType::Attachment
-        })
 }
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -358,48 +348,63 @@ impl Walker {
             None => mailparse::parse_content_type("text/plain"),
         };
         let mime = ctype.mimetype.to_ascii_lowercase();
-        if mime.starts_with("multipart/") {
-            self.body = Body::Skip;
-            if let Some(boundary) = ctype.params.get("boundary") {
-                if boundary.len() > BOUNDARY_MAX || boundary.chars().any(char::is_control) {
-                    return Err(WalkError::TooComplex("a MIME boundary that is not valid"));
+        let disposition = headers
+            .get_first_value("Content-Disposition")
+            .map(|v| mailparse::parse_content_disposition(&v))
+            .unwrap_or_default();
+        let name = readable::file_name(&disposition, &ctype);
+        let attachment = disposition.disposition == mailparse::DispositionType::Attachment;
+        match readable::reading(&mime, attachment, name.as_deref()) {
+            Reading::Container => {
+                self.body = Body::Skip;
+                if let Some(boundary) = ctype.params.get("boundary") {
+                    if boundary.len() > BOUNDARY_MAX || boundary.chars().any(char::is_control) {
+                        return Err(WalkError::TooComplex("a MIME boundary that is not valid"));
+                    }
+                    self.multiparts += 1;
+                    if self.multiparts > MAX_MULTIPARTS {
+                        return Err(WalkError::TooComplex("too many multipart containers"));
+                    }
+                    let mut dashed = b"--".to_vec();
+                    dashed.extend_from_slice(boundary.as_bytes());
+                    self.declared.push(dashed.clone());
+                    self.levels.push(Level {
+                        dashed,
+                        digest: mime == "multipart/digest",
+                        seen_first: false,
+                        closed: false,
+                    });
                 }
-                self.multiparts += 1;
-                if self.multiparts > MAX_MULTIPARTS {
-                    return Err(WalkError::TooComplex("too many multipart containers"));
-                }
-                let mut dashed = b"--".to_vec();
-                dashed.extend_from_slice(boundary.as_bytes());
-                self.declared.push(dashed.clone());
-                self.levels.push(Level {
-                    dashed,
-                    digest: mime == "multipart/digest",
-                    seen_first: false,
-                    closed: false,
-                });
             }
-        } else if mime == "message/rfc822" || mime == "message/global" {
-            if identity_encoding(&headers) {
-                // The attached message's own header block starts on the next line.
-                self.parts += 1;
-                if self.parts > MAX_PARTS {
-                    return Err(WalkError::TooComplex("too many MIME parts"));
+            Reading::Message => {
+                if identity_encoding(&headers) {
+                    // The attached message's own header block starts on the next line.
+                    self.parts += 1;
+                    if self.parts > MAX_PARTS {
+                        return Err(WalkError::TooComplex("too many MIME parts"));
+                    }
+                    self.headers = Some((Vec::new(), false));
+                } else {
+                    self.body = Body::Encoded;
                 }
-                self.headers = Some((Vec::new(), false));
-            } else {
-                self.body = Body::Encoded;
             }
-        } else if mime.starts_with("text/") && !is_attachment(&headers) {
-            // As the classifier decides (classify.rs): text it reads as the message.
-            let charset = ctype.charset.to_ascii_lowercase();
-            let cuttable = mime == "text/plain"
-                && identity_encoding(&headers)
-                && (matches!(charset.as_str(), "us-ascii" | "ascii" | "utf-8" | "utf8")
-                    || charset.starts_with("iso-8859-")
-                    || charset.starts_with("windows-125"));
-            self.body = Body::Text { cuttable };
-        } else {
-            self.body = Body::Skip;
+            Reading::Text { html, .. } => {
+                // Plain text whose raw lines are its lines may be cut past TEXT_MAX.
+                let charset = ctype.charset.to_ascii_lowercase();
+                let flowed = ctype
+                    .params
+                    .get("format")
+                    .is_some_and(|f| f.eq_ignore_ascii_case("flowed"));
+                let cuttable = !html
+                    && mime != "text/enriched"
+                    && !flowed
+                    && identity_encoding(&headers)
+                    && (matches!(charset.as_str(), "us-ascii" | "ascii" | "utf-8" | "utf8")
+                        || charset.starts_with("iso-8859-")
+                        || charset.starts_with("windows-125"));
+                self.body = Body::Text { cuttable };
+            }
+            Reading::Opaque => self.body = Body::Skip,
         }
         Ok(())
     }
@@ -454,12 +459,8 @@ mod bound_tests {
             view_of(msg.as_bytes(), None),
             Err(WalkError::TextTooLarge)
         ));
-        // As an attachment the classifier does not read it: skipped, not refused.
-        let attached = msg.replacen(
-            "\r\n\r\n",
-            "\r\nContent-Disposition: attachment; filename=log.txt\r\n\r\n",
-            1,
-        );
+        // A binary attachment that size is skipped, not refused.
+        let attached = msg.replacen("text/html", "application/octet-stream", 1);
         assert!(view_of(attached.as_bytes(), None).unwrap().len() < 200);
     }
 

@@ -1,0 +1,107 @@
+//! How each MIME part is read, decided in one place for the walk that builds the view and
+//! the classifier that reads it, so the two cannot disagree about which bytes matter.
+//! What a mail client shows a reader is read: text parts inline or attached, attached
+//! messages (`message/rfc822`, `message/global`, `message/news`, a `.eml` file), and files
+//! that are text by their name (`.txt`, `.csv`, `.htm`, `.html`) whatever their type says.
+
+/// What to do with a part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// A multipart: read its parts.
+    Container,
+    /// An attached message: read it as a message.
+    Message,
+    /// Text: `html` to be rendered, `inline` when it is the message's own text (not an
+    /// attachment).
+    Text { html: bool, inline: bool },
+    /// Not read as text (its name still is).
+    Opaque,
+}
+
+/// `mime` lower-cased; `name` the decoded file name, if any.
+pub fn reading(mime: &str, attachment: bool, name: Option<&str>) -> Reading {
+    let ext = name
+        .and_then(|n| n.rsplit_once('.'))
+        .map(|(_, e)| e.trim().to_ascii_lowercase());
+    if mime.starts_with("multipart/") {
+        return Reading::Container;
+    }
+    if matches!(mime, "message/rfc822" | "message/global" | "message/news") {
+        return Reading::Message;
+    }
+    if mime.starts_with("text/") {
+        return Reading::Text {
+            html: mime == "text/html",
+            inline: !attachment,
+        };
+    }
+    match ext.as_deref() {
+        Some("eml") => Reading::Message,
+        Some("txt" | "csv" | "text") => Reading::Text {
+            html: false,
+            inline: false,
+        },
+        Some("htm" | "html") => Reading::Text {
+            html: true,
+            inline: false,
+        },
+        _ => Reading::Opaque,
+    }
+}
+
+/// The part's file name as the classifier reports it: `filename` of Content-Disposition,
+/// else `name` of Content-Type, RFC 2047 words decoded.
+pub fn file_name(
+    disposition: &mailparse::ParsedContentDisposition,
+    ctype: &mailparse::ParsedContentType,
+) -> Option<String> {
+    disposition
+        .params
+        .get("filename")
+        .or_else(|| ctype.params.get("name"))
+        .map(|n| decode_words(n))
+}
+
+/// File names may still carry RFC 2047 words after RFC 2231 decoding.
+pub fn decode_words(name: &str) -> String {
+    if !name.contains("=?") {
+        return name.to_string();
+    }
+    let header = format!("X: {name}");
+    mailparse::parse_header(header.as_bytes())
+        .map(|(h, _)| h.get_value())
+        .unwrap_or_else(|_| name.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_are_read_by_type_and_by_name() {
+        assert_eq!(reading("multipart/mixed", false, None), Reading::Container);
+        assert_eq!(reading("message/news", false, None), Reading::Message);
+        assert_eq!(
+            reading("application/octet-stream", true, Some("fwd.EML")),
+            Reading::Message
+        );
+        assert_eq!(
+            reading("text/csv", true, Some("list.csv")),
+            Reading::Text {
+                html: false,
+                inline: false
+            }
+        );
+        assert_eq!(
+            reading("application/octet-stream", true, Some("notes.txt")),
+            Reading::Text {
+                html: false,
+                inline: false
+            }
+        );
+        assert_eq!(
+            reading("application/pdf", true, Some("a.pdf")),
+            Reading::Opaque
+        );
+    }
+}
