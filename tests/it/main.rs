@@ -15,6 +15,7 @@ mod next_hop_step;
 mod operate;
 mod parity;
 mod postfix;
+mod python_parity;
 mod relay;
 mod rules;
 mod store;
