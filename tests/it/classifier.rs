@@ -321,3 +321,102 @@ proptest! {
         prop_assert_eq!(c.marking.level_name(), "UNMARKED", "{}", raw);
     }
 }
+
+/// A marking spelled as people and their clients really write it: any dash, qualifiers in
+/// brackets or parentheses, Cyrillic look-alike letters, soft hyphens.
+fn spelled() -> impl Strategy<Value = (String, &'static str)> {
+    let levels = prop::sample::select(vec![
+        ("RESTRICTED", "RESTRICTED"),
+        ("OFFICIAL-SENSITIVE", "OFFICIAL-SENSITIVE"),
+        ("SECRET", "SECRET"),
+        ("CONFIDENTIAL", "CONFIDENTIAL"),
+        ("TOP SECRET", "TOP SECRET"),
+    ]);
+    let qualifier = prop::sample::select(vec![
+        "",
+        " - UK EYES ONLY",
+        " [PERSONAL]",
+        " (COMMERCIAL)",
+        " - LOCSEN",
+    ]);
+    let dash = prop::sample::select(vec!["-", "\u{2013}", "\u{2014}", "\u{2011}", "\u{2212}"]);
+    (levels, qualifier, dash, any::<bool>(), any::<bool>()).prop_map(
+        |((text, level), q, dash, cyrillic, soft)| {
+            let mut s = format!("{text}{q}").replace('-', dash);
+            if cyrillic {
+                s = s.replace('E', "Е").replace('C', "С").replace('O', "О");
+            }
+            if soft {
+                s = s.replacen('R', "R\u{AD}", 1);
+            }
+            (s, level)
+        },
+    )
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ClientPlace {
+    SubjectAfterPrefixes,
+    BannerInTheMiddle,
+    HtmlBanner,
+    InlineForwardSubject,
+    QuotedBanner,
+    TextAttachment,
+}
+
+fn client_message(marking: &str, place: ClientPlace, prefixes: &[&str]) -> String {
+    let chain: String = prefixes.iter().map(|p| format!("{p} ")).collect();
+    let subject = match place {
+        ClientPlace::SubjectAfterPrefixes => format!("{chain}{marking}: case notes"),
+        _ => format!("{chain}case notes"),
+    };
+    let sig = "Jane Doe\r\nTel: 020 7946 0018\r\n";
+    let plain = |body: String| {
+        format!("Subject: {subject}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{body}")
+    };
+    match place {
+        ClientPlace::SubjectAfterPrefixes => plain(format!("Hello,\r\n\r\n{sig}")),
+        ClientPlace::BannerInTheMiddle => plain(format!(
+            "Dear Bob,\r\n\r\n{marking}\r\n\r\nThe notes follow.\r\nOne.\r\nTwo.\r\nThree.\r\nFour.\r\nFive.\r\nSix.\r\n\r\n{sig}\r\nThis e-mail is for the addressee only.\r\n"
+        )),
+        ClientPlace::HtmlBanner => format!(
+            "Subject: {subject}\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<html><body><p class=MsoNormal><span>Dear Bob,<o:p></o:p></span></p><p class=MsoNormal><b><span style='color:red'>{marking}</span></b></p><p>&nbsp;</p><p>Jane Doe<br>Tel: 020 7946 0018</p></body></html>\r\n"
+        ),
+        ClientPlace::InlineForwardSubject => plain(format!(
+            "Please see below.\r\n\r\n{sig}\r\n________________________________\r\nFrom: Bob <bob@cps.cjsm.net>\r\nSent: 24 November 2026 10:00\r\nTo: Jane <jane@police.cjsm.net>\r\nSubject: {marking}: case notes\r\n\r\nThe notes.\r\n"
+        )),
+        ClientPlace::QuotedBanner => plain(format!(
+            "Thanks, noted.\r\n\r\n{sig}\r\nOn Mon, 23 Nov 2026, Bob wrote:\r\n> {marking}\r\n>\r\n> The notes.\r\n"
+        )),
+        ClientPlace::TextAttachment => format!(
+            "Subject: {subject}\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nHello,\r\n\r\n{sig}\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Disposition: attachment; filename=notes.txt\r\n\r\n{marking}\r\n\r\nThe notes.\r\n--b--\r\n"
+        ),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn any_spelling_in_any_client_place_is_found_at_its_level(
+        (text, level) in spelled(),
+        place in prop::sample::select(vec![
+            ClientPlace::SubjectAfterPrefixes,
+            ClientPlace::BannerInTheMiddle,
+            ClientPlace::HtmlBanner,
+            ClientPlace::InlineForwardSubject,
+            ClientPlace::QuotedBanner,
+            ClientPlace::TextAttachment,
+        ]),
+        prefixes in prop::collection::vec(
+            prop::sample::select(vec!["RE:", "FW:", "Fwd:", "AW:", "WG:", "SV:", "TR:", "Re[2]:", "[EXTERNAL]", "*EXTERNAL*", "[SPAM]"]),
+            0..4,
+        ),
+    ) {
+        let raw = client_message(&text, place, &prefixes);
+        let c = markgate::marking::classify::Classifier::new(&Default::default())
+            .classify(raw.as_bytes())
+            .unwrap();
+        prop_assert_eq!(c.marking.level_name(), level, "{:?}\n{}", place, raw);
+    }
+}

@@ -86,7 +86,11 @@ fn markgate_finds_every_marking_pythons_email_shows_a_reader() {
         .args(&paths)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rendered: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let classifier = Classifier::new(&Default::default());
     let mut missed = Vec::new();
@@ -111,12 +115,23 @@ fn markgate_finds_every_marking_pythons_email_shows_a_reader() {
             continue;
         };
         let raw = std::fs::read(path).unwrap();
-        let got = classifier.classify(&raw).ok().and_then(|c| c.marking.rank());
+        let got = classifier
+            .classify(&raw)
+            .ok()
+            .and_then(|c| c.marking.rank());
         // A message markgate holds as unclassifiable is not passed: it counts as found.
         let held = classifier.classify(&raw).is_err();
         if !held && got.is_none_or(|g| g < rank) {
-            missed.push(format!("{}: Python shows {why} (rank {rank}), markgate {got:?}", path.display()));
+            missed.push(format!(
+                "{}: Python shows {why} (rank {rank}), markgate {got:?}",
+                path.display()
+            ));
         }
     }
-    assert!(missed.is_empty(), "{} missed:\n{}", missed.len(), missed.join("\n"));
+    assert!(
+        missed.is_empty(),
+        "{} missed:\n{}",
+        missed.len(),
+        missed.join("\n")
+    );
 }
