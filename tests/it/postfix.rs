@@ -19,6 +19,12 @@ impl Postfix {
 
     /// Starts smtpd on a free port; `main_extra` lines go into main.cf.
     pub fn start(main_extra: &[String]) -> Postfix {
+        Postfix::start_with(main_extra, None)
+    }
+
+    /// Like `start`; `services(port)`, when given, replaces the smtpd line of master.cf
+    /// (the deploy files' own services, with the port substituted).
+    pub fn start_with(main_extra: &[String], services: Option<&dyn Fn(u16) -> String>) -> Postfix {
         let dir = tempfile::Builder::new().prefix("pf").tempdir().unwrap();
         let d = dir.path();
         for sub in ["etc", "queue", "data"] {
@@ -61,8 +67,12 @@ smtp_tls_security_level = none
             main.push('\n');
         }
         std::fs::write(d.join("etc/main.cf"), main).unwrap();
+        let smtpd = match services {
+            Some(services) => services(port),
+            None => format!("127.0.0.1:{port} inet n - n - - smtpd"),
+        };
         let master = format!(
-            "127.0.0.1:{port} inet n - n - - smtpd
+            "{smtpd}
 pickup unix n - n 60 1 pickup
 cleanup unix n - n - 0 cleanup
 qmgr unix n - n 300 1 qmgr
@@ -236,4 +246,103 @@ fn postfix_as_the_next_hop_over_required_starttls_verified_against_a_test_ca() {
     eventually(10, "Postfix logging the TLS session", || {
         pf.log().contains("TLS connection established from")
     });
+}
+
+/// The shipped Postfix files, loaded as they are (ports substituted) into a private Postfix
+/// that delivers to a sink: mail goes through markgate once (no loop), a refusal reaches the
+/// sending client, a hold lands in the quarantine.
+#[test]
+fn the_deploy_smarthost_files_filter_once_and_never_loop() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let main_cf =
+        std::fs::read_to_string(format!("{root}/deploy/postfix/main.cf.smarthost")).unwrap();
+    let master_cf =
+        std::fs::read_to_string(format!("{root}/deploy/postfix/master.cf.smarthost")).unwrap();
+    let sink = Sink::start(&[]);
+    let reinject = free_port();
+    let mg = Markgate::with(reinject, Opts::default());
+    let mg_port = mg.port;
+    let services = move |port: u16| {
+        master_cf
+            .replace("smtp      inet", &format!("127.0.0.1:{port} inet"))
+            .replace("127.0.0.1:10025", &format!("127.0.0.1:{mg_port}"))
+            .replace("127.0.0.1:10026", &format!("127.0.0.1:{reinject}"))
+    };
+    let mut main: Vec<String> = main_cf
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+        .map(str::to_string)
+        .collect();
+    // The site's own route to CJSM: here, the sink.
+    main.push(format!("relayhost = [127.0.0.1]:{}", sink.port));
+    let pf = Postfix::start_with(&main, Some(&services));
+
+    // Passes: delivered once, with markgate's marking header, and never back to markgate.
+    let out = swaks_message(
+        pf.port,
+        "jane@police.cjsm.net",
+        "bob@cps.cjsm.net",
+        &message(),
+    );
+    assert!(out.contains("<-  250"), "{out}\n{}", pf.log());
+    let dumps = sink.wait_for(1);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(
+        sink.messages().len(),
+        1,
+        "delivered more than once: {}",
+        pf.log()
+    );
+    assert_eq!(mg.records().len(), 1, "markgate saw the message again");
+    let text = String::from_utf8_lossy(&dumps[0]);
+    assert!(text.contains("X-Markgate-Marking: RESTRICTED"), "{text}");
+    assert!(!pf.log().contains("too many hops"), "{}", pf.log());
+
+    // Refused: the rule's reply reaches the sending client during the SMTP session.
+    let secret = message().replace("[RESTRICTED]", "[SECRET]");
+    let out = swaks_message(pf.port, "jane@police.cjsm.net", "bob@cps.cjsm.net", &secret);
+    assert!(out.contains("<** 550 5.7.1"), "{out}");
+
+    // Held: in markgate's quarantine, nothing delivered.
+    let unmarked = message().replace("[RESTRICTED] ", "");
+    let out = swaks_message(
+        pf.port,
+        "jane@police.cjsm.net",
+        "friend@example.com",
+        &unmarked,
+    );
+    assert!(out.contains("<-  250"), "{out}");
+    let held = mg.cli(&["quarantine", "list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&held.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(sink.messages().len(), 1);
+}
+
+/// The shipped milter settings, loaded as they are into a private Postfix.
+#[test]
+fn the_deploy_milter_file_filters_inside_postfix() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let main_cf = std::fs::read_to_string(format!("{root}/deploy/postfix/main.cf.milter")).unwrap();
+    let sink = Sink::start(&[]);
+    let mg = Markgate::milter(Opts::default());
+    let mut main: Vec<String> = main_cf
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.replace("127.0.0.1:10027", &format!("127.0.0.1:{}", mg.port)))
+        .collect();
+    main.push(format!("relayhost = [127.0.0.1]:{}", sink.port));
+    let pf = Postfix::start(&main);
+    let out = swaks_message(
+        pf.port,
+        "jane@police.cjsm.net",
+        "bob@cps.cjsm.net",
+        &message(),
+    );
+    assert!(out.contains("<-  250"), "{out}");
+    let dumps = sink.wait_for(1);
+    assert!(String::from_utf8_lossy(&dumps[0]).contains("X-Markgate-Marking: RESTRICTED"));
+    let secret = message().replace("[RESTRICTED]", "[SECRET]");
+    let out = swaks_message(pf.port, "jane@police.cjsm.net", "bob@cps.cjsm.net", &secret);
+    assert!(out.contains("<** 550 5.7.1"), "{out}");
 }
