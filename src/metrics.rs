@@ -65,6 +65,7 @@ pub struct Metrics {
     rules_loaded: Gauge<i64, AtomicI64>,
     tracking_write_errors: Counter,
     tracking_incomplete: Counter,
+    restart_required: Counter,
     /// Set when the next hop last answered; read by `/readyz`.
     pub upstream_ok_at: AtomicI64,
     pub ready: AtomicBool,
@@ -100,6 +101,7 @@ impl Metrics {
             rules_loaded: Gauge::default(),
             tracking_write_errors: Counter::default(),
             tracking_incomplete: Counter::default(),
+            restart_required: Counter::default(),
             upstream_ok_at: AtomicI64::new(0),
             ready: AtomicBool::new(false),
             registry: Registry::default(),
@@ -178,6 +180,11 @@ impl Metrics {
             "tracking_write_errors",
             "Tracking records that could not be written",
             m.tracking_write_errors.clone(),
+        );
+        registry.register(
+            "config_restart_required",
+            "Changed config keys a reload could not apply (they need a restart)",
+            m.restart_required.clone(),
         );
         registry.register(
             "tracking_incomplete",
@@ -276,6 +283,10 @@ impl Metrics {
 
     pub fn tracking_write_error(&self) {
         self.tracking_write_errors.inc();
+    }
+
+    pub fn restart_required(&self, keys: u64) {
+        self.restart_required.inc_by(keys);
     }
 
     pub fn tracking_incomplete(&self) {

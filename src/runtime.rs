@@ -122,38 +122,87 @@ pub fn rule_tests(snapshot: &Snapshot) -> anyhow::Result<Vec<(String, Option<Str
     Ok(out)
 }
 
-/// Reloads rules and directory; on failure the running snapshot stays. The new rules must
-/// pass their own `tests:` before they are swapped in: a file caught half-written, or an
-/// edit that breaks what the file itself promises, keeps the running rules.
-pub fn reload(gateway: &Gateway) -> Result<(), String> {
-    let config = gateway.snapshot().config.clone();
-    let checked = load_snapshot(&config)
-        .map_err(|e| e.to_string())
-        .and_then(|snapshot| {
+/// Reads the whole configuration again, as the command line first read it (the file and
+/// the flags that override it).
+pub type ConfigLoader = Arc<dyn Fn() -> anyhow::Result<Config> + Send + Sync>;
+
+/// The keys a running process cannot change (its listeners and limiter are built from
+/// them, its state lives there): a reload keeps their running values and names them.
+fn keep_restart_only(new: &mut Config, running: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    macro_rules! keep {
+        ($($field:ident).+, $name:expr) => {
+            if new.$($field).+ != running.$($field).+ {
+                changed.push($name);
+                new.$($field).+ = running.$($field).+.clone();
+            }
+        };
+    }
+    keep!(listen, "listen");
+    keep!(state_dir, "state_dir");
+    keep!(metrics_listen, "metrics_listen");
+    keep!(milter_socket_group, "milter_socket_group");
+    keep!(limits.max_connections, "limits.max_connections");
+    keep!(
+        limits.max_connections_per_client,
+        "limits.max_connections_per_client"
+    );
+    keep!(limits.http_max_connections, "limits.http_max_connections");
+    keep!(limits.http_idle_timeout, "limits.http_idle_timeout");
+    keep!(limits.milter_idle_timeout, "limits.milter_idle_timeout");
+    changed
+}
+
+/// Reloads everything: the config file (relay networks, hostname, limits, TLS
+/// certificates, upstream, classifier settings take effect; keys that need a restart are
+/// named in a warning and counted, never silently ignored), the rules and the directory.
+/// On any failure the running configuration stays. The new rules must pass their own
+/// `tests:` before they are swapped in: a file caught half-written, or an edit that breaks
+/// what the file itself promises, keeps the running rules.
+pub fn reload(gateway: &Gateway, loader: &ConfigLoader) -> Result<(), String> {
+    let running = gateway.snapshot().config.clone();
+    let checked = loader()
+        .map_err(|e| format!("{e:#}"))
+        .and_then(|mut config| {
+            config.validate("reload").map_err(|e| format!("{e:#}"))?;
+            let restart = keep_restart_only(&mut config, &running);
+            let snapshot = load_snapshot(&config).map_err(|e| e.to_string())?;
             let failed: Vec<String> = rule_tests(&snapshot)
                 .map_err(|e| e.to_string())?
                 .into_iter()
                 .filter_map(|(name, failure)| failure.map(|f| format!("{name}: {f}")))
                 .collect();
-            if failed.is_empty() {
-                Ok(snapshot)
-            } else {
-                Err(format!(
+            if !failed.is_empty() {
+                return Err(format!(
                     "the rule file's own tests fail: {}",
                     failed.join("; ")
-                ))
+                ));
             }
+            let acceptor = match &config.tls {
+                Some(files) => {
+                    Some(tls::acceptor(&files.cert, &files.key).map_err(|e| e.to_string())?)
+                }
+                None => None,
+            };
+            let next_hop =
+                NextHop::new(&config.upstream, &config.hostname).map_err(|e| e.to_string())?;
+            Ok((snapshot, acceptor, next_hop, restart))
         });
     match checked {
-        Ok(snapshot) => {
+        Ok((snapshot, acceptor, next_hop, restart)) => {
             gateway.swap(snapshot);
+            gateway.swap_transport(acceptor, next_hop);
             gateway.metrics.rules_reloaded(true);
-            tracing::info!("rules and directory reloaded");
+            if !restart.is_empty() {
+                gateway.metrics.restart_required(restart.len() as u64);
+                tracing::warn!(keys = %restart.join(", "), "changed keys need a restart; running with their old values");
+            }
+            tracing::info!("configuration, rules and directory reloaded");
             Ok(())
         }
         Err(err) => {
             gateway.metrics.rules_reloaded(false);
-            tracing::error!(error = %err, "reload failed; keeping the running rules");
+            tracing::error!(error = %err, "reload failed; keeping the running configuration");
             Err(err)
         }
     }
@@ -186,9 +235,9 @@ fn fingerprint(config: &Config) -> Vec<Option<FileState>> {
 }
 
 /// Reloads off the async workers: compiling a large rule file must not stall sessions.
-async fn reload_blocking(gateway: &Arc<Gateway>) {
-    let g = gateway.clone();
-    let _ = tokio::task::spawn_blocking(move || reload(&g)).await;
+async fn reload_blocking(gateway: &Arc<Gateway>, loader: &ConfigLoader) {
+    let (g, l) = (gateway.clone(), loader.clone());
+    let _ = tokio::task::spawn_blocking(move || reload(&g, &l)).await;
 }
 
 /// Which front end a process runs.
@@ -200,7 +249,7 @@ pub enum FrontEnd {
 }
 
 /// Runs `serve` or `milter` until SIGTERM/SIGINT, with metrics, reloads and housekeeping.
-pub async fn run(config: Config, front_end: FrontEnd) -> anyhow::Result<()> {
+pub async fn run(config: Config, front_end: FrontEnd, loader: ConfigLoader) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let gateway = Arc::new(build(&config, metrics.clone())?);
     let (listener, milter) = match &front_end {
@@ -257,7 +306,7 @@ pub async fn run(config: Config, front_end: FrontEnd) -> anyhow::Result<()> {
         let g = gateway.clone();
         tokio::spawn(async move {
             loop {
-                if g.next_hop.probe().await.is_ok() {
+                if g.next_hop().probe().await.is_ok() {
                     g.metrics.upstream_ok();
                 }
                 tokio::time::sleep(Duration::from_secs(30)).await;
@@ -279,7 +328,7 @@ pub async fn run(config: Config, front_end: FrontEnd) -> anyhow::Result<()> {
             loop {
                 tokio::select! {
                     _ = hup.recv() => {
-                        reload_blocking(&g).await;
+                        reload_blocking(&g, &loader).await;
                         loaded = fingerprint(&g.snapshot().config);
                         last = loaded.clone();
                     }
@@ -290,7 +339,7 @@ pub async fn run(config: Config, front_end: FrontEnd) -> anyhow::Result<()> {
                             last = now;
                         } else if now != loaded {
                             loaded = now;
-                            reload_blocking(&g).await;
+                            reload_blocking(&g, &loader).await;
                         }
                     }
                 }

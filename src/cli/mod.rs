@@ -146,28 +146,34 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             upstream,
             metrics_listen,
         } => {
-            let mut config = config.load()?;
-            if let Some(l) = listen {
-                config.listen = l;
-            }
-            if let Some(u) = upstream {
-                config.upstream.address = u;
-            }
-            if metrics_listen.is_some() {
-                config.metrics_listen = metrics_listen;
-            }
-            run_front_end(config, crate::runtime::FrontEnd::Smtp)
+            let loader: crate::runtime::ConfigLoader = std::sync::Arc::new(move || {
+                let mut config = config.load()?;
+                if let Some(l) = listen {
+                    config.listen = l;
+                }
+                if let Some(u) = &upstream {
+                    config.upstream.address = u.clone();
+                }
+                if metrics_listen.is_some() {
+                    config.metrics_listen = metrics_listen;
+                }
+                Ok(config)
+            });
+            run_front_end(loader, crate::runtime::FrontEnd::Smtp)
         }
         Command::Milter {
             config,
             listen,
             metrics_listen,
         } => {
-            let mut config = config.load()?;
-            if metrics_listen.is_some() {
-                config.metrics_listen = metrics_listen;
-            }
-            run_front_end(config, crate::runtime::FrontEnd::Milter(listen))
+            let loader: crate::runtime::ConfigLoader = std::sync::Arc::new(move || {
+                let mut config = config.load()?;
+                if metrics_listen.is_some() {
+                    config.metrics_listen = metrics_listen;
+                }
+                Ok(config)
+            });
+            run_front_end(loader, crate::runtime::FrontEnd::Milter(listen))
         }
         Command::Check { config, run_tests } => check(&config, run_tests),
         Command::Classify {
@@ -255,7 +261,11 @@ fn user_name(uid: u32) -> Option<String> {
     })
 }
 
-fn run_front_end(config: Config, front_end: crate::runtime::FrontEnd) -> anyhow::Result<ExitCode> {
+fn run_front_end(
+    loader: crate::runtime::ConfigLoader,
+    front_end: crate::runtime::FrontEnd,
+) -> anyhow::Result<ExitCode> {
+    let config = loader()?;
     config.validate("command line")?;
     // Classification of large messages runs on blocking threads; give them the stack a
     // deeply nested (but allowed) message needs.
@@ -264,7 +274,7 @@ fn run_front_end(config: Config, front_end: crate::runtime::FrontEnd) -> anyhow:
         .thread_stack_size(8 * 1024 * 1024)
         .build()
         .context("starting the runtime")?;
-    rt.block_on(crate::runtime::run(config, front_end))?;
+    rt.block_on(crate::runtime::run(config, front_end, loader))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -63,8 +63,9 @@ pub(crate) enum Outcome {
 
 pub struct Gateway {
     current: RwLock<Arc<Snapshot>>,
-    pub tls_acceptor: Option<TlsAcceptor>,
-    pub next_hop: NextHop,
+    /// Swapped whole on reload (certificates, upstream); a session keeps what it took.
+    tls_acceptor: RwLock<Option<TlsAcceptor>>,
+    next_hop: RwLock<Arc<NextHop>>,
     pub metrics: Arc<Metrics>,
     pub tracking: Tracking,
     pub quarantine: Quarantine,
@@ -82,8 +83,8 @@ impl Gateway {
             tracking: Tracking::new(state, snapshot.config.tracking.retention_days),
             quarantine: Quarantine::new(state),
             current: RwLock::new(Arc::new(snapshot)),
-            tls_acceptor,
-            next_hop,
+            tls_acceptor: RwLock::new(tls_acceptor),
+            next_hop: RwLock::new(Arc::new(next_hop)),
             metrics,
         }
     }
@@ -99,6 +100,28 @@ impl Gateway {
     /// Installs new rules; sessions in flight keep theirs.
     pub fn swap(&self, snapshot: Snapshot) {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
+    }
+
+    /// The inbound TLS acceptor, if STARTTLS is offered.
+    pub fn tls_acceptor(&self) -> Option<TlsAcceptor> {
+        self.tls_acceptor
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The next hop as configured now.
+    pub fn next_hop(&self) -> Arc<NextHop> {
+        self.next_hop
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Installs a reloaded certificate and next hop.
+    pub fn swap_transport(&self, tls_acceptor: Option<TlsAcceptor>, next_hop: NextHop) {
+        *self.tls_acceptor.write().unwrap_or_else(|e| e.into_inner()) = tls_acceptor;
+        *self.next_hop.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next_hop);
     }
 
     /// A message refused before it could be judged (bad data): tracked as a reject.
@@ -226,7 +249,7 @@ impl Gateway {
                 let headers = added_headers(snap, txn, eval);
                 let started = Instant::now();
                 let sent = self
-                    .next_hop
+                    .next_hop()
                     .send(&txn.envelope, headers.as_bytes(), &txn.message)
                     .await;
                 self.metrics

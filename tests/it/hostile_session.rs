@@ -138,3 +138,44 @@ fn data_trickled_below_the_minimum_rate_is_cut_off_and_nothing_is_forwarded() {
     assert!(started.elapsed() < Duration::from_secs(6));
     assert!(sink.messages().is_empty());
 }
+
+/// SIGHUP reloads the whole configuration: a changed `hostname` and `relay_networks` take
+/// effect at once; a changed `listen` cannot, and is named in a warning and counted.
+#[test]
+fn sighup_applies_relay_networks_and_hostname_and_names_what_needs_a_restart() {
+    let sink = Sink::start(&[]);
+    let mg = Markgate::start(sink.port);
+    let (_, greeting) = connect_from("127.0.0.1", mg.port);
+    assert!(greeting.contains("markgate.test"), "{greeting}");
+    let yaml = std::fs::read_to_string(&mg.config).unwrap();
+    let changed = yaml
+        .replace("hostname: markgate.test", "hostname: renamed.test")
+        .replace(
+            &format!("listen: 127.0.0.1:{}", mg.port),
+            &format!(
+                "listen: 127.0.0.1:{}\nrelay_networks: [127.0.0.2/32]",
+                free_port()
+            ),
+        );
+    std::fs::write(&mg.config, changed).unwrap();
+    mg.signal("HUP");
+    eventually(10, "the new hostname", || {
+        connect_from("127.0.0.2", mg.port)
+            .1
+            .contains("renamed.test")
+    });
+    let (_, refused) = connect_from("127.0.0.1", mg.port);
+    assert!(refused.starts_with("554 5.7.1"), "{refused}");
+    assert!(
+        mg.log_text().contains("need a restart"),
+        "{}",
+        mg.log_text()
+    );
+    assert!(mg.log_text().contains("listen"));
+    assert!(
+        mg.metrics()
+            .contains("markgate_config_restart_required_total 1"),
+        "{}",
+        mg.metrics()
+    );
+}

@@ -206,7 +206,7 @@ impl Session {
     /// Upgrades the stream in place. Anything the client pipelined after STARTTLS was
     /// dropped before this point, so no plaintext byte can be read as if it were encrypted.
     async fn start_tls(&mut self) -> bool {
-        let Some(acceptor) = self.gateway.tls_acceptor.clone() else {
+        let Some(acceptor) = self.gateway.tls_acceptor() else {
             return false;
         };
         // A closed pipe stands in for the stream while it is being upgraded.

@@ -37,7 +37,7 @@ impl Session {
             "SMTPUTF8".to_string(),
             "DSN".to_string(),
         ];
-        if self.gateway.tls_acceptor.is_some() && self.tls.is_none() {
+        if self.gateway.tls_acceptor().is_some() && self.tls.is_none() {
             lines.push("STARTTLS".to_string());
         }
         let last = lines.len() - 1;
@@ -51,7 +51,7 @@ impl Session {
     }
 
     pub(super) fn starttls(&mut self) -> Next {
-        if self.gateway.tls_acceptor.is_none() {
+        if self.gateway.tls_acceptor().is_none() {
             self.reply(Reply::tls_not_available());
             return Next::Read;
         }
