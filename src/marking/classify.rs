@@ -252,8 +252,12 @@ impl Walk<'_> {
                 }
                 // Decoded, then through the same walk as every message.
                 let body = part.get_body_raw()?;
-                let view = skeleton::view_of(&body, self.deadline)?;
-                drop(body);
+                // One copy at a time: the body itself when the walk keeps it whole.
+                let walked = match skeleton::view_of(&body, self.deadline)? {
+                    std::borrow::Cow::Borrowed(_) => None,
+                    std::borrow::Cow::Owned(view) => Some(view),
+                };
+                let view = walked.unwrap_or(body);
                 let inner = mailparse::parse_mail(&view)?;
                 let n = self.out.attachments.len();
                 let prefix = format!("{prefix}attached[{n}].");
@@ -286,9 +290,17 @@ fn is_attachment(d: &mailparse::ParsedContentDisposition) -> bool {
     d.disposition == mailparse::DispositionType::Attachment
 }
 
+/// The last `n` non-blank lines, read from the end (a long text costs no more than a short
+/// one).
 fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+    let mut lines: Vec<&str> = text
+        .lines()
+        .rev()
+        .filter(|l| !l.trim().is_empty())
+        .take(n)
+        .collect();
+    lines.reverse();
+    lines.join("\n")
 }
 
 static PHONE: LazyLock<Regex> =

@@ -192,7 +192,7 @@ fn undecorate(line: &str) -> &str {
 /// is a place of its own (`quoted:banner`). Returns (parsed, raw line, source).
 pub fn banners(text: &str) -> Vec<(Parsed, String, &'static str)> {
     let mut found = Vec::new();
-    for line in text.lines() {
+    for line in candidate_lines(text) {
         let (quoted, line) = unquote(line);
         let line = line.trim();
         // Banners are short; a long line is a sentence.
@@ -205,6 +205,37 @@ pub fn banners(text: &str) -> Vec<(Parsed, String, &'static str)> {
         }
     }
     found
+}
+
+/// A line that is a marking starts (after its quote marks, decoration and an opening
+/// bracket) with a level or one of the words that introduce one; the grammar need not look
+/// at any other line. This check costs a few nanoseconds, so every line of a large text can
+/// be read.
+fn starts_like_marking(line: &str) -> bool {
+    const STARTS: &[&str] = &[
+        "sec", "res", "off", "con", "pro", "pri", "top", "not", "npm", "unc", "cla", "mar",
+    ];
+    // Most lines of prose fail on their first letter.
+    if let Some(first) = line.bytes().find(|b| !b.is_ascii_whitespace()) {
+        if first.is_ascii_alphabetic() && !b"SsRrOoCcPpTtNnUuMm".contains(&first) {
+            return false;
+        }
+    }
+    let folded = super::normalize::fold(line);
+    let head = undecorate(&folded).trim_start_matches(['[', '(', ' ']);
+    let head = head.as_bytes();
+    head.len() >= 3
+        && STARTS
+            .iter()
+            .any(|s| head[..3].eq_ignore_ascii_case(s.as_bytes()))
+}
+
+/// The lines of `text` that may be a marking.
+fn candidate_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.lines().filter(|line| {
+        let (_, unquoted) = unquote(line);
+        starts_like_marking(unquoted)
+    })
 }
 
 /// A line of quoted history without its `>` marks.
@@ -231,12 +262,17 @@ static HISTORY_HEADER: LazyLock<Regex> = LazyLock::new(|| {
 
 /// Markings in the subjects of inline history: (parsed, raw subject, source).
 pub fn history_subjects(text: &str) -> Vec<(Parsed, String, &'static str)> {
-    let lines: Vec<&str> = text.lines().collect();
     let mut found = Vec::new();
-    for (i, line) in lines.iter().enumerate() {
+    let mut lines: Option<Vec<&str>> = None;
+    for (i, line) in text.lines().enumerate() {
+        if !line.contains(':') {
+            continue;
+        }
         let Some(caps) = HISTORY_SUBJECT.captures(line) else {
             continue;
         };
+        // Only now (rare) are the neighbouring lines needed.
+        let lines = lines.get_or_insert_with(|| text.lines().collect());
         let near = lines[i.saturating_sub(5)..(i + 6).min(lines.len())]
             .iter()
             .filter(|l| HISTORY_HEADER.is_match(l))
@@ -263,20 +299,28 @@ pub fn history_subjects(text: &str) -> Vec<(Parsed, String, &'static str)> {
 /// sender's signature is looked for here only.
 pub fn new_text(text: &str) -> &str {
     let mut offset = 0;
-    let lines: Vec<&str> = text.split_inclusive('\n').collect();
-    for (i, line) in lines.iter().enumerate() {
+    let mut lines = text.split_inclusive('\n').peekable();
+    while let Some(line) = lines.next() {
         let l = line.trim();
-        let separator = l.starts_with("-----Original Message")
-            || l.starts_with("---------- Forwarded message")
-            || l.starts_with("-------- Forwarded Message")
-            || l.starts_with("-------- Original Message")
-            || l.eq_ignore_ascii_case("Begin forwarded message:")
-            || (l.ends_with("wrote:") && l.len() < 200)
-            || l.starts_with('>')
-            || (HISTORY_HEADER.is_match(l)
-                && l.to_ascii_lowercase().starts_with("from")
-                && lines[i + 1..(i + 5).min(lines.len())]
-                    .iter()
+        // Cheap tests first: most lines start with none of these.
+        let separator = match l.as_bytes().first() {
+            Some(b'>') => true,
+            Some(b'-') => {
+                l.starts_with("-----Original Message")
+                    || l.starts_with("---------- Forwarded message")
+                    || l.starts_with("-------- Forwarded Message")
+                    || l.starts_with("-------- Original Message")
+            }
+            Some(b'B' | b'b') => l.eq_ignore_ascii_case("Begin forwarded message:"),
+            _ => false,
+        } || (l.ends_with("wrote:") && l.len() < 200)
+            || (l.len() > 5
+                && l.is_char_boundary(4)
+                && l[..4].eq_ignore_ascii_case("from")
+                && HISTORY_HEADER.is_match(l)
+                && lines
+                    .clone()
+                    .take(4)
                     .any(|n| HISTORY_HEADER.is_match(n) || HISTORY_SUBJECT.is_match(n)));
         if separator {
             return &text[..offset];

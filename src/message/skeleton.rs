@@ -29,6 +29,7 @@
 //! recurse without bound, and a deadline is checked as the walk goes, so a cancelled
 //! classification stops working instead of burning CPU after its budget.
 
+use std::borrow::Cow;
 use std::io;
 use std::time::Instant;
 
@@ -79,7 +80,7 @@ pub enum WalkError {
 }
 
 /// Builds the classifier's view of a message held in a spool (in memory or on disk).
-pub fn view(spool: &Spool, deadline: Option<Instant>) -> Result<Vec<u8>, WalkError> {
+pub fn view(spool: &Spool, deadline: Option<Instant>) -> Result<Cow<'_, [u8]>, WalkError> {
     if let Some(bytes) = spool.as_bytes() {
         return view_of(bytes, deadline);
     }
@@ -119,16 +120,63 @@ pub fn view(spool: &Spool, deadline: Option<Instant>) -> Result<Vec<u8>, WalkErr
     if !partial.is_empty() {
         walker.line(&partial, cut)?;
     }
-    walker.finish()
+    walker.finish().map(Cow::Owned)
 }
 
 /// The view of a message given as bytes (an attached message after decoding, a test).
-pub fn view_of(bytes: &[u8], deadline: Option<Instant>) -> Result<Vec<u8>, WalkError> {
+pub fn view_of(bytes: &[u8], deadline: Option<Instant>) -> Result<Cow<'_, [u8]>, WalkError> {
+    if whole_text(bytes) {
+        return Ok(Cow::Borrowed(bytes));
+    }
     let mut walker = Walker::new(deadline);
     for line in bytes.split_inclusive(|&b| b == b'\n') {
         walker.line(line, false)?;
     }
-    walker.finish()
+    walker.finish().map(Cow::Owned)
+}
+
+/// The common case, decided without walking: a message that is one text part within the
+/// bounds, whose view the walk would produce byte for byte (a single text part keeps every
+/// line, and no boundary applies).
+fn whole_text(bytes: &[u8]) -> bool {
+    if bytes.len() > TEXT_MAX {
+        return false;
+    }
+    // The header block ends at the first line that is empty, as the walk reads it.
+    let mut end = None;
+    let mut offset = 0;
+    for line in bytes.split_inclusive(|&b| b == b'\n') {
+        if line == b"\r\n" || line == b"\n" {
+            end = Some(offset);
+            break;
+        }
+        offset += line.len();
+        if offset > HEADER_MAX {
+            return false;
+        }
+    }
+    let Some(end) = end else {
+        return false;
+    };
+    let Ok((headers, _)) = mailparse::parse_headers(&bytes[..end]) else {
+        return false;
+    };
+    use mailparse::MailHeaderMap;
+    let ctype = match headers.get_first_value("Content-Type") {
+        Some(value) => mailparse::parse_content_type(&value),
+        None => mailparse::parse_content_type("text/plain"),
+    };
+    let mime = ctype.mimetype.to_ascii_lowercase();
+    let disposition = headers
+        .get_first_value("Content-Disposition")
+        .map(|v| mailparse::parse_content_disposition(&v))
+        .unwrap_or_default();
+    let name = readable::file_name(&disposition, &ctype);
+    let attachment = disposition.disposition == mailparse::DispositionType::Attachment;
+    matches!(
+        readable::reading(&mime, attachment, name.as_deref()),
+        Reading::Text { .. }
+    )
 }
 
 /// No transfer encoding: the raw bytes are the content.
