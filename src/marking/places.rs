@@ -214,10 +214,12 @@ pub fn banners(text: &str) -> Vec<(Parsed, String, &'static str)> {
 fn starts_like_marking(line: &str) -> bool {
     const STARTS: &[&str] = &[
         "sec", "res", "off", "con", "pro", "pri", "top", "not", "npm", "unc", "cla", "mar",
+        // EPMS pairs written as a line: `VER=2012.3, NS=gov.uk, SEC=…`.
+        "ver", "ns=",
     ];
     // Most lines of prose fail on their first letter.
     if let Some(first) = line.bytes().find(|b| !b.is_ascii_whitespace()) {
-        if first.is_ascii_alphabetic() && !b"SsRrOoCcPpTtNnUuMm".contains(&first) {
+        if first.is_ascii_alphabetic() && !b"SsRrOoCcPpTtNnUuMmVv".contains(&first) {
             return false;
         }
     }
@@ -411,6 +413,8 @@ mod tests {
         assert!(banners("The secret is out.\nRegards").is_empty());
         let middle = "Dear Bob,\n\nSECRET \u{2013} UK EYES ONLY\n\nThe plan.\nline\nline\nline\nline\nline\nline\n";
         assert_eq!(banner_levels(banners(middle)), ["SECRET"]);
+        let epms = banners("Hello\nVER=2012.3, NS=gov.uk, SEC=SECRET\nBye\n");
+        assert_eq!(banner_levels(epms), ["SECRET"]);
         let quoted = banners("Thanks\n\nOn Mon, Bob wrote:\n> SECRET\n> the plan\n");
         assert_eq!(quoted[0].2, "quoted:banner");
     }
