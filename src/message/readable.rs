@@ -49,6 +49,30 @@ pub fn reading(mime: &str, attachment: bool, name: Option<&str>) -> Reading {
     }
 }
 
+/// How a part with these headers is read, with its parsed Content-Type: the walk's one
+/// reading of a header block (`digest`: inside `multipart/digest`, where the default type is
+/// `message/rfc822`).
+pub fn of_headers(
+    headers: &[mailparse::MailHeader],
+    digest: bool,
+) -> (mailparse::ParsedContentType, Reading) {
+    use mailparse::MailHeaderMap;
+    let ctype = match headers.get_first_value("Content-Type") {
+        Some(value) => mailparse::parse_content_type(&value),
+        None if digest => mailparse::parse_content_type("message/rfc822"),
+        None => mailparse::parse_content_type("text/plain"),
+    };
+    let mime = ctype.mimetype.to_ascii_lowercase();
+    let disposition = headers
+        .get_first_value("Content-Disposition")
+        .map(|v| mailparse::parse_content_disposition(&v))
+        .unwrap_or_default();
+    let name = file_name(&disposition, &ctype);
+    let attachment = disposition.disposition == mailparse::DispositionType::Attachment;
+    let reading = reading(&mime, attachment, name.as_deref());
+    (ctype, reading)
+}
+
 /// The part's file name as the classifier reports it: `filename` of Content-Disposition,
 /// else `name` of Content-Type, RFC 2047 words decoded.
 pub fn file_name(

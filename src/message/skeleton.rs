@@ -161,20 +161,8 @@ fn whole_text(bytes: &[u8]) -> bool {
     let Ok((headers, _)) = mailparse::parse_headers(&bytes[..end]) else {
         return false;
     };
-    use mailparse::MailHeaderMap;
-    let ctype = match headers.get_first_value("Content-Type") {
-        Some(value) => mailparse::parse_content_type(&value),
-        None => mailparse::parse_content_type("text/plain"),
-    };
-    let mime = ctype.mimetype.to_ascii_lowercase();
-    let disposition = headers
-        .get_first_value("Content-Disposition")
-        .map(|v| mailparse::parse_content_disposition(&v))
-        .unwrap_or_default();
-    let name = readable::file_name(&disposition, &ctype);
-    let attachment = disposition.disposition == mailparse::DispositionType::Attachment;
     matches!(
-        readable::reading(&mime, attachment, name.as_deref()),
+        readable::of_headers(&headers, false).1,
         Reading::Text { .. }
     )
 }
@@ -389,20 +377,9 @@ impl Walker {
         self.kept = 0;
         let (headers, _) = mailparse::parse_headers(&block)
             .map_err(|_| WalkError::TooComplex("a header block cannot be parsed"))?;
-        use mailparse::MailHeaderMap;
-        let ctype = match headers.get_first_value("Content-Type") {
-            Some(value) => mailparse::parse_content_type(&value),
-            None if digest => mailparse::parse_content_type("message/rfc822"),
-            None => mailparse::parse_content_type("text/plain"),
-        };
+        let (ctype, reading) = readable::of_headers(&headers, digest);
         let mime = ctype.mimetype.to_ascii_lowercase();
-        let disposition = headers
-            .get_first_value("Content-Disposition")
-            .map(|v| mailparse::parse_content_disposition(&v))
-            .unwrap_or_default();
-        let name = readable::file_name(&disposition, &ctype);
-        let attachment = disposition.disposition == mailparse::DispositionType::Attachment;
-        match readable::reading(&mime, attachment, name.as_deref()) {
+        match reading {
             Reading::Container => {
                 self.body = Body::Skip;
                 if let Some(boundary) = ctype.params.get("boundary") {
