@@ -27,7 +27,7 @@ const DESCRIPTORS: &[&str] = &[
 
 static LEVEL: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"^(?:(?:PROTECTIVE\s+MARKING|SECURITY\s+CLASSIFICATION|CLASSIFICATION|MARKING|SEC)\s*[:=]\s*)?(NOT\s+PROTECTIVELY\s+MARKED|NPM|UNCLASSIFIED|TOP[\s_-]*SECRET|OFFICIAL\s*[-:_]?\s*SENSITIVE|OFFICIAL|PROTECT|RESTRICTED|CONFIDENTIAL|SECRET|PRIVATE)(?:$|[\s\-:/,_;\[\(])",
+        r"^(?:(?:PROTECTIVE\s+MARKING|SECURITY\s+CLASSIFICATION|CLASSIFICATION|MARKING|SEC)\s*[:=\-]\s*)?(NOT\s+PROTECTIVELY\s+MARKED|NPM|UNCLASSIFIED|TOP[\s_-]*SECRET|OFFICIAL\s*[-:_]?\s*SENSITIVE|OFFICIAL|PROTECT|RESTRICTED|CONFIDENTIAL|SECRET|PRIVATE)(?:$|[\s\-:/,_;\[\(])",
     )
     .expect("level regex")
 });
@@ -48,7 +48,7 @@ static DESCRIPTOR: LazyLock<Regex> = LazyLock::new(|| {
 /// Codewords and national caveats that follow a level (`TOP SECRET STRAP1`); a closed list,
 /// so `SECRET SANTA` stays prose.
 static CODEWORD: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^(STRAP\s*[1-3]|ATOMAL|NATO|CABINET|UK\s+ONLY|RELEASABLE\s+TO\s+[A-Z]{2,5}(?:\s*,\s*[A-Z]{2,5})*|REL\s+TO\s+[A-Z]{2,5}(?:\s*,\s*[A-Z]{2,5})*)(?:$|[\s\-:/,_;\])])")
+    Regex::new(r"^(STRAP\s*[1-3]|ATOMAL|NATO|CABINET|UK\s+ONLY|NOFORN|ORCON|DO\s+NOT\s+FORWARD|RELEASABLE\s+TO\s+[A-Z]{2,5}(?:\s*,\s*[A-Z]{2,5})*|REL\s+TO\s+[A-Z]{2,5}(?:\s*,\s*[A-Z]{2,5})*)(?:$|[\s\-:/,_;\])])")
         .expect("codeword regex")
 });
 
@@ -74,6 +74,16 @@ fn level_of(token: &str) -> Option<Level> {
 /// Parses a text that must be a marking and nothing else: `RESTRICTED - COMMERCIAL`,
 /// `OFFICIAL:Sensitive`, `[RESTRICTED - UK EYES ONLY]`, `Protective Marking: NPM`.
 pub fn parse(text: &str) -> Option<Parsed> {
+    // Text under a right-to-left override is displayed reversed: read it as displayed too.
+    if let Some(shown) = super::normalize::visual(text) {
+        if let Some(parsed) = parse_folded(&shown) {
+            return Some(parsed);
+        }
+    }
+    parse_folded(text)
+}
+
+fn parse_folded(text: &str) -> Option<Parsed> {
     let upper = super::normalize::fold(text).trim().to_uppercase();
     let inner = upper
         .strip_prefix('[')

@@ -21,11 +21,28 @@ pub fn fold(text: &str) -> Cow<'_, str> {
             // format characters a reader never sees.
             '\u{AD}'
             | '\u{034F}'
-            | '\u{180E}'
-            | '\u{200B}'..='\u{200F}'
+            | '\u{061C}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{17B4}'
+            | '\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200A}'..='\u{200F}'
             | '\u{202A}'..='\u{202E}'
-            | '\u{2060}'..='\u{2064}'
-            | '\u{FEFF}' => {}
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{E0000}'..='\u{E0FFF}' => {}
+            // Combining marks (an underline or accent drawn on a letter): the letter is what
+            // is read.
+            '\u{0300}'..='\u{036F}'
+            | '\u{1AB0}'..='\u{1AFF}'
+            | '\u{1DC0}'..='\u{1DFF}'
+            | '\u{20D0}'..='\u{20FF}'
+            | '\u{FE20}'..='\u{FE2F}' => {}
             // Every dash and hyphen.
             '\u{2010}'..='\u{2015}'
             | '\u{2212}'
@@ -46,9 +63,142 @@ pub fn fold(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// The Latin letter a Cyrillic or Greek letter is drawn like, upper or lower case.
+/// Text as it is displayed when it holds a right-to-left override (U+202E, or an RLI
+/// isolate U+2067): the overridden run is shown reversed, so `\u{202E}TERCES` reads SECRET.
+/// `None` when there is no override.
+pub fn visual(text: &str) -> Option<String> {
+    if !text.contains(['\u{202E}', '\u{2067}']) {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut run: Option<Vec<char>> = None;
+    for c in text.chars() {
+        match c {
+            '\u{202E}' | '\u{2067}' => {
+                if let Some(r) = run.take() {
+                    out.extend(r.into_iter().rev());
+                }
+                run = Some(Vec::new());
+            }
+            '\u{202C}' | '\u{2069}' => {
+                if let Some(r) = run.take() {
+                    out.extend(r.into_iter().rev());
+                }
+            }
+            c => match &mut run {
+                Some(r) => r.push(c),
+                None => out.push(c),
+            },
+        }
+    }
+    if let Some(r) = run {
+        out.extend(r.into_iter().rev());
+    }
+    Some(out)
+}
+
+/// The Latin letter a look-alike is drawn like: Cyrillic, Greek, Cherokee and Lisu letters,
+/// small capitals, circled letters, Roman numerals and the mathematical alphanumerics.
 fn latin_lookalike(c: char) -> Option<char> {
+    let n = c as u32;
+    // Mathematical alphanumerics: runs of A–Z, a–z; digits at the end.
+    if (0x1D400..=0x1D6A3).contains(&n) {
+        let i = (n - 0x1D400) % 52;
+        return char::from_u32(if i < 26 { 0x41 + i } else { 0x61 + i - 26 });
+    }
+    if (0x1D7CE..=0x1D7FF).contains(&n) {
+        return char::from_u32(0x30 + (n - 0x1D7CE) % 10);
+    }
+    // Circled and parenthesised letters.
+    if (0x24B6..=0x24CF).contains(&n) {
+        return char::from_u32(0x41 + n - 0x24B6);
+    }
+    if (0x24D0..=0x24E9).contains(&n) {
+        return char::from_u32(0x61 + n - 0x24D0);
+    }
+    if (0x1F130..=0x1F149).contains(&n)
+        || (0x1F150..=0x1F169).contains(&n)
+        || (0x1F170..=0x1F189).contains(&n)
+    {
+        return char::from_u32(0x41 + (n - 0x1F130) % 32 % 26);
+    }
     Some(match c {
+        // Small capitals.
+        'ᴀ' => 'A',
+        'ʙ' => 'B',
+        'ᴄ' => 'C',
+        'ᴅ' => 'D',
+        'ᴇ' => 'E',
+        'ꜰ' => 'F',
+        'ɢ' => 'G',
+        'ʜ' => 'H',
+        'ɪ' => 'I',
+        'ᴊ' => 'J',
+        'ᴋ' => 'K',
+        'ʟ' => 'L',
+        'ᴍ' => 'M',
+        'ɴ' => 'N',
+        'ᴏ' => 'O',
+        'ᴘ' => 'P',
+        'ʀ' => 'R',
+        'ꜱ' => 'S',
+        'ᴛ' => 'T',
+        'ᴜ' => 'U',
+        'ᴠ' => 'V',
+        'ᴡ' => 'W',
+        'ʏ' => 'Y',
+        'ᴢ' => 'Z',
+        // Roman numerals drawn as letters.
+        'Ⅰ' | 'ⅰ' => 'I',
+        'Ⅴ' | 'ⅴ' => 'V',
+        'Ⅹ' | 'ⅹ' => 'X',
+        'Ⅼ' | 'ⅼ' => 'L',
+        'Ⅽ' | 'ⅽ' => 'C',
+        'Ⅾ' | 'ⅾ' => 'D',
+        'Ⅿ' | 'ⅿ' => 'M',
+        // Lisu.
+        'ꓐ' => 'B',
+        'ꓑ' => 'P',
+        'ꓓ' => 'D',
+        'ꓔ' => 'T',
+        'ꓖ' => 'G',
+        'ꓗ' => 'K',
+        'ꓙ' => 'J',
+        'ꓚ' => 'C',
+        'ꓜ' => 'Z',
+        'ꓝ' => 'F',
+        'ꓟ' => 'M',
+        'ꓠ' => 'N',
+        'ꓡ' => 'L',
+        'ꓢ' => 'S',
+        'ꓣ' => 'R',
+        'ꓦ' => 'V',
+        'ꓧ' => 'H',
+        'ꓪ' => 'W',
+        'ꓫ' => 'X',
+        'ꓬ' => 'Y',
+        'ꓮ' => 'A',
+        'ꓰ' => 'E',
+        'ꓲ' => 'I',
+        'ꓳ' => 'O',
+        'ꓴ' => 'U',
+        // Cherokee.
+        'Ꭺ' => 'A',
+        'Ᏼ' => 'B',
+        'Ꮯ' => 'C',
+        'Ꭼ' => 'E',
+        'Ꮋ' => 'H',
+        'Ꭻ' => 'J',
+        'Ꮶ' => 'K',
+        'Ꮮ' => 'L',
+        'Ꮇ' => 'M',
+        'Ꮲ' => 'P',
+        'Ꮪ' => 'S',
+        'Ꭲ' => 'T',
+        'Ꮩ' => 'V',
+        'Ꮃ' => 'W',
+        'Ꮓ' => 'Z',
+        'Ꭱ' => 'R',
         // Cyrillic capitals and small letters.
         'А' | 'а' => 'A',
         'В' | 'в' => 'B',
@@ -107,5 +257,10 @@ mod tests {
             "RESTRICTED - COMMERCIAL"
         );
         assert!(matches!(fold("plain ascii"), Cow::Borrowed(_)));
+        assert_eq!(fold("𝐒𝐄𝐂𝐑𝐄𝐓"), "SECRET");
+        assert_eq!(fold("ꓢꓰꓚꓣꓰꓔ"), "SECRET");
+        assert_eq!(fold("ꜱᴇᴄʀᴇᴛ"), "SECRET");
+        assert_eq!(fold("S\u{332}E\u{332}CRET\u{FE0F}"), "SECRET");
+        assert_eq!(visual("\u{202E}TERCES"), Some("SECRET".to_string()));
     }
 }

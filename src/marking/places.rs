@@ -20,7 +20,7 @@ const NAME_SEPARATORS: &[&str] = &[":", " - ", " – ", "//", " | ", "_"];
 /// `AW`, `WG`, `SV`, `VS`, `TR`, `RV`, `ANTW`, `Re[2]`), with or without a space before the
 /// colon, and the tags mail systems put in front (`[EXTERNAL]`, `*EXTERNAL*`, `[SPAM]`).
 static PREFIX: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)^(?:(?:RE|FWD?|AW|WG|SV|VS|TR|RV|ANTW|WTRL|R|I|ENC|REF)\s*(?:\[\d+\]|\(\d+\))?\s*:|\*[A-Z ]{1,20}\*|\[[^\]]{0,40}\])")
+    Regex::new(r"(?i)^(?:(?:RE|FWD?|AW|WG|SV|VS|TR|RV|ANTW|WTRL|R|I|ENC|REF|ODP|PD|YNT|İLT|ΑΠ|ΣΧΕΤ|ΠΡΘ|回复|答复|转发|回覆|轉寄|返信|転送|Ответ|Отв|Пересл|Переслать|תגובה|הועבר|رد|إعادة توجيه)\s*(?:\[\d+\]|\(\d+\))?\s*:|\*[A-Z ]{1,20}\*|\[[^\]]{0,40}\])")
         .expect("prefix regex")
 });
 
@@ -41,6 +41,10 @@ fn strip_reply_prefixes(mut s: &str) -> &str {
 /// whole upper-case segment between separators. Returns every one found, with its raw text.
 fn in_title(text: &str, separators: &[&str]) -> Vec<(Parsed, String)> {
     let mut found = Vec::new();
+    // Under a right-to-left override the title is shown reversed: read it as shown too.
+    if let Some(shown) = super::normalize::visual(text) {
+        found.extend(in_title(&shown, separators));
+    }
     // Bracketed (or parenthesised) anywhere.
     for (open, close) in [('[', ']'), ('(', ')')] {
         let mut rest = text;
@@ -55,11 +59,31 @@ fn in_title(text: &str, separators: &[&str]) -> Vec<(Parsed, String)> {
             rest = &rest[at + len + 1..];
         }
     }
-    let folded = super::normalize::fold(text);
+    // Prefixes in other scripts are matched before folding turns their letters into Latin
+    // look-alikes (`Ответ:` would read `OTBET:`), and again after.
+    let folded = super::normalize::fold(strip_reply_prefixes(text));
     let text = strip_reply_prefixes(&folded).trim();
     if let Some(p) = grammar::parse(text) {
         found.push((p, text.to_string()));
         return found;
+    }
+    // A level in capitals at the start, followed by ordinary words: `SECRET plan for Monday`
+    // (capitals, so `Secret Santa` stays prose).
+    let caps_end = text
+        .char_indices()
+        .find(|(_, c)| c.is_lowercase())
+        .map(|(i, _)| i)
+        .unwrap_or(text.len());
+    let caps = text[..caps_end]
+        .trim_end_matches(|c: char| c.is_alphabetic())
+        .trim();
+    if !caps.is_empty() {
+        let caps = undecorate(caps);
+        // Above RESTRICTED only: `RESTRICTED area map` stays the prose it usually is, and
+        // `NPM update` is no release to send anywhere.
+        if let Some(p) = grammar::parse(caps).filter(|p| p.level.is_some_and(|l| l.rank() >= 3)) {
+            found.push((p, caps.to_string()));
+        }
     }
     let positions = separator_positions(text, separators);
     // Leading: the longest prefix ending at a separator that parses.
@@ -91,11 +115,12 @@ fn in_title(text: &str, separators: &[&str]) -> Vec<(Parsed, String)> {
             continue;
         }
         if let Some(p) = grammar::parse(segment) {
-            if !found.iter().any(|(_, raw)| raw == segment) {
-                found.push((p, segment.to_string()));
-            }
+            found.push((p, segment.to_string()));
         }
     }
+    // The same text found by two rules is one finding.
+    let mut seen = std::collections::HashSet::new();
+    found.retain(|(_, raw)| seen.insert(raw.clone()));
     found
 }
 
@@ -181,9 +206,11 @@ pub fn msip_labels(value: &str, map: &HashMap<String, String>) -> Vec<(Parsed, S
         .collect()
 }
 
-/// Decoration around a banner: `*** Protective Marking: RESTRICTED ***`, `------ OFFICIAL ------`.
+/// Decoration around a banner: `*** Protective Marking: RESTRICTED ***`, `------ OFFICIAL ------`,
+/// `// SECRET //`, bullets, emoji, parentheses: anything at either end that is not a
+/// letter, a digit or a bracket the grammar reads.
 fn undecorate(line: &str) -> &str {
-    line.trim_matches(|c: char| c.is_whitespace() || "*=-_#~<>|".contains(c))
+    line.trim_matches(|c: char| !c.is_alphanumeric() && c != '[' && c != ']')
 }
 
 /// Banners: lines that are a marking and nothing else (optionally decorated), wherever they
@@ -194,14 +221,21 @@ pub fn banners(text: &str) -> Vec<(Parsed, String, &'static str)> {
     let mut found = Vec::new();
     for line in candidate_lines(text) {
         let (quoted, line) = unquote(line);
-        let line = line.trim();
+        // Folded first: invisible characters neither count towards the length nor hide
+        // decoration.
+        let folded = super::normalize::fold(line);
+        let visible = undecorate(&folded);
         // Banners are short; a long line is a sentence.
-        if line.is_empty() || line.len() > 120 {
+        if visible.is_empty() || visible.chars().count() > 120 {
             continue;
         }
-        if let Some(p) = grammar::parse(undecorate(line)) {
+        let parsed = grammar::parse(visible)
+            .or_else(|| grammar::parse(line.trim()))
+            .or_else(|| grammar::parse(unnumbered(visible)))
+            .or_else(|| letter_spaced(visible).and_then(|s| grammar::parse(&s)));
+        if let Some(p) = parsed {
             let source = if quoted { "quoted:banner" } else { "banner" };
-            found.push((p, line.to_string(), source));
+            found.push((p, line.trim().to_string(), source));
         }
     }
     found
@@ -224,20 +258,57 @@ fn starts_like_marking(line: &str) -> bool {
         }
     }
     let folded = super::normalize::fold(line);
-    let head = undecorate(&folded).trim_start_matches(['[', '(', ' ']);
-    let head = head.as_bytes();
-    head.len() >= 3
+    let visible = undecorate(&folded);
+    let head = visible.trim_start_matches(['[', '(', ' ']).as_bytes();
+    (head.len() >= 3
         && STARTS
             .iter()
-            .any(|s| head[..3].eq_ignore_ascii_case(s.as_bytes()))
+            .any(|s| head[..3].eq_ignore_ascii_case(s.as_bytes())))
+        // Rarer forms: a list number (`1. SECRET`) or letters set apart (`S E C R E T`).
+        || unnumbered(visible) != visible
+        || letter_spaced(visible).is_some()
 }
 
-/// The lines of `text` that may be a marking.
+/// The lines of `text` that may be a marking. A bare CR ends a line too (a reader's client
+/// breaks the line there).
 fn candidate_lines(text: &str) -> impl Iterator<Item = &str> {
-    text.lines().filter(|line| {
+    text.split([
+        '\n', '\r', '\u{0B}', '\u{0C}', '\u{85}', '\u{2028}', '\u{2029}',
+    ])
+    .filter(|line| {
         let (_, unquoted) = unquote(line);
         starts_like_marking(unquoted)
+            || line.contains(['\u{202E}', '\u{2067}'])
+            || line
+                .as_bytes()
+                .windows(4)
+                .any(|w| w.eq_ignore_ascii_case(b"sec="))
     })
+}
+
+/// A list number in front: `1. SECRET`, `a) SECRET`.
+fn unnumbered(line: &str) -> &str {
+    let rest = line.trim_start_matches(|c: char| c.is_ascii_alphanumeric());
+    if rest.len() < line.len() && line.len() - rest.len() <= 3 && rest.starts_with(['.', ')']) {
+        undecorate(&rest[1..])
+    } else {
+        line
+    }
+}
+
+/// `S E C R E T`, `S.E.C.R.E.T`: letters set apart, read as the word.
+fn letter_spaced(line: &str) -> Option<String> {
+    // Cheap refusal first: in ordinary words the second character is a letter too.
+    if line.chars().nth(1).is_none_or(char::is_alphanumeric) {
+        return None;
+    }
+    let letters: String = line.chars().filter(|c| c.is_alphanumeric()).collect();
+    let apart = line
+        .chars()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .all(|w| !(w[0].is_alphanumeric() && w[1].is_alphanumeric()));
+    (apart && letters.len() >= 3).then_some(letters)
 }
 
 /// A line of quoted history without its `>` marks.
@@ -445,6 +516,9 @@ mod tests {
             assert!(found.contains(&"OFFICIAL-SENSITIVE"), "{s}: {found:?}");
         }
         assert!(levels(subject("Budget // SECRET // draft")).contains(&"SECRET"));
+        assert!(levels(subject("SECRET plan for Monday")).contains(&"SECRET"));
+        assert!(levels(subject("NPM update for the site")).is_empty());
+        assert!(levels(subject("Secret Santa")).is_empty());
         assert!(levels(subject("Party - secret - tell nobody")).is_empty());
     }
 

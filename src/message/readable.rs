@@ -20,6 +20,11 @@ pub enum Reading {
 
 /// `mime` lower-cased; `name` the decoded file name, if any.
 pub fn reading(mime: &str, attachment: bool, name: Option<&str>) -> Reading {
+    // `text/html (a comment)`: the type is what comes before any space or comment.
+    let mime = mime
+        .split(|c: char| c.is_whitespace() || c == '(')
+        .next()
+        .unwrap_or(mime);
     let ext = name
         .and_then(|n| n.rsplit_once('.'))
         .map(|(_, e)| e.trim().to_ascii_lowercase());
@@ -29,9 +34,9 @@ pub fn reading(mime: &str, attachment: bool, name: Option<&str>) -> Reading {
     if matches!(mime, "message/rfc822" | "message/global" | "message/news") {
         return Reading::Message;
     }
-    if mime.starts_with("text/") {
+    if mime.starts_with("text/") || mime == "application/xhtml+xml" {
         return Reading::Text {
-            html: mime == "text/html",
+            html: mime == "text/html" || mime == "application/xhtml+xml",
             inline: !attachment,
         };
     }

@@ -161,10 +161,51 @@ fn whole_text(bytes: &[u8]) -> bool {
     let Ok((headers, _)) = mailparse::parse_headers(&bytes[..end]) else {
         return false;
     };
-    matches!(
-        readable::of_headers(&headers, false).1,
-        Reading::Text { .. }
-    )
+    known_encoding(&headers)
+        && matches!(
+            readable::of_headers(&headers, false).1,
+            Reading::Text { .. }
+        )
+}
+
+/// A short line that may be a banner (it starts, after decoration, like a level or a word
+/// that introduces one, or is not ASCII and may spell one once folded): kept when the
+/// middle of a huge text part is left out. A few byte comparisons a line, so a 50 MB part
+/// stays cheap.
+fn may_be_banner(line: &[u8]) -> bool {
+    const STARTS: &[&[u8]] = &[
+        b"sec", b"res", b"off", b"con", b"pro", b"pri", b"top", b"not", b"npm", b"unc", b"cla",
+        b"mar", b"ver", b"ns=",
+    ];
+    if line.len() > 512 {
+        return false;
+    }
+    if !line.is_ascii() {
+        return true;
+    }
+    let start = line
+        .iter()
+        .position(|b| b.is_ascii_alphanumeric())
+        .unwrap_or(line.len());
+    let head = &line[start..];
+    head.first().is_some_and(u8::is_ascii_digit)
+        || (head.len() >= 3 && STARTS.iter().any(|s| head[..3].eq_ignore_ascii_case(s)))
+        || (head.len() >= 3 && head[1] == b' ' && head[0].is_ascii_alphabetic())
+}
+
+/// A transfer encoding markgate can undo (or none): anything else (`x-uuencode`, a typo) is
+/// text a client may still show, so the part is held rather than read as gibberish.
+fn known_encoding(headers: &[mailparse::MailHeader]) -> bool {
+    use mailparse::MailHeaderMap;
+    headers
+        .get_first_value("Content-Transfer-Encoding")
+        .map(|e| e.trim().to_ascii_lowercase())
+        .is_none_or(|e| {
+            matches!(
+                e.as_str(),
+                "" | "7bit" | "8bit" | "binary" | "quoted-printable" | "base64"
+            )
+        })
 }
 
 /// No transfer encoding: the raw bytes are the content.
@@ -309,7 +350,13 @@ impl Walker {
             }
             self.tail_len -= front.len();
             self.tail_nonblank -= usize::from(front_nonblank);
-            self.tail.pop_front();
+            if let Some(dropped) = self.tail.pop_front() {
+                // A line from the middle that could be a banner stays in the view (in its
+                // order): a marking line counts wherever it stands.
+                if may_be_banner(&dropped) {
+                    self.out.extend_from_slice(&dropped);
+                }
+            }
         }
         if self.tail_len > VIEW_MAX {
             return Err(WalkError::ViewTooLarge);
@@ -402,6 +449,11 @@ impl Walker {
                 }
             }
             Reading::Message => {
+                if !known_encoding(&headers) {
+                    return Err(WalkError::TooComplex(
+                        "an attached message in a transfer encoding markgate does not read",
+                    ));
+                }
                 if identity_encoding(&headers) {
                     // The attached message's own header block starts on the next line.
                     self.parts += 1;
@@ -414,6 +466,11 @@ impl Walker {
                 }
             }
             Reading::Text { html, .. } => {
+                if !known_encoding(&headers) {
+                    return Err(WalkError::TooComplex(
+                        "a text part in a transfer encoding markgate does not read",
+                    ));
+                }
                 // Plain text whose raw lines are its lines may be cut past TEXT_MAX.
                 let charset = ctype.charset.to_ascii_lowercase();
                 let flowed = ctype

@@ -420,3 +420,30 @@ proptest! {
         prop_assert_eq!(c.marking.level_name(), level, "{:?}\n{}", place, raw);
     }
 }
+
+/// Messages an adversarial review wrote to carry SECRET past the classifier in ways a mail
+/// client still shows it (HTML a browser hides or sets apart, bidi overrides, look-alike
+/// alphabets, invisible padding, line separators, other scripts' reply prefixes, unknown
+/// transfer encodings): each is classified above RESTRICTED or held as unclassifiable.
+#[test]
+fn adversarial_messages_never_pass_below_confidential() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/adversarial");
+    let classifier = markgate::marking::classify::Classifier::new(&Default::default());
+    let mut passed = Vec::new();
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        n += 1;
+        let raw = std::fs::read(entry.path()).unwrap();
+        if let Ok(c) = classifier.classify(&raw) {
+            if c.marking.rank().is_none_or(|r| r < 3) {
+                passed.push(format!(
+                    "{}: {}",
+                    entry.path().display(),
+                    c.marking.level_name()
+                ));
+            }
+        }
+    }
+    assert!(n >= 50, "{n} adversarial messages");
+    assert!(passed.is_empty(), "{}", passed.join("\n"));
+}
