@@ -269,20 +269,45 @@ fn starts_like_marking(line: &str) -> bool {
         || letter_spaced(visible).is_some()
 }
 
-/// The lines of `text` that may be a marking. A bare CR ends a line too (a reader's client
-/// breaks the line there).
+/// The lines of `text` that may be a marking.
 fn candidate_lines(text: &str) -> impl Iterator<Item = &str> {
-    text.split([
-        '\n', '\r', '\u{0B}', '\u{0C}', '\u{85}', '\u{2028}', '\u{2029}',
-    ])
-    .filter(|line| {
+    visual_lines(text).filter(|line| {
         let (_, unquoted) = unquote(line);
         starts_like_marking(unquoted)
             || line.contains(['\u{202E}', '\u{2067}'])
-            || line
-                .as_bytes()
-                .windows(4)
-                .any(|w| w.eq_ignore_ascii_case(b"sec="))
+            || (line.contains('=')
+                && line
+                    .as_bytes()
+                    .windows(4)
+                    .any(|w| w.eq_ignore_ascii_case(b"sec=")))
+    })
+}
+
+/// A character that ends a line on screen besides LF: a bare CR, VT, FF, NEL and the
+/// Unicode line and paragraph separators.
+fn breaks_line(c: char) -> bool {
+    matches!(
+        c,
+        '\r' | '\u{0B}' | '\u{0C}' | '\u{85}' | '\u{2028}' | '\u{2029}'
+    )
+}
+
+/// The lines a reader sees. Split at LF with memchr's speed; a line is split again only
+/// when it holds one of the rarer breaks.
+fn visual_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.split('\n').flat_map(|line| {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        let rare = if line.is_ascii() {
+            line.contains('\r') || line.contains('\u{0B}') || line.contains('\u{0C}')
+        } else {
+            line.contains(breaks_line)
+        };
+        let (one, many) = if rare {
+            (None, Some(line.split(breaks_line as fn(char) -> bool)))
+        } else {
+            (Some(line), None)
+        };
+        one.into_iter().chain(many.into_iter().flatten())
     })
 }
 
