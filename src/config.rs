@@ -48,6 +48,9 @@ pub struct Config {
     pub classifier: ClassifierConfig,
     pub tracking: TrackingConfig,
     pub quarantine: QuarantineConfig,
+    /// Where this config came from (a path, or the embedded defaults): said at start-up.
+    #[serde(skip)]
+    pub source: String,
 }
 
 impl Default for Config {
@@ -69,6 +72,7 @@ impl Default for Config {
             classifier: ClassifierConfig::default(),
             tracking: TrackingConfig::default(),
             quarantine: QuarantineConfig::default(),
+            source: "embedded defaults".to_string(),
         }
     }
 }

@@ -280,7 +280,7 @@ pub async fn run(config: Config, front_end: FrontEnd, loader: ConfigLoader) -> a
         ),
         None => None,
     };
-    tracing::info!(upstream = %config.upstream.address, rules = %gateway.snapshot().policy.source, "markgate starting");
+    tracing::info!(config = %config.source, upstream = %config.upstream.address, rules = %gateway.snapshot().policy.source, "markgate starting");
     let (stop_tx, stop_rx) = watch::channel(false);
 
     if let Some(listener) = metrics_listener {

@@ -39,7 +39,8 @@ pub struct Cli {
 /// Flags every command shares for finding its configuration.
 #[derive(Args, Debug, Clone, Default)]
 pub struct ConfigArgs {
-    /// YAML config file; embedded defaults when absent.
+    /// YAML config file; else $MARKGATE_CONFIG, else /etc/markgate/markgate.yaml when it
+    /// exists, else the embedded defaults.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Rule file (overrides `rules:`).
@@ -53,12 +54,31 @@ pub struct ConfigArgs {
     pub state_dir: Option<PathBuf>,
 }
 
+/// The config every command finds the same way: `--config`, else `MARKGATE_CONFIG`, else
+/// [`SYSTEM_CONFIG`] when it exists, else the embedded defaults.
+pub const SYSTEM_CONFIG: &str = "/etc/markgate/markgate.yaml";
+
 impl ConfigArgs {
+    /// Which config file this command reads, if any.
+    pub fn path(&self) -> Option<PathBuf> {
+        self.config
+            .clone()
+            .or_else(|| std::env::var_os("MARKGATE_CONFIG").map(PathBuf::from))
+            .or_else(|| {
+                let system = PathBuf::from(SYSTEM_CONFIG);
+                system.is_file().then_some(system)
+            })
+    }
+
     pub fn load(&self) -> anyhow::Result<Config> {
-        let mut config = match &self.config {
+        let path = self.path();
+        let mut config = match &path {
             Some(path) => Config::load(path)?,
             None => Config::default(),
         };
+        config.source = path
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "embedded defaults".to_string());
         if let Some(r) = &self.rules {
             config.rules = Some(r.clone());
         }
@@ -305,7 +325,8 @@ fn check(args: &ConfigArgs, run_tests: bool) -> anyhow::Result<ExitCode> {
         }
     };
     println!(
-        "ok: {} rules from {}",
+        "ok: config from {}; {} rules from {}",
+        config.source,
         snapshot.policy.rule_ids().count(),
         snapshot.policy.source
     );

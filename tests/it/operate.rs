@@ -313,3 +313,35 @@ fn cli_commands_create_nothing_and_run_only_as_the_state_dirs_owner() {
         "nothing created"
     );
 }
+
+/// Every command finds the config the same way: `--config`, else `MARKGATE_CONFIG`, else
+/// /etc/markgate/markgate.yaml, else the embedded defaults — and says which.
+#[test]
+fn the_config_is_found_through_markgate_config_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let config = dir.path().join("site.yaml");
+    std::fs::write(&config, format!("state_dir: {}\n", state.display())).unwrap();
+    let out = Command::new(bin())
+        .arg("check")
+        .env("MARKGATE_CONFIG", &config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(&config.display().to_string()), "{text}");
+    // A read-only command with that config looks in its state dir and creates nothing.
+    let out = Command::new(bin())
+        .args(["quarantine", "list"])
+        .env("MARKGATE_CONFIG", &config)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!state.exists());
+    assert!(!dir.path().join("markgate-state").exists());
+}
