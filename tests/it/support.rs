@@ -273,11 +273,45 @@ impl Markgate {
             config,
             log,
         };
-        mg.spawn();
-        mg
+        // A port picked free can be taken by another test before markgate binds it: then
+        // markgate says so and exits, and the instance is tried again on new ports.
+        for _ in 0..5 {
+            if mg.try_spawn() {
+                return mg;
+            }
+            let log = mg.log_text();
+            assert!(
+                log.contains("cannot listen"),
+                "markgate did not start: {log}"
+            );
+            let (port, metrics_port) = (free_port(), free_port());
+            let yaml = std::fs::read_to_string(&mg.config)
+                .unwrap()
+                .replace(
+                    &format!("127.0.0.1:{}\n", mg.port),
+                    &format!("127.0.0.1:{port}\n"),
+                )
+                .replace(
+                    &format!("127.0.0.1:{}\n", mg.metrics_port),
+                    &format!("127.0.0.1:{metrics_port}\n"),
+                );
+            std::fs::write(&mg.config, yaml).unwrap();
+            mg.port = port;
+            mg.metrics_port = metrics_port;
+        }
+        panic!("markgate never found free ports: {}", mg.log_text());
     }
 
     fn spawn(&mut self) {
+        assert!(
+            self.try_spawn(),
+            "markgate did not start: {}",
+            self.log_text()
+        );
+    }
+
+    /// Starts the process; true once it listens, false if it exited first.
+    fn try_spawn(&mut self) -> bool {
         let log = std::fs::File::create(&self.log).unwrap();
         let mut prefix = String::new();
         if let Some(mask) = self.umask {
@@ -311,7 +345,20 @@ impl Markgate {
             .spawn()
             .expect("markgate");
         self.child = Some(child);
-        wait_port(self.port);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return true;
+            }
+            if let Some(child) = self.child.as_mut() {
+                if child.try_wait().ok().flatten().is_some() {
+                    self.child = None;
+                    return false;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        false
     }
 
     pub fn pid(&self) -> u32 {
