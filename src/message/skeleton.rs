@@ -193,28 +193,36 @@ fn may_be_banner(line: &[u8]) -> bool {
         || (head.len() >= 3 && head[1] == b' ' && head[0].is_ascii_alphabetic())
 }
 
-/// A transfer encoding markgate can undo (or none): anything else (`x-uuencode`, a typo) is
-/// text a client may still show, so the part is held rather than read as gibberish.
-fn known_encoding(headers: &[mailparse::MailHeader]) -> bool {
-    use mailparse::MailHeaderMap;
-    headers
-        .get_first_value("Content-Transfer-Encoding")
-        .map(|e| e.trim().to_ascii_lowercase())
-        .is_none_or(|e| {
-            matches!(
-                e.as_str(),
-                "" | "7bit" | "8bit" | "binary" | "quoted-printable" | "base64"
-            )
-        })
+/// A part's Content-Transfer-Encoding, as markgate reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    /// None, or 7bit/8bit/binary: the raw bytes are the content.
+    Identity,
+    /// Quoted-printable or base64: undone by the parser.
+    Decodable,
+    /// Anything else (`x-uuencode`, a typo): text a client may still show, so the part is
+    /// held rather than read as gibberish.
+    Unknown,
 }
 
-/// No transfer encoding: the raw bytes are the content.
-fn identity_encoding(headers: &[mailparse::MailHeader]) -> bool {
+fn encoding(headers: &[mailparse::MailHeader]) -> Encoding {
     use mailparse::MailHeaderMap;
-    headers
+    let value = headers
         .get_first_value("Content-Transfer-Encoding")
-        .map(|e| e.trim().to_ascii_lowercase())
-        .is_none_or(|e| matches!(e.as_str(), "" | "7bit" | "8bit" | "binary"))
+        .map(|e| e.trim().to_ascii_lowercase());
+    match value.as_deref() {
+        None | Some("" | "7bit" | "8bit" | "binary") => Encoding::Identity,
+        Some("quoted-printable" | "base64") => Encoding::Decodable,
+        Some(_) => Encoding::Unknown,
+    }
+}
+
+fn known_encoding(headers: &[mailparse::MailHeader]) -> bool {
+    encoding(headers) != Encoding::Unknown
+}
+
+fn identity_encoding(headers: &[mailparse::MailHeader]) -> bool {
+    encoding(headers) == Encoding::Identity
 }
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]

@@ -494,8 +494,7 @@ async fn accept_and_spawn(
     gateway: &Arc<Gateway>,
     slots: &Arc<Limiter>,
 ) -> std::io::Result<()> {
-    let mta = std::net::IpAddr::from([0, 0, 0, 0]);
-    let slot = |gateway: &Gateway| match slots.acquire(mta) {
+    let slot = |gateway: &Gateway| match slots.acquire_any() {
         Ok(slot) => Some(slot),
         Err(_) => {
             gateway.metrics.session_refused();
