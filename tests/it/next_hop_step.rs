@@ -2,7 +2,7 @@
 //! data was sent, or one nobody asked for, is a protocol error. The transaction fails with
 //! 451 (the sender keeps the message) and the connection is not used again.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
 use crate::support::*;
 
@@ -54,6 +54,7 @@ def serve(c):
             c.sendall(b'250 2.0.0 ok\r\n')
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(('127.0.0.1', port)); s.listen(16)
+print(s.getsockname()[1], flush=True)
 while True:
     c, _ = s.accept()
     c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -62,16 +63,11 @@ while True:
 
 impl Fake {
     fn start(mode: &str) -> Fake {
-        let port = free_port();
         let log = tempfile::NamedTempFile::new().unwrap();
-        let child = Command::new("python3")
-            .args(["-c", SCRIPT, &port.to_string(), mode])
-            .arg(log.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_port(port);
+        let (child, port) = python_server(
+            SCRIPT,
+            &[std::ffi::OsStr::new(mode), log.path().as_os_str()],
+        );
         Fake { child, port, log }
     }
 

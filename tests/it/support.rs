@@ -29,6 +29,74 @@ pub fn wait_port(port: u16) {
     panic!("nothing listening on {port}");
 }
 
+/// Starts a Python SMTP stand-in that binds port 0 itself and prints the port it got, so no
+/// other process can take the port between choosing and binding it (free_port then bind
+/// raced under a loaded CI run). The script reads its port from `sys.argv[1]` ("0") and
+/// prints `s.getsockname()[1]` once listening.
+pub fn python_server(script: &str, args: &[&std::ffi::OsStr]) -> (Child, u16) {
+    let mut child = Command::new("python3")
+        .args(["-c", script, "0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("piped stdout");
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("port line");
+    let port = line.trim().parse().unwrap_or_else(|_| {
+        let _ = child.kill();
+        panic!("python server printed no port: {line:?}")
+    });
+    (child, port)
+}
+
+/// Whether the process `pid` holds the listening socket on 127.0.0.1:`port` (read from
+/// /proc). Where /proc/PID/fd cannot be read (another user's process), it says yes.
+fn listens_on(pid: u32, port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return true;
+    };
+    let want = format!(":{port:04X}");
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 9 && f[1].ends_with(&want) && f[3] == "0A").then(|| f[9].to_string())
+        })
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return true;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .map(|l| {
+                let l = l.to_string_lossy();
+                inodes.iter().any(|i| l == format!("socket:[{i}]"))
+            })
+            .unwrap_or(false)
+    })
+}
+
+/// Waits until `child` (not some other process that took the port) listens on `port`;
+/// false when it exits first or never does.
+pub fn wait_child_port(child: &mut Child, port: u16) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() && listens_on(child.id(), port) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    false
+}
+
 /// Waits until `f` holds or panics after `secs`.
 pub fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -64,9 +132,21 @@ impl Sink {
         let mut perms = std::fs::metadata(dir.path()).unwrap().permissions();
         std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o777);
         std::fs::set_permissions(dir.path(), perms).unwrap();
-        let port = free_port();
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let child = Sink::spawn(dir.path(), &args, port);
+        // A port chosen free can be taken before smtp-sink binds it: try another.
+        let (child, port) = (0..5)
+            .find_map(|_| {
+                let port = free_port();
+                let mut child = Sink::launch(dir.path(), &args, port);
+                if wait_child_port(&mut child, port) {
+                    Some((child, port))
+                } else {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    None
+                }
+            })
+            .expect("smtp-sink never listened");
         Sink {
             child,
             port,
@@ -76,8 +156,14 @@ impl Sink {
     }
 
     fn spawn(dir: &Path, args: &[String], port: u16) -> Child {
+        let child = Sink::launch(dir, args, port);
+        wait_port(port);
+        child
+    }
+
+    fn launch(dir: &Path, args: &[String], port: u16) -> Child {
         let template = format!("{}/%H%M%S", dir.display());
-        let child = Command::new("/usr/sbin/smtp-sink")
+        Command::new("/usr/sbin/smtp-sink")
             .args(["-u", "nobody", "-d", &template])
             .args(args)
             .arg(format!("127.0.0.1:{port}"))
@@ -85,9 +171,7 @@ impl Sink {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("smtp-sink (apt-get install postfix)");
-        wait_port(port);
-        child
+            .expect("smtp-sink (apt-get install postfix)")
     }
 
     /// Stops the sink (the next hop goes down); what it stored stays.
