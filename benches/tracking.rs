@@ -58,7 +58,10 @@ fn time_searches(index: &Index, senders: usize) -> Duration {
     let mut times = Vec::new();
     for s in 0..senders {
         let q = Query {
-            sender: Some(format!("user{}@police.cjsm.net", s * 997 % 5000)),
+            sender: Some(markgate::store::index::AddressMatch::parse(&format!(
+                "user{}@police.cjsm.net",
+                s * 997 % 5000
+            ))),
             ..Query::default()
         };
         let started = Instant::now();

@@ -11,15 +11,19 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+/// How logs, metrics and the CLI name "no rule decided" (the default action).
+pub const NO_RULE: &str = "none";
+
+/// One enforced decision (`markgate_messages_total`), or one audit rule that matched
+/// (`markgate_audit_hits_total`: it decided nothing, so it is not a message).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
     pub action: String,
     pub rule: String,
     pub level: String,
-    pub mode: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -50,6 +54,7 @@ struct VersionLabel {
 pub struct Metrics {
     registry: Registry,
     messages: Family<DecisionLabels, Counter>,
+    audit_hits: Family<DecisionLabels, Counter>,
     recipients: Family<ClassLabel, Counter>,
     sessions_active: Gauge,
     sessions: Family<OutcomeLabel, Counter>,
@@ -77,8 +82,20 @@ impl Default for Metrics {
     }
 }
 
+/// Bucket bounds people read on a dashboard (1 ms, 2.5 ms, 5 ms …), not powers of 2.5
+/// printed to 17 digits.
+const SECONDS_BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
+/// 1 KiB to 64 MiB, by fours.
+const SIZE_BUCKETS: [f64; 9] = [
+    1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0, 67108864.0,
+];
+
 fn seconds_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.0001, 2.5, 14))
+    Histogram::new(SECONDS_BUCKETS)
 }
 
 impl Metrics {
@@ -86,6 +103,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("markgate");
         let m = Metrics {
             messages: Family::default(),
+            audit_hits: Family::default(),
             recipients: Family::default(),
             sessions_active: Gauge::default(),
             sessions: Family::default(),
@@ -93,7 +111,7 @@ impl Metrics {
             decision_seconds: seconds_histogram(),
             transaction_seconds: seconds_histogram(),
             upstream_seconds: seconds_histogram(),
-            message_size: Histogram::new(exponential_buckets(1024.0, 4.0, 10)),
+            message_size: Histogram::new(SIZE_BUCKETS),
             upstream_errors: Family::default(),
             quarantine_messages: Gauge::default(),
             quarantine_bytes: Gauge::default(),
@@ -108,8 +126,13 @@ impl Metrics {
         };
         registry.register(
             "messages",
-            "Decisions by action, rule, level and mode",
+            "Messages by the action taken, the rule that decided (none: the default) and level",
             m.messages.clone(),
+        );
+        registry.register(
+            "audit_hits",
+            "Audit-mode rules that matched (what they would have done); not messages",
+            m.audit_hits.clone(),
         );
         registry.register(
             "recipients",
@@ -224,6 +247,10 @@ impl Metrics {
         self.messages.get_or_create(&labels).inc();
     }
 
+    pub fn audit_hit(&self, labels: DecisionLabels) {
+        self.audit_hits.get_or_create(&labels).inc();
+    }
+
     pub fn recipient(&self, class: &str) {
         self.recipients
             .get_or_create(&ClassLabel {
@@ -327,6 +354,7 @@ impl Metrics {
             }
             out.push('\n');
         }
+        out.push_str(&crate::process_stats::render());
         out
     }
 }
@@ -385,12 +413,24 @@ pub async fn serve(
     use axum::routing::get;
     let m = metrics.clone();
     let r = metrics.clone();
+    let q_dir = state_dir.clone();
     let app = axum::Router::new()
         .route(
             "/metrics",
             get(move || {
                 let m = m.clone();
+                let dir = q_dir.clone();
                 async move {
+                    // Releases and deletes happen in other processes (the CLI): the
+                    // quarantine gauges are read at scrape time, so they follow every change.
+                    let usage = tokio::task::spawn_blocking(move || {
+                        crate::quarantine::Quarantine::new(&dir).usage()
+                    })
+                    .await;
+                    if let Ok((n, bytes)) = usage {
+                        m.quarantine_messages.set(n);
+                        m.quarantine_bytes.set(bytes);
+                    }
                     (
                         [(
                             header::CONTENT_TYPE,

@@ -64,6 +64,27 @@ pub fn parse(s: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(s).ok()
 }
 
+/// Parses what an operator types for `--since`/`--until`: a date or RFC 3339 time as
+/// [`parse`] does, `today` or `yesterday` (midnight UTC), or an age such as `1h`, `30m`,
+/// `7d` (that long before `now`).
+pub fn parse_when(s: &str, now: SystemTime) -> Option<SystemTime> {
+    let s = s.trim();
+    let midnight = |t: SystemTime| parse(&date(t));
+    match s.to_ascii_lowercase().as_str() {
+        "now" => return Some(now),
+        "today" => return midnight(now),
+        "yesterday" => return midnight(now.checked_sub(std::time::Duration::from_secs(86_400))?),
+        _ => {}
+    }
+    if let Some(t) = parse(s) {
+        return Some(t);
+    }
+    let age = s.strip_suffix(" ago").unwrap_or(s);
+    humantime::parse_duration(age)
+        .ok()
+        .and_then(|d| now.checked_sub(d))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,5 +97,17 @@ mod tests {
         assert_eq!(rfc5322(t), "Tue, 24 Nov 2026 13:05:09 +0000");
         assert_eq!(rfc3339(t), "2026-11-24T13:05:09Z");
         assert_eq!(parse("2026-11-24").map(date).as_deref(), Some("2026-11-24"));
+    }
+
+    #[test]
+    fn operator_times_relative_to_now() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_795_525_509);
+        let at = |s: &str| parse_when(s, now).map(rfc3339);
+        assert_eq!(at("1h").as_deref(), Some("2026-11-24T12:05:09Z"));
+        assert_eq!(at("2d ago").as_deref(), Some("2026-11-22T13:05:09Z"));
+        assert_eq!(at("today").as_deref(), Some("2026-11-24T00:00:00Z"));
+        assert_eq!(at("Yesterday").as_deref(), Some("2026-11-23T00:00:00Z"));
+        assert_eq!(at("2026-11-01").as_deref(), Some("2026-11-01T00:00:00Z"));
+        assert_eq!(at("soon"), None);
     }
 }

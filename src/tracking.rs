@@ -73,6 +73,25 @@ impl Tracking {
         self.search(q)
     }
 
+    /// Like `search_existing`, with row ids (for `--follow`).
+    pub fn search_rows_existing(
+        &self,
+        q: &Query,
+    ) -> Result<Vec<(i64, serde_json::Value)>, IndexError> {
+        if !self.dir.join("index.sqlite").is_file() {
+            return Ok(Vec::new());
+        }
+        self.with_index(|index| index.search_rows(q))
+    }
+
+    /// The newest indexed row (0 when there is no index yet).
+    pub fn last_row(&self) -> Result<i64, IndexError> {
+        if !self.dir.join("index.sqlite").is_file() {
+            return Ok(0);
+        }
+        self.with_index(|index| index.last_row())
+    }
+
     /// Rebuilds the index from the JSONL files.
     pub fn reindex(&self) -> Result<usize, IndexError> {
         self.with_index(|index| index.rebuild())

@@ -16,6 +16,7 @@ use crate::message::Spool;
 use crate::policy::Action;
 use crate::transaction::{ClientInfo, Envelope, Recipient, Transaction};
 
+mod docs;
 mod quarantine;
 mod track;
 
@@ -36,7 +37,8 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Flags every command shares for finding its configuration.
+// Flags every command shares for finding its configuration. (A plain comment: clap would
+// take a doc comment here as the `about` of every subcommand that flattens it.)
 #[derive(Args, Debug, Clone, Default)]
 pub struct ConfigArgs {
     /// YAML config file; else $MARKGATE_CONFIG, else /etc/markgate/markgate.yaml when it
@@ -131,6 +133,7 @@ pub enum Command {
     Classify {
         #[command(flatten)]
         config: ConfigArgs,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
         /// Envelope sender; "" is the null sender.
@@ -139,10 +142,12 @@ pub enum Command {
         /// Envelope recipients; To/Cc/Bcc of the message when none.
         #[arg(long)]
         to: Vec<String>,
+        /// The message file (RFC 5322, as it would be sent).
         message: PathBuf,
     },
     /// Print the JSON Schema of the rule or directory file (for editors).
     Schema {
+        /// Which file's schema.
         #[arg(value_enum)]
         which: crate::policy::SchemaKind,
     },
@@ -155,6 +160,19 @@ pub enum Command {
     Track {
         #[command(subcommand)]
         command: TrackCommand,
+    },
+    /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages into a directory (used to build the package).
+    #[command(hide = true)]
+    Man {
+        /// Directory to write markgate.1 and markgate-*.1 into.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -209,6 +227,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Quarantine { command } => quarantine::run(command),
         Command::Track { command } => track::run(command),
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man { out } => docs::man_pages(&out),
     }
 }
 
@@ -261,7 +281,9 @@ pub(crate) fn state_dir_access(config: &Config, access: Access) -> anyhow::Resul
     let me = rustix::process::geteuid().as_raw();
     if meta.uid() != me {
         anyhow::bail!(
-            "state dir {} belongs to uid {} and this command runs as uid {me}; run it as the              service's user (e.g. `sudo -u {} markgate …`) so that nothing it writes is              owned by anyone else",
+            "state dir {} belongs to uid {} and this command runs as uid {me}; run it as the \
+             service's user (e.g. `sudo -u {} markgate …`) so that nothing it writes is \
+             owned by anyone else",
             dir.display(),
             meta.uid(),
             user_name(meta.uid()).unwrap_or_else(|| format!("#{}", meta.uid())),
@@ -298,13 +320,20 @@ fn run_front_end(
     Ok(ExitCode::SUCCESS)
 }
 
-/// A `--since`/`--until` value: `YYYY-MM-DD` or RFC 3339, as RFC 3339 for comparisons.
+/// A `--since`/`--until` value (`1h`, `7d`, `today`, `yesterday`, `YYYY-MM-DD`, RFC 3339),
+/// as RFC 3339 for comparisons.
 pub(crate) fn time_flag(value: Option<String>, flag: &str) -> anyhow::Result<Option<String>> {
+    let now = std::time::SystemTime::now();
     value
         .map(|s| {
-            crate::timefmt::parse(&s)
+            crate::timefmt::parse_when(&s, now)
                 .map(crate::timefmt::rfc3339)
-                .with_context(|| format!("{flag}: use YYYY-MM-DD or RFC 3339"))
+                .with_context(|| {
+                    format!(
+                        "{flag} {s:?}: use an age (1h, 7d), today, yesterday, YYYY-MM-DD or \
+                         RFC 3339"
+                    )
+                })
         })
         .transpose()
 }
@@ -495,5 +524,37 @@ mod terminal_tests {
         );
         assert!(shown.contains("\\u{1b}"));
         assert_eq!(super::terminal_safe("x\r\ny", false), "x\\r\\ny");
+    }
+}
+
+#[cfg(test)]
+mod help_tests {
+    use clap::CommandFactory;
+
+    /// Every subcommand says what it does and every flag and argument says what it takes,
+    /// so `--help` and the man pages are complete.
+    #[test]
+    fn every_command_and_flag_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", cmd.get_name());
+            if cmd.get_about().is_none() && !cmd.is_hide_set() {
+                missing.push(format!("{path}: no about"));
+            }
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}: no help"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "", &mut missing);
+        assert!(missing.is_empty(), "{missing:#?}");
     }
 }

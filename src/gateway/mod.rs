@@ -204,6 +204,7 @@ impl Gateway {
                         .iter()
                         .map(|r| r.address().to_string())
                         .collect(),
+                    subject: eval.classification.subject.as_deref().map(record::clean),
                     rule: verdict.rule.clone(),
                     reason: verdict
                         .rule
@@ -222,8 +223,8 @@ impl Gateway {
                 };
                 match self.quarantine.put(&txn.message, meta) {
                     Ok(()) => {
-                        // Counted, not re-listed: listing is O(held) and housekeeping
-                        // recounts (releases and deletes happen in other processes).
+                        // Counted here; a scrape recounts from the directory, as releases
+                        // and deletes happen in other processes.
                         self.metrics.quarantine_messages.inc();
                         self.metrics
                             .quarantine_bytes
@@ -288,22 +289,21 @@ impl Gateway {
         let delivered = matches!(outcome, Outcome::Delivered(_));
         let level = eval.classification.marking.level_name();
         for hit in eval.verdict.matched.iter().filter(|h| h.mode == "audit") {
-            self.metrics.decision(DecisionLabels {
+            self.metrics.audit_hit(DecisionLabels {
                 action: hit.action.to_string(),
                 rule: hit.id.clone(),
                 level: level.to_string(),
-                mode: "audit".to_string(),
             });
         }
+        let rule = eval
+            .verdict
+            .rule
+            .as_deref()
+            .unwrap_or(crate::metrics::NO_RULE);
         self.metrics.decision(DecisionLabels {
             action: eval.verdict.action.name().to_string(),
-            rule: eval
-                .verdict
-                .rule
-                .clone()
-                .unwrap_or_else(|| "none".to_string()),
+            rule: rule.to_string(),
             level: level.to_string(),
-            mode: "enforce".to_string(),
         });
         for (_, class) in &eval.recipients {
             self.metrics.recipient(class.name());
@@ -312,10 +312,11 @@ impl Gateway {
         tracing::info!(
             queue_id = %txn.id,
             action = eval.verdict.action.name(),
-            rule = eval.verdict.rule.as_deref().unwrap_or("-"),
+            rule,
             level,
             reply = %reply,
-            "decision"
+            "{}",
+            record::log_line(&record, self.next_hop().address())
         );
         if let Err(err) = self.tracking.append(&record, SystemTime::now()) {
             self.metrics.tracking_write_error();

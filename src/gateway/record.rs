@@ -10,7 +10,7 @@ use crate::timefmt;
 use crate::transaction::Transaction;
 
 /// Control characters in attacker-supplied values are escaped before they reach a record.
-fn clean(s: &str) -> String {
+pub(crate) fn clean(s: &str) -> String {
     s.chars()
         .flat_map(char::escape_default)
         .collect::<String>()
@@ -85,4 +85,49 @@ pub(super) fn record(
         "next_hop": next_hop,
         "error": error,
     })
+}
+
+/// The one log line per message, in the shape Postfix operators grep for:
+/// `QUEUEID: from=<…>, to=<…>, message-id=<…>, action=…, rule=…, level=…, relay=…,
+/// status=… (reply)`. Built from the record, so log and record cannot disagree; values were
+/// escaped when the record was built.
+pub(crate) fn log_line(record: &serde_json::Value, next_hop: &str) -> String {
+    let text = |v: &serde_json::Value, k: &str| {
+        v.get(k)
+            .and_then(|x| x.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let to: Vec<String> = record
+        .get("recipients")
+        .and_then(|r| r.as_array())
+        .map(|list| list.iter().map(|r| text(r, "address")).collect())
+        .unwrap_or_default();
+    let outcome = text(record, "outcome");
+    let relay = match outcome.as_str() {
+        "delivered" | crate::store::index::INTENT => next_hop,
+        "held" => "quarantine",
+        "accepted" => "mta",
+        _ => "none",
+    };
+    let rule = record
+        .get("rule")
+        .and_then(|r| r.as_str())
+        .unwrap_or(crate::metrics::NO_RULE);
+    let level = record
+        .get("marking")
+        .map(|m| text(m, "level"))
+        .unwrap_or_default();
+    format!(
+        "{}: from=<{}>, to=<{}>, message-id={}, action={}, rule={rule}, level={level}, relay={relay}, status={outcome} ({})",
+        text(record, "queue_id"),
+        text(record, "sender"),
+        to.join(">,<"),
+        record
+            .get("message_id")
+            .and_then(|m| m.as_str())
+            .unwrap_or("<>"),
+        text(record, "action"),
+        text(record, "reply"),
+    )
 }

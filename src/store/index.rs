@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, params_from_iter, Connection};
 
+pub use super::address_match::AddressMatch;
+
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
     #[error("tracking index: {0}")]
@@ -26,9 +28,10 @@ pub enum IndexError {
 /// What a search asks for; every field given must match.
 #[derive(Debug, Clone, Default)]
 pub struct Query {
+    /// With or without the angle brackets.
     pub message_id: Option<String>,
-    pub sender: Option<String>,
-    pub recipient: Option<String>,
+    pub sender: Option<AddressMatch>,
+    pub recipient: Option<AddressMatch>,
     pub action: Option<String>,
     pub rule: Option<String>,
     pub level: Option<String>,
@@ -36,7 +39,10 @@ pub struct Query {
     pub since: Option<String>,
     /// RFC 3339, exclusive.
     pub until: Option<String>,
+    /// The newest this many (results stay newest first).
     pub limit: Option<usize>,
+    /// Only records indexed after this row id, oldest first (`track search --follow`).
+    pub after: Option<i64>,
 }
 
 pub struct Index {
@@ -178,8 +184,13 @@ impl Index {
         self.count()
     }
 
-    /// The records matching `q`, oldest first, read back from the JSONL files.
+    /// The records matching `q`, newest first, read back from the JSONL files.
     pub fn search(&self, q: &Query) -> Result<Vec<serde_json::Value>, IndexError> {
+        Ok(self.search_rows(q)?.into_iter().map(|(_, r)| r).collect())
+    }
+
+    /// Like [`Index::search`], with each record's row id (what `after` continues from).
+    pub fn search_rows(&self, q: &Query) -> Result<Vec<(i64, serde_json::Value)>, IndexError> {
         let mut sql = String::from(
             "SELECT DISTINCT r.file, r.offset, r.time, r.queue_id, r.id FROM records r",
         );
@@ -187,12 +198,27 @@ impl Index {
         let mut conds: Vec<String> = Vec::new();
         if let Some(rcpt) = &q.recipient {
             sql.push_str(" JOIN recipients p ON p.record = r.id");
-            args.push(rcpt.to_lowercase());
-            conds.push(format!("p.address = ?{}", args.len()));
+            let (cond, arg) = rcpt.sql("p.address", args.len() + 1);
+            args.push(arg);
+            conds.push(cond);
+        }
+        if let Some(sender) = &q.sender {
+            let (cond, arg) = sender.sql("r.sender", args.len() + 1);
+            args.push(arg);
+            conds.push(cond);
+        }
+        if let Some(id) = &q.message_id {
+            // Stored as the header has it, normally `<…>`; people paste either form.
+            let bare = id.trim().trim_start_matches('<').trim_end_matches('>');
+            args.push(format!("<{bare}>"));
+            args.push(bare.to_string());
+            conds.push(format!(
+                "r.message_id IN (?{}, ?{})",
+                args.len() - 1,
+                args.len()
+            ));
         }
         for (col, val) in [
-            ("r.message_id", &q.message_id),
-            ("r.sender", &q.sender.as_ref().map(|s| s.to_lowercase())),
             ("r.action", &q.action),
             ("r.rule", &q.rule),
             ("r.level", &q.level.as_ref().map(|s| s.to_uppercase())),
@@ -210,11 +236,18 @@ impl Index {
             args.push(until.clone());
             conds.push(format!("r.time < ?{}", args.len()));
         }
+        if let Some(after) = q.after {
+            conds.push(format!("r.id > {after}"));
+        }
         if !conds.is_empty() {
             sql.push_str(" WHERE ");
             sql.push_str(&conds.join(" AND "));
         }
-        sql.push_str(" ORDER BY r.time, r.id");
+        if q.after.is_some() {
+            sql.push_str(" ORDER BY r.id");
+        } else {
+            sql.push_str(" ORDER BY r.time DESC, r.id DESC");
+        }
         if let Some(limit) = q.limit {
             sql.push_str(&format!(" LIMIT {limit}"));
         }
@@ -225,11 +258,12 @@ impl Index {
                 row.get::<_, i64>(1)?,
                 row.get::<_, String>(2)?,
                 row.get::<_, Option<String>>(3)?,
+                row.get::<_, i64>(4)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (file, offset, time, queue_id) = row?;
+            let (file, offset, time, queue_id, id) = row?;
             let offset = offset as u64;
             let Some(line) = read_at(&self.dir.join(&file), offset)? else {
                 continue;
@@ -242,9 +276,16 @@ impl Index {
                         && text(r, "queue_id") == queue_id.as_deref()
                 })
                 .ok_or(IndexError::Stale { file, offset })?;
-            out.push(record);
+            out.push((id, record));
         }
         Ok(out)
+    }
+
+    /// The newest row id (0 when empty): where `--follow` starts.
+    pub fn last_row(&self) -> Result<i64, IndexError> {
+        Ok(self
+            .conn
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM records", [], |r| r.get(0))?)
     }
 
     pub fn count(&self) -> Result<usize, IndexError> {
@@ -343,7 +384,7 @@ mod tests {
         let mut index = Index::open(dir.path()).unwrap();
         assert_eq!(index.rebuild().unwrap(), 2);
         let by_tom = Query {
-            sender: Some("tom@x".into()),
+            sender: Some(AddressMatch::parse("tom@x")),
             ..Query::default()
         };
         assert_eq!(index.search(&by_tom).unwrap()[0]["queue_id"], "B2");

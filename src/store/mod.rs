@@ -3,4 +3,5 @@
 //! SQLite index over them (`index`), all under the state dir. A shared backend for several
 //! instances (PostgreSQL) plugs in here later; no SQL lives outside this module.
 
+pub mod address_match;
 pub mod index;

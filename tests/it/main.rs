@@ -2,6 +2,7 @@
 //! the slow part of a build on two cores). One module per area.
 
 mod classifier;
+mod cli;
 mod content;
 mod faults;
 mod hostile;

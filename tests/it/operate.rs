@@ -55,7 +55,7 @@ fn a_scrape_after_traffic_shows_the_counts_and_passes_promtool() {
     assert_eq!(
         sample(
             &scrape,
-            r#"markgate_messages_total{action="pass",rule="none",level="OFFICIAL",mode="enforce"}"#
+            r#"markgate_messages_total{action="pass",rule="none",level="OFFICIAL"}"#
         ),
         1.0,
         "{scrape}"
@@ -63,14 +63,14 @@ fn a_scrape_after_traffic_shows_the_counts_and_passes_promtool() {
     assert_eq!(
         sample(
             &scrape,
-            r#"markgate_messages_total{action="reject",rule="above-restricted",level="SECRET",mode="enforce"}"#
+            r#"markgate_messages_total{action="reject",rule="above-restricted",level="SECRET"}"#
         ),
         1.0
     );
     assert_eq!(
         sample(
             &scrape,
-            r#"markgate_messages_total{action="quarantine",rule="unmarked-to-external",level="UNMARKED",mode="enforce"}"#
+            r#"markgate_messages_total{action="quarantine",rule="unmarked-to-external",level="UNMARKED"}"#
         ),
         1.0
     );
@@ -82,6 +82,30 @@ fn a_scrape_after_traffic_shows_the_counts_and_passes_promtool() {
     assert!(sample(&scrape, "markgate_quarantine_bytes ") > 100.0);
     assert!(sample(&scrape, "markgate_transaction_seconds_count ") >= 3.0);
     assert_eq!(sample(&scrape, r#"markgate_build_info{version="#), 1.0);
+    // Audit rules that matched are their own counter, never messages.
+    let messages: f64 = scrape
+        .lines()
+        .filter(|l| l.starts_with("markgate_messages_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(messages, 3.0, "{scrape}");
+    assert!(!scrape.contains("mode="), "{scrape}");
+    // The process metrics every exporter has.
+    assert!(sample(&scrape, "process_resident_memory_bytes ") > 1e6);
+    assert!(sample(&scrape, "process_open_fds ") > 3.0);
+    assert!(sample(&scrape, "process_start_time_seconds ") > 1.7e9);
+    assert!(sample(&scrape, "process_cpu_seconds_total ") > 0.0);
+    // Bucket bounds a person can read (no 5.9604644775390629).
+    for le in scrape.split("{le=\"").skip(1) {
+        let bound = &le[..le.find('"').unwrap()];
+        assert!(bound.len() <= 10, "unreadable bucket bound {bound}");
+    }
+    // The quarantine gauge follows a delete made by another process at once.
+    let held = mg.cli(&["quarantine", "list", "--json"]);
+    let held: serde_json::Value = serde_json::from_slice(&held.stdout).unwrap();
+    let id = held[0]["id"].as_str().unwrap().to_string();
+    assert!(mg.cli(&["quarantine", "delete", &id]).status.success());
+    assert_eq!(sample(&mg.metrics(), "markgate_quarantine_messages "), 0.0);
 
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
