@@ -324,6 +324,9 @@ pub async fn run(config: Config, front_end: FrontEnd, loader: ConfigLoader) -> a
             let mut loaded = fingerprint(&g.snapshot().config);
             let mut last = loaded.clone();
             let mut tick = tokio::time::interval(Duration::from_secs(2));
+            // After a stall, never two polls back to back: "unchanged for a whole poll"
+            // must mean two seconds, or a file half rewritten could be taken as settled.
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut last_housekeeping = std::time::Instant::now() - Duration::from_secs(3600);
             loop {
                 tokio::select! {

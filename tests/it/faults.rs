@@ -155,7 +155,8 @@ pub fn account(ledger: &Ledger, sink: Option<&Sink>, state: &std::path::Path) ->
 }
 
 fn wait_client(mut client: Child) {
-    for _ in 0..1200 {
+    // A safety net, not a speed bound: a debug build on a loaded machine is slow.
+    for _ in 0..6000 {
         if client.try_wait().unwrap().is_some() {
             return;
         }
@@ -237,17 +238,20 @@ fn next_hop_killed_and_restarted_mid_run_loses_nothing() {
 
 #[test]
 fn next_hop_failure_replies_and_slowness_are_accounted() {
-    for (args, expect) in [
-        (vec!["-Q", "."], 451),
-        (vec!["-r", "."], 451),
-        (vec!["-f", ".", "-B", "554 5.7.1 no thanks"], 554),
-        (vec!["-w", "3"], 451),
+    // Short next-hop timeouts only where slowness is the case: elsewhere a stall of the
+    // loaded test machine would turn the expected reply into a timeout.
+    let slow = || vec!["timeout: 1s".to_string(), "data_timeout: 1s".to_string()];
+    for (args, expect, upstream) in [
+        (vec!["-Q", "."], 451, vec![]),
+        (vec!["-r", "."], 451, vec![]),
+        (vec!["-f", ".", "-B", "554 5.7.1 no thanks"], 554, vec![]),
+        (vec!["-w", "3"], 451, slow()),
     ] {
         let sink = Sink::start(&args);
         let mg = Markgate::with(
             sink.port,
             Opts {
-                upstream: vec!["timeout: 1s".into(), "data_timeout: 1s".into()],
+                upstream,
                 ..Opts::default()
             },
         );

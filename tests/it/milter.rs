@@ -255,9 +255,11 @@ fn milter_unix_socket_is_group_only_whatever_the_umask() {
         .spawn()
         .unwrap();
     let _child = Stopped(child);
-    eventually(10, "the socket", || sock.exists());
+    // Created, then given its group and mode: wait for the final state.
+    eventually(10, "the socket, group-writable", || {
+        std::fs::metadata(&sock).is_ok_and(|m| m.permissions().mode() & 0o777 == 0o660)
+    });
     let meta = std::fs::metadata(&sock).unwrap();
-    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
     let postfix_gid = std::fs::read_to_string("/etc/group")
         .unwrap()
         .lines()

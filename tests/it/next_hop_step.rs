@@ -47,7 +47,7 @@ def serve(c):
                 c.sendall(b'250 2.0.0 queued as A1\r\n'); note('250')
             if mode == 'stray':
                 time.sleep(0.1)
-                c.sendall(b'250 2.0.0 s1\r\n250 2.0.0 s2\r\n354 s3\r\n')
+                c.sendall(b'250 2.0.0 s1\r\n250 2.0.0 s2\r\n354 s3\r\n'); note('stray')
         elif verb == b'QUIT':
             c.sendall(b'221 bye\r\n'); return
         else:
@@ -112,7 +112,10 @@ fn a_stray_reply_on_an_idle_connection_does_not_answer_the_next_command() {
     let (code, text) = smtplib_send(mg.port, FROM, &[TO], &good_message("[RESTRICTED] one"));
     assert_eq!(code, 250, "{text}");
     // Let the stray lines arrive on the pooled connection.
-    std::thread::sleep(std::time::Duration::from_millis(400));
+    eventually(10, "stray replies sent", || {
+        fake.log().iter().any(|l| l == "stray")
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
     // The next hop refuses the second message; the stray lines must not make it look
     // accepted.
     let (code, text) = smtplib_send(mg.port, FROM, &[TO], &good_message("[RESTRICTED] two"));

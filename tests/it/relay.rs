@@ -47,8 +47,8 @@ fn smtplib_gets_250_with_the_next_hop_reply_and_a_delivered_record() {
 
 #[test]
 fn upstream_down_gives_451_and_nothing_is_tracked_as_delivered() {
-    let dead = free_port();
-    let mg = Markgate::start(dead);
+    // Port 1: nothing listens there, and no other test can take it.
+    let mg = Markgate::start(1);
     let (code, text) = smtplib_send(mg.port, FROM, &[TO], &good_message("[OFFICIAL] x"));
     assert_eq!(code, 451, "{text}");
     assert!(text.starts_with("4.4.1"), "{text}");
@@ -79,28 +79,35 @@ fn upstream_dropping_after_the_data_gives_451() {
 #[test]
 fn upstream_dropping_mid_data_gives_451() {
     // A next hop that takes the envelope and hangs up after the first bytes of data.
-    let port = free_port();
-    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Every connection is served (markgate's start-up probe is one); the first that reaches
+    // DATA is dropped there, and the server stops.
     let server = std::thread::spawn(move || {
         use std::io::{BufRead, BufReader, Write};
-        let (mut s, _) = listener.accept().unwrap();
-        s.write_all(b"220 flaky ESMTP\r\n").unwrap();
-        let mut r = BufReader::new(s.try_clone().unwrap());
-        loop {
-            let mut line = String::new();
-            if r.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            let cmd = line.to_ascii_uppercase();
-            if cmd.starts_with("EHLO") {
-                s.write_all(b"250-flaky\r\n250 8BITMIME\r\n").unwrap();
-            } else if cmd.starts_with("DATA") {
-                s.write_all(b"354 go\r\n").unwrap();
-                let mut first = String::new();
-                let _ = r.read_line(&mut first);
-                return; // drop the connection mid-DATA
-            } else {
-                s.write_all(b"250 ok\r\n").unwrap();
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { continue };
+            let _ = s.write_all(b"220 flaky ESMTP\r\n");
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let cmd = line.to_ascii_uppercase();
+                if cmd.starts_with("EHLO") {
+                    let _ = s.write_all(b"250-flaky\r\n250 8BITMIME\r\n");
+                } else if cmd.starts_with("DATA") {
+                    let _ = s.write_all(b"354 go\r\n");
+                    let mut first = String::new();
+                    let _ = r.read_line(&mut first);
+                    return; // drop the connection mid-DATA
+                } else if cmd.starts_with("QUIT") {
+                    let _ = s.write_all(b"221 bye\r\n");
+                    break;
+                } else {
+                    let _ = s.write_all(b"250 ok\r\n");
+                }
             }
         }
     });

@@ -238,11 +238,9 @@ fn a_broken_rule_file_on_reload_keeps_the_running_rules() {
             .and_then(|v| v.parse::<f64>().ok())
             .is_some_and(|v| v >= 1.0)
     });
-    assert!(
-        mg.log_text().contains("rules.yaml:3:5"),
-        "{}",
-        mg.log_text()
-    );
+    eventually(10, "the failure logged with its location", || {
+        mg.log_text().contains("rules.yaml:3:5")
+    });
     assert!(
         send(&mg).1.contains("held for review"),
         "old rules still apply"
@@ -299,8 +297,9 @@ fn a_directory_of_100000_addresses_loads_and_looks_up() {
         trusted_domains: vec![],
     });
     assert_eq!(small.classify("user9@firm9.example"), Class::Cjsm);
-    // Generous bound: this is about O(1) structure, not speed on a noisy machine.
-    assert!(built < Duration::from_secs(5), "{built:?}");
+    // Generous bound (a debug build on a loaded machine): this is about O(1) structure; a
+    // quadratic load would take minutes.
+    assert!(built < Duration::from_secs(60), "{built:?}");
 }
 
 #[test]
@@ -494,11 +493,17 @@ fn a_rule_file_rewritten_in_place_is_not_loaded_half_written() {
         },
     );
     for round in 0..3 {
-        // The first half of a rewrite: valid YAML, no rules yet.
+        // The first half of a rewrite: valid YAML, no rules yet. The second half lands
+        // 1.5 s later (under the 2 s poll), whatever the send below takes.
         std::fs::write(&rules, "rules: []\n").unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let (path, whole) = (rules.clone(), whole.to_string());
+        let restore = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+            std::fs::write(&path, whole).unwrap();
+        });
+        std::thread::sleep(std::time::Duration::from_millis(1000));
         assert_eq!(held_or_passed(&mg), "held", "round {round}");
-        std::fs::write(&rules, whole).unwrap();
+        restore.join().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(300));
     }
 }

@@ -1,8 +1,6 @@
 //! Quarantine and tracking against a running `serve`: hold, list, show, release to a real
 //! smtp-sink; refusals by the current rules; write failures fail closed; search and reindex.
 
-use std::process::Command;
-
 use crate::support::*;
 
 const FROM: &str = "jane@police.cjsm.net";
@@ -300,16 +298,7 @@ fn sigkill_during_quarantine_writes_never_leaves_a_half_file() {
     mg.stop();
     // Restart on the same state: leftovers from the kill are cleared, and every listed
     // message is whole (its bytes hash to the recorded SHA-256).
-    let config = mg.config.clone();
-    let _restarted = Stopped(
-        Command::new(bin())
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_port(port);
+    mg.restart();
     let names: Vec<String> = std::fs::read_dir(&qdir)
         .map(|d| {
             d.flatten()

@@ -54,10 +54,13 @@ pub fn python_server(script: &str, args: &[&std::ffi::OsStr]) -> (Child, u16) {
 }
 
 /// Whether the process `pid` holds the listening socket on 127.0.0.1:`port` (read from
-/// /proc). Where /proc/PID/fd cannot be read (another user's process), it says yes.
-fn listens_on(pid: u32, port: u16) -> bool {
+/// /proc, so no probe connection is made: a probe is a session to the server and takes
+/// one of its slots). Where /proc/PID/fd cannot be read (another user's process), whether
+/// anything accepts a connection there.
+pub fn listens_on(pid: u32, port: u16) -> bool {
+    let probe = || TcpStream::connect(("127.0.0.1", port)).is_ok();
     let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
-        return true;
+        return probe();
     };
     let want = format!(":{port:04X}");
     let inodes: Vec<String> = table
@@ -69,7 +72,7 @@ fn listens_on(pid: u32, port: u16) -> bool {
         })
         .collect();
     let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return true;
+        return probe();
     };
     fds.flatten().any(|fd| {
         std::fs::read_link(fd.path())
@@ -89,7 +92,7 @@ pub fn wait_child_port(child: &mut Child, port: u16) -> bool {
         if let Ok(Some(_)) = child.try_wait() {
             return false;
         }
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() && listens_on(child.id(), port) {
+        if listens_on(child.id(), port) {
             return true;
         }
         std::thread::sleep(Duration::from_millis(25));
@@ -155,12 +158,6 @@ impl Sink {
         }
     }
 
-    fn spawn(dir: &Path, args: &[String], port: u16) -> Child {
-        let child = Sink::launch(dir, args, port);
-        wait_port(port);
-        child
-    }
-
     fn launch(dir: &Path, args: &[String], port: u16) -> Child {
         let template = format!("{}/%H%M%S", dir.display());
         Command::new("/usr/sbin/smtp-sink")
@@ -182,7 +179,12 @@ impl Sink {
 
     /// Brings the sink back on the same port and directory.
     pub fn restart_on(&mut self, port: u16) {
-        self.child = Sink::spawn(self.dir.path(), &self.args, port);
+        let mut child = Sink::launch(self.dir.path(), &self.args, port);
+        assert!(
+            wait_child_port(&mut child, port),
+            "smtp-sink could not take port {port} back"
+        );
+        self.child = child;
     }
 
     /// Every dumped message, as written (smtp-sink prepends its own X- and Received lines).
@@ -196,11 +198,30 @@ impl Sink {
         paths.iter().map(|p| std::fs::read(p).unwrap()).collect()
     }
 
+    /// The first `n` messages, once smtp-sink has closed every dump it was writing (it
+    /// writes a file as data arrives, so a count alone can see half a message).
     pub fn wait_for(&self, n: usize) -> Vec<Vec<u8>> {
-        eventually(20, "messages at the sink", || self.messages().len() >= n);
-        // smtp-sink writes the file as data arrives; give it a moment to finish.
-        std::thread::sleep(Duration::from_millis(100));
+        eventually(30, "complete messages at the sink", || {
+            self.messages().len() >= n && !self.writing()
+        });
         self.messages()
+    }
+
+    /// Whether smtp-sink holds a file in its dump directory open. Where its descriptors
+    /// cannot be read, a pause stands in.
+    fn writing(&self) -> bool {
+        let Ok(dir) = self.dir.path().canonicalize() else {
+            return false;
+        };
+        match std::fs::read_dir(format!("/proc/{}/fd", self.child.id())) {
+            Ok(fds) => fds.flatten().any(|fd| {
+                std::fs::read_link(fd.path()).is_ok_and(|l| l.starts_with(&dir) && l != dir)
+            }),
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(200));
+                false
+            }
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -429,16 +450,19 @@ impl Markgate {
             .spawn()
             .expect("markgate");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(15);
+        // Ready when this process (not another test's) holds both its listeners.
+        let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return true;
+            let Some(child) = self.child.as_mut() else {
+                return false;
+            };
+            if child.try_wait().ok().flatten().is_some() {
+                self.child = None;
+                return false;
             }
-            if let Some(child) = self.child.as_mut() {
-                if child.try_wait().ok().flatten().is_some() {
-                    self.child = None;
-                    return false;
-                }
+            let pid = child.id();
+            if listens_on(pid, self.port) && listens_on(pid, self.metrics_port) {
+                return true;
             }
             std::thread::sleep(Duration::from_millis(25));
         }
@@ -503,9 +527,7 @@ impl Markgate {
                 .collect();
             paths.sort();
             for p in paths {
-                for line in std::fs::read_to_string(&p).unwrap().lines() {
-                    out.push(serde_json::from_str(line).unwrap());
-                }
+                out.extend(whole_lines(&std::fs::read_to_string(&p).unwrap()));
             }
         }
         markgate::tracking::supersede_intents(out)
@@ -817,6 +839,15 @@ impl TestCa {
 }
 
 /// Every tracking line under `state`, as written, intent records included.
+/// The records of one tracking file; a last line still being appended (no newline yet)
+/// is not one.
+fn whole_lines(text: &str) -> Vec<serde_json::Value> {
+    text.split_inclusive('\n')
+        .filter(|l| l.ends_with('\n'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 pub fn raw_records_in(state: &Path) -> Vec<serde_json::Value> {
     let dir = state.join("tracking");
     let mut paths: Vec<_> = std::fs::read_dir(dir)
@@ -826,12 +857,6 @@ pub fn raw_records_in(state: &Path) -> Vec<serde_json::Value> {
     paths.sort();
     paths
         .iter()
-        .flat_map(|p| {
-            std::fs::read_to_string(p)
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect::<Vec<serde_json::Value>>()
-        })
+        .flat_map(|p| whole_lines(&std::fs::read_to_string(p).unwrap()))
         .collect()
 }
