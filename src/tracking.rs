@@ -104,14 +104,21 @@ impl Tracking {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         if current.as_ref().is_none_or(|(d, _, _)| *d != day) {
             create_private_dir(&self.dir)?;
-            let path = self.dir.join(format!("tracking-{day}.jsonl"));
-            let file = OpenOptions::new()
+            let path = path_of(&self.dir, &day);
+            let mut file = OpenOptions::new()
                 .create(true)
                 .append(true)
                 .mode(0o600)
                 .custom_flags(no_follow())
                 .open(path)?;
-            let len = file.metadata()?.len();
+            let mut len = file.metadata()?.len();
+            if len > 0 && !ends_with_newline(&path_of(&self.dir, &day))? {
+                // A file restored from a copy taken mid-write ends in part of a line: end it
+                // there, so the next record starts a line of its own (the part is skipped
+                // when read; the copy's source holds the whole record).
+                file.write_all(b"\n")?;
+                len += 1;
+            }
             *current = Some((day, file, len));
         }
         let Some((day, file, len)) = current.as_mut() else {
@@ -310,9 +317,46 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
         .create(dir)
 }
 
+fn path_of(dir: &Path, day: &str) -> PathBuf {
+    dir.join(format!("tracking-{day}.jsonl"))
+}
+
+/// Whether the file's last byte is a line end.
+fn ends_with_newline(path: &Path) -> io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = File::open(path)?;
+    if f.seek(SeekFrom::End(-1)).is_err() {
+        return Ok(true);
+    }
+    let mut last = [0u8; 1];
+    f.read_exact(&mut last)?;
+    Ok(last[0] == b'\n')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_restored_mid_line_gets_its_next_record_on_a_line_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let t = Tracking::new(dir.path(), 365);
+        t.append(&serde_json::json!({"n": 1}), start).unwrap();
+        let path = path_of(t.dir(), &timefmt::date(start));
+        // The copy: a whole record and part of the next.
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("{\"n\": 2, \"cut");
+        std::fs::write(&path, text).unwrap();
+        let restarted = Tracking::new(dir.path(), 365);
+        restarted
+            .append(&serde_json::json!({"n": 3}), start)
+            .unwrap();
+        assert_eq!(
+            restarted.records().unwrap(),
+            vec![serde_json::json!({"n": 1}), serde_json::json!({"n": 3})]
+        );
+    }
 
     #[test]
     fn records_rotate_daily_and_expire_after_retention() {
