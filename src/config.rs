@@ -372,7 +372,7 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{0}")]
+    #[error(transparent)]
     Yaml(#[from] YamlError),
     #[error("{file}: {message}")]
     Invalid { file: String, message: String },

@@ -72,6 +72,34 @@ fn normalize(s: &str) -> String {
     }
 }
 
+/// Why a (normalised) domain cannot be one, if it cannot.
+fn domain_problem(domain: &str) -> Option<String> {
+    if domain.is_empty() {
+        return Some("is empty".into());
+    }
+    if domain.len() > 253 {
+        return Some("is longer than a domain can be (253)".into());
+    }
+    for label in domain.split('.') {
+        if label.is_empty() {
+            return Some("has an empty label (two dots, or a dot at the start)".into());
+        }
+        if label.len() > 63 {
+            return Some("has a label longer than 63 characters".into());
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Some(
+                "is not a domain: letters, digits, hyphens and dots only (one entry per item)"
+                    .into(),
+            );
+        }
+    }
+    None
+}
+
 fn ascii_domain(domain: &str) -> String {
     if domain.is_ascii() {
         return domain.to_string();
@@ -163,8 +191,52 @@ impl Directory {
         }
     }
 
+    /// Reads a directory file; an entry that is not a domain (or, in `cjsm_addresses`, an
+    /// address) is an error at its line and column: `partner police.uk` would otherwise
+    /// be an entry that matches nobody, and the partner's mail would be held or refused.
     pub fn load(path: &Path) -> Result<Directory, YamlError> {
-        let file: DirectoryFile = yaml::from_file(path)?;
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| YamlError::Io {
+            file: name.clone(),
+            source,
+        })?;
+        let file: DirectoryFile = yaml::from_str(&text, &name)?;
+        let domains = file
+            .cjsm_suffixes
+            .iter()
+            .chain(&file.cjsm_domains)
+            .chain(&file.trusted_domains)
+            .map(|d| (d, domain_problem(&normalize(d.trim_start_matches('.')))));
+        let addresses = file.cjsm_addresses.iter().map(|a| {
+            let n = normalize(a);
+            let problem = match n.rsplit_once('@') {
+                Some((local, domain)) if !local.is_empty() => {
+                    if local.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                        Some("an address has no spaces or control characters".to_string())
+                    } else {
+                        domain_problem(domain)
+                    }
+                }
+                _ => Some("is not an address (user@domain)".to_string()),
+            };
+            (a, problem)
+        });
+        for (entry, problem) in domains.chain(addresses) {
+            if let Some(problem) = problem {
+                let (line, column) = text
+                    .lines()
+                    .enumerate()
+                    .find_map(|(i, l)| l.find(entry.as_str()).map(|c| (i + 1, c + 1)))
+                    .unwrap_or((1, 1));
+                return Err(YamlError::Parse {
+                    file: name,
+                    line: line as u64,
+                    column: column as u64,
+                    message: format!("`{entry}`: {problem}"),
+                    snippet: String::new(),
+                });
+            }
+        }
         Ok(Directory::from_file(file))
     }
 

@@ -19,9 +19,9 @@ use crate::yaml::YamlError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("{0}")]
+    #[error(transparent)]
     Policy(#[from] PolicyError),
-    #[error("{0}")]
+    #[error(transparent)]
     Directory(#[from] YamlError),
 }
 
@@ -38,8 +38,18 @@ pub fn load_snapshot(config: &Config) -> Result<Snapshot, LoadError> {
     Ok(Snapshot::new(config.clone(), policy, directory))
 }
 
-/// Builds the gateway; every file is read and checked before anything listens.
-pub fn build(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Gateway> {
+/// What start-up reads and checks before anything listens, and `check` reads and checks
+/// the same way (so `check` says ok only when `serve` would start): rules, directory, the
+/// TLS certificate and key as a pair, the next hop's CA file, and the state dir.
+pub struct Preflight {
+    pub snapshot: Snapshot,
+    pub acceptor: Option<tokio_rustls::TlsAcceptor>,
+    pub next_hop: NextHop,
+}
+
+/// Reads every file the config names. `create_state` makes a missing state dir (serve);
+/// without it (check) a missing state dir only needs a parent to be made in.
+pub fn preflight(config: &Config, create_state: bool) -> anyhow::Result<Preflight> {
     tls::install_provider();
     let snapshot = load_snapshot(config)?;
     let acceptor = match &config.tls {
@@ -47,17 +57,51 @@ pub fn build(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Gateway> 
         None => None,
     };
     let next_hop = NextHop::new(&config.upstream, &config.hostname)?;
-    crate::tracking::create_private_dir(&config.state_dir)
-        .map_err(|e| anyhow::anyhow!("state dir {}: {e}", config.state_dir.display()))?;
+    let state = &config.state_dir;
+    if create_state {
+        crate::tracking::create_private_dir(state)
+            .map_err(|e| anyhow::anyhow!("state dir {}: {e}", state.display()))?;
+    } else if std::fs::symlink_metadata(state).is_err() {
+        let parent = state
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        if !parent.is_dir() {
+            anyhow::bail!(
+                "state dir {}: it does not exist, and neither does {} to make it in",
+                state.display(),
+                parent.display()
+            );
+        }
+        return Ok(Preflight {
+            snapshot,
+            acceptor,
+            next_hop,
+        });
+    }
     // The state dir trusts nothing it finds: it and each subdirectory must be markgate's
     // own private directories (not symlinks, not shared).
     for sub in ["", "tracking", "quarantine", "spool"] {
-        let dir = config.state_dir.join(sub);
+        let dir = state.join(sub);
         if sub.is_empty() || std::fs::symlink_metadata(&dir).is_ok() {
             crate::tracking::verify_private_dir(&dir)
                 .map_err(|e| anyhow::anyhow!("state dir: {e}"))?;
         }
     }
+    Ok(Preflight {
+        snapshot,
+        acceptor,
+        next_hop,
+    })
+}
+
+/// Builds the gateway; every file is read and checked before anything listens.
+pub fn build(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Gateway> {
+    let Preflight {
+        snapshot,
+        acceptor,
+        next_hop,
+    } = preflight(config, true)?;
     let gateway = Gateway::new(snapshot, acceptor, next_hop, metrics.clone());
     // A read-only state dir would defer every message; say so once, at start-up, the way
     // Postfix refuses a read-only queue. A full one is left to defer per message, since

@@ -58,6 +58,7 @@ pub fn from_str<T: DeserializeOwned>(text: &str, file: &str) -> Result<T, YamlEr
             Some(i) => rendered[..i].to_string(),
             None => rendered,
         };
+        let message = in_operator_words(&message);
         let (line, column) = unknown_key_position(text, &message)
             .or_else(|| err.location().map(|l| (l.line(), l.column())))
             .unwrap_or((1, 1));
@@ -69,6 +70,26 @@ pub fn from_str<T: DeserializeOwned>(text: &str, file: &str) -> Result<T, YamlEr
             snippet: snippet(text, line, column),
         }
     })
+}
+
+/// The parser names Rust types (`invalid u64`, `expected u16`); an operator reads numbers.
+fn in_operator_words(message: &str) -> String {
+    let mut out = message.to_string();
+    for (rust, words) in [
+        ("u8", "a whole number from 0 to 255"),
+        ("u16", "a whole number from 0 to 65535"),
+        ("u32", "a whole number from 0 to 4294967295"),
+        ("u64", "a whole number, 0 or more"),
+        ("usize", "a whole number, 0 or more"),
+        ("i64", "a whole number"),
+        ("f64", "a number"),
+        ("bool", "true or false"),
+    ] {
+        out = out
+            .replace(&format!("invalid {rust}"), &format!("expected {words}"))
+            .replace(&format!("expected {rust}"), &format!("expected {words}"));
+    }
+    out
 }
 
 /// serde-saphyr places unknown-key errors at the start of the mapping; point at the key.

@@ -346,13 +346,20 @@ fn check(args: &ConfigArgs, run_tests: bool) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let snapshot = match crate::runtime::load_snapshot(&config) {
-        Ok(s) => s,
+    // Everything `serve` reads before it listens, read the same way.
+    let snapshot = match crate::runtime::preflight(&config, false) {
+        Ok(p) => p.snapshot,
         Err(err) => {
-            eprintln!("{err}");
+            eprintln!("{err:#}");
             return Ok(ExitCode::FAILURE);
         }
     };
+    if snapshot.policy.rule_ids().next().is_none() {
+        eprintln!(
+            "warning: {}: no rules: every message will be passed",
+            snapshot.policy.source
+        );
+    }
     println!(
         "ok: config from {}; {} rules from {}",
         config.source,

@@ -202,7 +202,7 @@ pub fn compile(spec: &Condition, b: &mut Builder) -> Result<Compiled, String> {
         .flatten()
     {
         if rank > 5 {
-            return Err(format!("rank {rank} is out of range 0..=5"));
+            return Err(format!("rank `{rank}` is out of range 0..=5"));
         }
     }
     let header = spec

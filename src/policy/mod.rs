@@ -89,7 +89,7 @@ pub struct Facts<'a> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    #[error("{0}")]
+    #[error(transparent)]
     Yaml(#[from] YamlError),
     #[error("{file}: rule `{rule}`: {message}")]
     Invalid {
@@ -97,6 +97,54 @@ pub enum PolicyError {
         rule: String,
         message: String,
     },
+}
+
+/// The placeholders a reject text may use.
+const PLACEHOLDERS: [&str; 3] = ["{level}", "{rule}", "{external}"];
+
+/// The first `{…}` in a reject text that is not a placeholder (a typo like `{levl}` would
+/// otherwise reach senders as written).
+fn unknown_placeholder(text: &str) -> Option<String> {
+    let mut rest = text;
+    while let Some(start) = rest.find('{') {
+        let after = &rest[start..];
+        let end = after.find('}').map(|e| e + 1).unwrap_or(after.len());
+        let found = &after[..end];
+        if !PLACEHOLDERS.contains(&found) {
+            return Some(found.to_string());
+        }
+        rest = &after[end..];
+    }
+    None
+}
+
+/// `file:line:column` for an error in rule `id`: the first `quoted` value of `message`
+/// within the rule's lines (from its `id:` line to the next rule), else the `id:` line.
+fn locate(text: &str, file: &str, id: &str, message: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    fn is_id_line(l: &str) -> Option<&str> {
+        let body = l.trim_start();
+        let body = body.strip_prefix("- ").unwrap_or(body).trim_start();
+        body.strip_prefix("id:").map(str::trim)
+    }
+    let Some(start) = lines.iter().position(|l| is_id_line(l) == Some(id)) else {
+        return format!("{file}:1:1");
+    };
+    let end = lines[start + 1..]
+        .iter()
+        .position(|l| is_id_line(l).is_some() || (!l.starts_with(' ') && !l.is_empty()))
+        .map(|i| start + 1 + i)
+        .unwrap_or(lines.len());
+    let id_column = lines[start].find("id:").map(|c| c + 1).unwrap_or(1);
+    let wanted = message.split('`').nth(1).filter(|w| !w.is_empty());
+    if let Some(w) = wanted {
+        for (i, line) in lines.iter().enumerate().take(end).skip(start) {
+            if let Some(col) = line.find(w) {
+                return format!("{file}:{}:{}", i + 1, col + 1);
+            }
+        }
+    }
+    format!("{file}:{}:{id_column}", start + 1)
 }
 
 /// The compiled rule set.
@@ -138,21 +186,12 @@ impl Policy {
         let mut patterns = condition::Builder::default();
         let mut seen = std::collections::HashSet::new();
         for rule in &file.rules {
-            let invalid = |message: String| {
-                // Point at the rule's line so the error reads file:line:column.
-                let line = text
-                    .lines()
-                    .position(|l| {
-                        l.trim_start().trim_start_matches("- ").trim_start()
-                            == format!("id: {}", rule.id)
-                    })
-                    .map(|i| i + 1)
-                    .unwrap_or(1);
-                PolicyError::Invalid {
-                    file: format!("{name}:{line}:1"),
-                    rule: rule.id.clone(),
-                    message,
-                }
+            // Point at the field the message names (its first `quoted` value, found
+            // within this rule's lines), else at the rule's own line.
+            let invalid = |message: String| PolicyError::Invalid {
+                file: locate(text, name, &rule.id, &message),
+                rule: rule.id.clone(),
+                message,
             };
             if rule.id.is_empty()
                 || !rule
@@ -175,10 +214,25 @@ impl Policy {
                     .count()
                     == 3
                     && r.status.starts_with(&(r.code / 100).to_string());
-                if !class_ok || !status_ok {
+                if !class_ok {
                     return Err(invalid(format!(
-                        "reject needs a 4xx/5xx code with a matching status, got {} {}",
-                        r.code, r.status
+                        "reject code `{}` must be 4xx or 5xx",
+                        r.code
+                    )));
+                }
+                if !status_ok {
+                    return Err(invalid(format!(
+                        "reject status `{}` must be an enhanced status of the same class as \
+                         the code {} (e.g. {}.7.1)",
+                        r.status,
+                        r.code,
+                        r.code / 100
+                    )));
+                }
+                if let Some(unknown) = unknown_placeholder(&r.text) {
+                    return Err(invalid(format!(
+                        "reject text has `{unknown}`; it may use {{level}}, {{rule}} and \
+                         {{external}}"
                     )));
                 }
             }

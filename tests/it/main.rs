@@ -1,6 +1,7 @@
 //! One integration test binary (each `tests/*.rs` would link separately, and links are
 //! the slow part of a build on two cores). One module per area.
 
+mod check;
 mod classifier;
 mod cli;
 mod content;

@@ -64,17 +64,17 @@ fn every_error_carries_file_line_and_column() {
         (
             "bad-regex.yaml",
             "rules:\n  - id: a\n    when: {subject: '(['}\n    action: pass\n",
-            ":2:1:",
+            ":3:22:",
         ),
         (
             "bad-level.yaml",
             "rules:\n  - id: a\n    when: {level: [SECRETISH]}\n    action: pass\n",
-            ":2:1:",
+            ":3:20:",
         ),
         (
             "bad-code.yaml",
             "rules:\n  - id: a\n    action: {reject: {code: 250, status: '2.0.0', text: x}}\n",
-            ":2:1:",
+            ":3:29:",
         ),
         (
             "bad-condition.yaml",
