@@ -68,6 +68,8 @@ pub struct Metrics {
     pub quarantine_bytes: Gauge,
     rules_reload: Family<ResultLabel, Counter>,
     rules_loaded: Gauge<i64, AtomicI64>,
+    /// When the inbound STARTTLS certificate expires (0: no certificate configured).
+    pub tls_expiry: Gauge<i64, AtomicI64>,
     tracking_write_errors: Counter,
     tracking_incomplete: Counter,
     restart_required: Counter,
@@ -117,6 +119,7 @@ impl Metrics {
             quarantine_bytes: Gauge::default(),
             rules_reload: Family::default(),
             rules_loaded: Gauge::default(),
+            tls_expiry: Gauge::default(),
             tracking_write_errors: Counter::default(),
             tracking_incomplete: Counter::default(),
             restart_required: Counter::default(),
@@ -198,6 +201,11 @@ impl Metrics {
             "rules_loaded_timestamp_seconds",
             "When the running rules were loaded",
             m.rules_loaded.clone(),
+        );
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the STARTTLS certificate in use expires (0 when none is configured)",
+            m.tls_expiry.clone(),
         );
         registry.register(
             "tracking_write_errors",

@@ -95,6 +95,16 @@ pub fn preflight(config: &Config, create_state: bool) -> anyhow::Result<Prefligh
     })
 }
 
+/// Sets the certificate expiry gauge from the config's certificate (0 without one).
+fn note_certificate(metrics: &Metrics, config: &Config) {
+    let expiry = config
+        .tls
+        .as_ref()
+        .and_then(|files| tls::certificate_expiry(&files.cert))
+        .unwrap_or(0);
+    metrics.tls_expiry.set(expiry);
+}
+
 /// Builds the gateway; every file is read and checked before anything listens.
 pub fn build(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Gateway> {
     let Preflight {
@@ -102,6 +112,7 @@ pub fn build(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Gateway> 
         acceptor,
         next_hop,
     } = preflight(config, true)?;
+    note_certificate(&metrics, config);
     let gateway = Gateway::new(snapshot, acceptor, next_hop, metrics.clone());
     // A read-only state dir would defer every message; say so once, at start-up, the way
     // Postfix refuses a read-only queue. A full one is left to defer per message, since
@@ -234,6 +245,7 @@ pub fn reload(gateway: &Gateway, loader: &ConfigLoader) -> Result<(), String> {
         });
     match checked {
         Ok((snapshot, acceptor, next_hop, restart)) => {
+            note_certificate(&gateway.metrics, &snapshot.config);
             gateway.swap(snapshot);
             gateway.swap_transport(acceptor, next_hop);
             gateway.metrics.rules_reloaded(true);

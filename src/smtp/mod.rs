@@ -1,5 +1,6 @@
 //! The SMTP front end (server session, DATA reader, replies) and the next-hop client.
 
+mod cert_expiry;
 pub mod command;
 pub mod data;
 pub mod next_hop;

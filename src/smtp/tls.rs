@@ -46,6 +46,12 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
+/// When the first certificate in `cert` expires (seconds since the epoch), if it can be read.
+pub fn certificate_expiry(cert: &Path) -> Option<i64> {
+    let certs = load_certs(cert).ok()?;
+    super::cert_expiry::not_after(certs.first()?.as_ref())
+}
+
 /// The acceptor for inbound STARTTLS.
 pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
     let certs = load_certs(cert)?;

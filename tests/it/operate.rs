@@ -380,3 +380,99 @@ fn the_config_is_found_through_markgate_config_and_named() {
     assert!(!state.exists());
     assert!(!dir.path().join("markgate-state").exists());
 }
+
+/// The expiry of the certificate in `pem` (seconds since the epoch), as Python's ssl reads
+/// it; of the certificate a STARTTLS session on `port` is given, with `port`.
+fn not_after(pem: Option<&std::path::Path>, port: Option<u16>) -> i64 {
+    let script = r#"
+import ssl, smtplib, sys, socket
+if sys.argv[1] == 'file':
+    info = ssl._ssl._test_decode_cert(sys.argv[2])
+else:
+    s = smtplib.SMTP('127.0.0.1', int(sys.argv[2]), timeout=30)
+    ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+    s.starttls(context=ctx)
+    der = s.sock.getpeercert(binary_form=True)
+    s.quit()
+    open(sys.argv[3], 'w').write(ssl.DER_cert_to_PEM_cert(der))
+    info = ssl._ssl._test_decode_cert(sys.argv[3])
+print(int(ssl.cert_time_to_seconds(info['notAfter'])))
+"#;
+    let tmp = tempfile::NamedTempFile::new().unwrap();
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", script]);
+    match (pem, port) {
+        (Some(p), _) => cmd.arg("file").arg(p),
+        (None, Some(port)) => cmd.arg("live").arg(port.to_string()).arg(tmp.path()),
+        _ => unreachable!(),
+    };
+    let out = cmd.output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn a_reload_takes_a_new_certificate_and_its_expiry_is_a_metric() {
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::copy(ca.path("server.pem"), &cert).unwrap();
+    std::fs::copy(ca.path("server.key"), &key).unwrap();
+    let sink = Sink::start(&[]);
+    let mg = Markgate::with(
+        sink.port,
+        Opts {
+            top: vec![format!(
+                "tls: {{cert: {}, key: {}}}",
+                cert.display(),
+                key.display()
+            )],
+            ..Opts::default()
+        },
+    );
+    let gauge = |mg: &Markgate| {
+        sample(
+            &mg.metrics(),
+            "markgate_tls_certificate_expiry_timestamp_seconds ",
+        ) as i64
+    };
+    let first = not_after(Some(&cert), None);
+    assert_eq!(gauge(&mg), first);
+    assert_eq!(not_after(None, Some(mg.port)), first);
+
+    // The renewed certificate (a year, not two days) put in place, then a reload.
+    let st = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "400",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let renewed = not_after(Some(&cert), None);
+    assert!(renewed > first + 300 * 86_400);
+    mg.signal("HUP");
+    eventually(10, "the renewed certificate's expiry", || {
+        gauge(&mg) == renewed
+    });
+    assert_eq!(
+        not_after(None, Some(mg.port)),
+        renewed,
+        "STARTTLS serves the renewed certificate"
+    );
+}
