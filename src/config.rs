@@ -255,6 +255,9 @@ pub struct TrackingConfig {
     pub subject: SubjectPolicy,
     /// Days a tracking file is kept (CJSM: one year).
     pub retention_days: u64,
+    /// Addresses (`user@domain`) or domains (`@domain`) under a legal hold: `track redact`
+    /// leaves every record that names one of them as it is.
+    pub legal_holds: Vec<String>,
 }
 
 impl Default for TrackingConfig {
@@ -262,6 +265,7 @@ impl Default for TrackingConfig {
         TrackingConfig {
             subject: SubjectPolicy::Keep,
             retention_days: 365,
+            legal_holds: Vec::new(),
         }
     }
 }

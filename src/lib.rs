@@ -24,6 +24,7 @@ pub mod message;
 pub mod metrics;
 pub mod milter;
 pub mod policy;
+pub mod privacy;
 pub mod process_stats;
 pub mod quarantine;
 pub mod runtime;

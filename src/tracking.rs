@@ -92,6 +92,11 @@ impl Tracking {
         self.with_index(|index| index.last_row())
     }
 
+    /// Re-indexes one rewritten tracking file.
+    pub fn reindex_file(&self, name: &str) -> Result<(), IndexError> {
+        self.with_index(|index| index.reindex_file(name))
+    }
+
     /// Rebuilds the index from the JSONL files.
     pub fn reindex(&self) -> Result<usize, IndexError> {
         self.with_index(|index| index.rebuild())

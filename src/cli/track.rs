@@ -18,6 +18,41 @@ pub enum TrackCommand {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// Subject access request: write every tracking record and held message that names an
+    /// address (as sender or recipient) to a new directory (tracking.json, quarantine/).
+    Export {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The data subject's address.
+        #[arg(long)]
+        address: String,
+        /// Only from this time on: an age (30m, 1h, 7d), today, yesterday, YYYY-MM-DD or
+        /// RFC 3339.
+        #[arg(long)]
+        since: Option<String>,
+        /// The directory to create (default: ./markgate-export-ADDRESS).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Erasure request: replace an address with a keyed hash in the tracking records before
+    /// a date, except records under a legal hold (tracking.legal_holds); an audit record
+    /// says who did it and why.
+    Redact {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The address to erase.
+        #[arg(long)]
+        address: String,
+        /// Only records before this day (YYYY-MM-DD; records of today are never rewritten).
+        #[arg(long)]
+        before: String,
+        /// Why (the request's reference); kept in the audit record.
+        #[arg(long)]
+        reason: String,
+        /// Who (kept in the audit record); $USER by default.
+        #[arg(long)]
+        by: Option<String>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -73,6 +108,19 @@ pub fn run(command: TrackCommand) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         TrackCommand::Search(args) => *args,
+        TrackCommand::Export {
+            config,
+            address,
+            since,
+            out,
+        } => return export(&config, &address, since, out),
+        TrackCommand::Redact {
+            config,
+            address,
+            before,
+            reason,
+            by,
+        } => return redact(&config, &address, &before, &reason, by),
     };
     let SearchArgs {
         config,
@@ -170,4 +218,72 @@ fn print_record(r: &serde_json::Value, json: bool) -> anyhow::Result<()> {
         text(r, "reply"),
     );
     Ok(())
+}
+
+fn export(
+    config: &ConfigArgs,
+    address: &str,
+    since: Option<String>,
+    out: Option<std::path::PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let config = config.load()?;
+    super::state_dir_access(&config, super::Access::Read)?;
+    let since = super::time_flag(since, "--since")?;
+    let out = out.unwrap_or_else(|| crate::privacy::default_out(address));
+    let tracking =
+        crate::tracking::Tracking::new(&config.state_dir, config.tracking.retention_days);
+    let quarantine = crate::quarantine::Quarantine::new(&config.state_dir);
+    let done = crate::privacy::export(&tracking, &quarantine, address, since.as_deref(), &out)
+        .map_err(|e| anyhow::anyhow!("exporting into {}: {e}", out.display()))?;
+    println!(
+        "exported {} records and {} held messages naming {} into {}",
+        done.records,
+        done.held,
+        super::terminal_safe(address, false),
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn redact(
+    config: &ConfigArgs,
+    address: &str,
+    before: &str,
+    reason: &str,
+    by: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let config = config.load()?;
+    super::state_dir_access(&config, super::Access::Write)?;
+    let before_day = crate::timefmt::parse(before)
+        .map(crate::timefmt::date)
+        .ok_or_else(|| anyhow::anyhow!("--before {before:?}: use YYYY-MM-DD"))?;
+    if reason.trim().is_empty() {
+        anyhow::bail!("--reason: say why (the request's reference)");
+    }
+    let now = std::time::SystemTime::now();
+    let holds: Vec<AddressMatch> = config
+        .tracking
+        .legal_holds
+        .iter()
+        .map(|h| AddressMatch::parse(h))
+        .collect();
+    let tracking =
+        crate::tracking::Tracking::new(&config.state_dir, config.tracking.retention_days);
+    let done = crate::privacy::redact(
+        &tracking,
+        address,
+        &before_day,
+        &crate::timefmt::date(now),
+        &holds,
+    )?;
+    let who = by
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "unknown".into());
+    let audit = crate::privacy::audit_record(&done, &before_day, reason, &who, now);
+    tracking.append(&audit, now)?;
+    println!(
+        "redacted {} records in {} files (now {}); {} kept under a legal hold; {} from today left until tomorrow",
+        done.records, done.files, done.token, done.held_back, done.too_recent
+    );
+    Ok(ExitCode::SUCCESS)
 }

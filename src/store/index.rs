@@ -106,6 +106,9 @@ impl Index {
                 .open(&path)?;
         }
         let conn = Connection::open(&path)?;
+        // The service and a CLI command (reindex, redact) may write at once: wait for the
+        // other's transaction rather than fail.
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
         )?;
@@ -164,24 +167,20 @@ impl Index {
         tx.execute("DELETE FROM recipients", [])?;
         tx.execute("DELETE FROM records", [])?;
         for name in files {
-            let mut reader = BufReader::new(File::open(self.dir.join(&name))?);
-            let mut offset = 0u64;
-            let mut line = String::new();
-            loop {
-                line.clear();
-                let n = reader.read_line(&mut line)?;
-                if n == 0 {
-                    break;
-                }
-                if let Ok(record) = serde_json::from_str::<serde_json::Value>(&line) {
-                    insert(&tx, &record, &name, offset)?;
-                }
-                offset += n as u64;
-            }
+            index_file(&tx, &self.dir, &name)?;
         }
         tx.commit()?;
         // Records, not lines: an intent completed by a later record is not one.
         self.count()
+    }
+
+    /// Indexes one tracking file afresh (after it was rewritten: its offsets moved).
+    pub fn reindex_file(&mut self, name: &str) -> Result<(), IndexError> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM records WHERE file = ?1", params![name])?;
+        index_file(&tx, &self.dir, name)?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// The records matching `q`, newest first, read back from the JSONL files.
@@ -294,6 +293,25 @@ impl Index {
             .query_row("SELECT COUNT(*) FROM records", [], |r| r.get::<_, i64>(0))?
             as usize)
     }
+}
+
+/// Adds every record line of `name` (unreadable lines, such as a torn last one, skipped).
+fn index_file(conn: &Connection, dir: &Path, name: &str) -> Result<(), IndexError> {
+    let mut reader = BufReader::new(File::open(dir.join(name))?);
+    let mut offset = 0u64;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line)?;
+        if n == 0 {
+            break;
+        }
+        if let Ok(record) = serde_json::from_str::<serde_json::Value>(&line) {
+            insert(conn, &record, name, offset)?;
+        }
+        offset += n as u64;
+    }
+    Ok(())
 }
 
 fn insert(

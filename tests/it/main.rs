@@ -17,6 +17,7 @@ mod next_hop_step;
 mod operate;
 mod parity;
 mod postfix;
+mod privacy;
 mod python_parity;
 mod relay;
 mod rules;

@@ -1,0 +1,325 @@
+//! The two privacy duties that reach whoever runs the gateway (the CJSM privacy notice):
+//! a subject access request (`track export`: every tracking record and held message that
+//! names an address) and an erasure request (`track redact`: the address replaced, in
+//! records older than a date and not under a legal hold, by a keyed hash, with an audit
+//! record of the redaction). Retention stays as configured.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::quarantine::Quarantine;
+use crate::store::address_match::AddressMatch;
+use crate::tracking::Tracking;
+
+/// Every address a record names: its sender and recipients.
+fn addresses(record: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(s) = record.get("sender").and_then(|s| s.as_str()) {
+        out.push(s.to_lowercase());
+    }
+    if let Some(list) = record.get("recipients").and_then(|r| r.as_array()) {
+        for r in list {
+            if let Some(a) = r.get("address").and_then(|a| a.as_str()) {
+                out.push(a.to_lowercase());
+            }
+        }
+    }
+    out
+}
+
+/// The tracking files (names), oldest first.
+fn tracking_files(dir: &Path) -> io::Result<Vec<String>> {
+    let mut names: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.starts_with("tracking-") && n.ends_with(".jsonl"))
+            .collect(),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(err) => return Err(err),
+    };
+    names.sort();
+    Ok(names)
+}
+
+fn day_of(name: &str) -> &str {
+    name.trim_start_matches("tracking-")
+        .trim_end_matches(".jsonl")
+}
+
+/// What an export wrote.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Exported {
+    pub records: usize,
+    pub held: usize,
+}
+
+/// Writes every record naming `address` (as sender or recipient), from `since` (RFC 3339)
+/// on, to `out/tracking.json`, and every held message naming it to `out/quarantine/` as
+/// `ID.eml` and `ID.json`. `out` must not exist: it is made 0700.
+pub fn export(
+    tracking: &Tracking,
+    quarantine: &Quarantine,
+    address: &str,
+    since: Option<&str>,
+    out: &Path,
+) -> io::Result<Exported> {
+    let wanted = address.trim().to_lowercase();
+    let since_day = since.map(|s| s.get(..10).unwrap_or(s).to_string());
+    std::fs::DirBuilder::new().mode(0o700).create(out)?;
+    let mut records = Vec::new();
+    for name in tracking_files(tracking.dir())? {
+        if since_day.as_deref().is_some_and(|d| day_of(&name) < d) {
+            continue;
+        }
+        for line in BufReader::new(File::open(tracking.dir().join(&name))?).lines() {
+            let Ok(record) = serde_json::from_str::<serde_json::Value>(&line?) else {
+                continue;
+            };
+            let time = record.get("time").and_then(|t| t.as_str()).unwrap_or("");
+            if since.is_some_and(|s| time < s) {
+                continue;
+            }
+            if addresses(&record).contains(&wanted) {
+                records.push(record);
+            }
+        }
+    }
+    let mut exported = Exported {
+        records: records.len(),
+        held: 0,
+    };
+    write_private(
+        &out.join("tracking.json"),
+        &serde_json::to_vec_pretty(&records)?,
+    )?;
+    let matcher = AddressMatch::Exact(wanted.clone());
+    let held: Vec<_> = quarantine
+        .list()?
+        .into_iter()
+        .filter(|m| since.is_none_or(|s| m.time.as_str() >= s))
+        .filter(|m| matcher.matches(&m.sender) || m.recipients.iter().any(|r| matcher.matches(r)))
+        .collect();
+    if !held.is_empty() {
+        let dir = out.join("quarantine");
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        for meta in held {
+            let bytes = std::fs::read(quarantine.message_path(&meta.id)?)?;
+            write_private(&dir.join(format!("{}.eml", meta.id)), &bytes)?;
+            write_private(
+                &dir.join(format!("{}.json", meta.id)),
+                &serde_json::to_vec_pretty(&meta)?,
+            )?;
+            exported.held += 1;
+        }
+    }
+    Ok(exported)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// The key redaction hashes with: 32 random bytes in `tracking/redaction.key` (0600),
+/// made on first use. Without the key a hash cannot be turned back into an address by
+/// guessing; with it, the same address always gives the same hash, so records stay
+/// comparable.
+fn redaction_key(dir: &Path) -> io::Result<Vec<u8>> {
+    let path = dir.join("redaction.key");
+    match std::fs::read(&path) {
+        Ok(key) if key.len() == 32 => return Ok(key),
+        Ok(_) => {
+            return Err(io::Error::other(format!(
+                "{} is not a 32-byte key",
+                path.display()
+            )))
+        }
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err),
+    }
+    let mut key = vec![0u8; 32];
+    io::Read::read_exact(&mut File::open("/dev/urandom")?, &mut key)?;
+    write_private(&path, &key)?;
+    Ok(key)
+}
+
+/// HMAC-SHA256 (RFC 2104).
+fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut block = [0u8; 64];
+    block[..key.len().min(64)].copy_from_slice(&key[..key.len().min(64)]);
+    let pad = |byte: u8| block.iter().map(|b| b ^ byte).collect::<Vec<u8>>();
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(message)
+        .finalize();
+    Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
+/// The address-shaped stand-in for a redacted address.
+pub fn redacted_token(key: &[u8], address: &str) -> String {
+    let mac = hmac(key, address.trim().to_lowercase().as_bytes());
+    let hex: String = mac[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("redacted-{hex}@redacted.invalid")
+}
+
+/// What a redaction changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Redacted {
+    pub records: usize,
+    pub files: usize,
+    /// Records naming the address kept as they are: under a legal hold.
+    pub held_back: usize,
+    /// Records naming the address in files not rewritten: today's, which the service is
+    /// still appending to.
+    pub too_recent: usize,
+    pub token: String,
+}
+
+/// Replaces `address` in every record before `before_day` (YYYY-MM-DD) that names it and
+/// is not under a legal hold (`holds`: addresses or `@domain`s). Only whole days before
+/// today are rewritten (today's file is the one the service appends to); each rewritten
+/// file is written beside the old one, fsynced, renamed into place and re-indexed.
+pub fn redact(
+    tracking: &Tracking,
+    address: &str,
+    before_day: &str,
+    today: &str,
+    holds: &[AddressMatch],
+) -> io::Result<Redacted> {
+    let wanted = address.trim().to_lowercase();
+    let key = redaction_key(tracking.dir())?;
+    let token = redacted_token(&key, &wanted);
+    let mut done = Redacted {
+        token: token.clone(),
+        ..Redacted::default()
+    };
+    for name in tracking_files(tracking.dir())? {
+        let day = day_of(&name).to_string();
+        if day.as_str() >= before_day {
+            continue;
+        }
+        let path = tracking.dir().join(&name);
+        let text = std::fs::read_to_string(&path)?;
+        let mut changed = 0;
+        let mut out = String::with_capacity(text.len());
+        for line in text.split_inclusive('\n') {
+            let record = serde_json::from_str::<serde_json::Value>(line).ok();
+            let names = record
+                .as_ref()
+                .is_some_and(|r| addresses(r).contains(&wanted));
+            if !names {
+                out.push_str(line);
+                continue;
+            }
+            let held = record.as_ref().is_some_and(|r| {
+                addresses(r)
+                    .iter()
+                    .any(|a| holds.iter().any(|h| h.matches(a)))
+            });
+            if held {
+                done.held_back += 1;
+                out.push_str(line);
+            } else if day.as_str() >= today {
+                done.too_recent += 1;
+                out.push_str(line);
+            } else {
+                changed += 1;
+                out.push_str(&replace_ignoring_case(line, &wanted, &token));
+            }
+        }
+        if changed == 0 {
+            continue;
+        }
+        let tmp = tracking.dir().join(format!(".tmp-{name}"));
+        let _ = std::fs::remove_file(&tmp);
+        write_private(&tmp, out.as_bytes())?;
+        std::fs::rename(&tmp, &path)?;
+        File::open(tracking.dir())?.sync_all()?;
+        tracking
+            .reindex_file(&name)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        done.records += changed;
+        done.files += 1;
+    }
+    Ok(done)
+}
+
+/// `text` with every ASCII-case-insensitive occurrence of `needle` (lower case) replaced.
+fn replace_ignoring_case(text: &str, needle: &str, with: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    while let Some(i) = lower[at..].find(needle) {
+        out.push_str(&text[at..at + i]);
+        out.push_str(with);
+        at += i + needle.len();
+    }
+    out.push_str(&text[at..]);
+    out
+}
+
+/// The audit record of a redaction (it names the hash, not the address).
+pub fn audit_record(
+    done: &Redacted,
+    before_day: &str,
+    reason: &str,
+    by: &str,
+    now: std::time::SystemTime,
+) -> serde_json::Value {
+    serde_json::json!({
+        "time": crate::timefmt::rfc3339(now),
+        "action": "redact",
+        "outcome": "redacted",
+        "redacted_as": done.token,
+        "before": before_day,
+        "records": done.records,
+        "files": done.files,
+        "held_back": done.held_back,
+        "reason": reason,
+        "by": by,
+    })
+}
+
+/// Where the export of `address` goes by default: `./markgate-export-<token-ish>`.
+pub fn default_out(address: &str) -> PathBuf {
+    let safe: String = address
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    PathBuf::from(format!("markgate-export-{safe}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hmac_matches_rfc_4231_case_2() {
+        let mac = super::hmac(b"Jefe", b"what do ya want for nothing?");
+        let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn replacement_ignores_case_only_in_ascii() {
+        assert_eq!(
+            super::replace_ignoring_case("To: <Bob@X.test>, bob@x.test", "bob@x.test", "R"),
+            "To: <R>, R"
+        );
+    }
+}
