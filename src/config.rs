@@ -218,6 +218,12 @@ pub struct ClassifierConfig {
     /// unclassifiable (never passed).
     #[serde(deserialize_with = "duration")]
     pub budget: Duration,
+    /// Bytes that reading attached documents (unzipping, inflating PDF streams) may produce
+    /// for one message; past it the message is held as unclassifiable (a zip bomb).
+    pub max_document_bytes: u64,
+    /// Entries an attached archive (a .zip, an Office file) may have; past it the message
+    /// is held as unclassifiable.
+    pub max_archive_entries: usize,
 }
 
 impl Default for ClassifierConfig {
@@ -236,6 +242,8 @@ impl Default for ClassifierConfig {
             ],
             max_depth: 8,
             budget: Duration::from_secs(5),
+            max_document_bytes: 64 * 1024 * 1024,
+            max_archive_entries: 2000,
         }
     }
 }

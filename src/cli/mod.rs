@@ -455,6 +455,8 @@ fn classify(
             "confidentiality_statement": eval.classification.confidentiality_statement,
             "recipients": eval.recipients.iter().map(|(a, c)| json!({"address": a, "class": c.name()})).collect::<Vec<_>>(),
             "attachments": eval.classification.attachments,
+            "opaque": eval.classification.opaque,
+            "unknown_labels": eval.classification.unknown_labels,
             "matched": v.matched,
             "decision": {"action": v.action.name(), "rule": v.rule, "reply": reply},
         });
@@ -502,6 +504,12 @@ fn classify(
             "absent"
         }
     );
+    for why in &eval.classification.opaque {
+        println!("opaque:      {}", terminal_safe(why, false));
+    }
+    for label in &eval.classification.unknown_labels {
+        println!("unknown label: {}", terminal_safe(label, false));
+    }
     for (a, c) in &eval.recipients {
         println!("recipient:   {a} ({})", c.name());
     }

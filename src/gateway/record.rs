@@ -76,6 +76,8 @@ pub(super) fn record(
         "marking": c.marking.to_json(),
         "signature": c.signature,
         "confidentiality_statement": c.confidentiality_statement,
+        "opaque": c.opaque.iter().map(|o| clean(o)).collect::<Vec<_>>(),
+        "unknown_labels": c.unknown_labels.iter().map(|o| clean(o)).collect::<Vec<_>>(),
         "matched": eval.verdict.matched,
         "tags": eval.verdict.tags,
         "action": eval.verdict.action.name(),

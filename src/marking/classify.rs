@@ -9,6 +9,7 @@ use mailparse::{MailHeaderMap, ParsedMail};
 use regex::Regex;
 
 use super::decode;
+use super::documents;
 use super::level::{Marking, Parsed};
 use super::places;
 use super::render;
@@ -37,6 +38,11 @@ pub struct Classification {
     pub headers: Vec<(String, String)>,
     /// Addresses from To, Cc and Bcc (for `classify` without `--to`).
     pub header_recipients: Vec<String>,
+    /// What could not be inspected, each as `place: why` (rules: `opaque: true`).
+    pub opaque: Vec<String>,
+    /// Sensitivity labels (GUIDs) found in documents that no `classifier.msip_labels`
+    /// entry maps, each as `place: guid` (rules: `label_unknown: true`).
+    pub unknown_labels: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +146,7 @@ impl Classifier {
             parts: 0,
             first_text: None,
             deadline,
+            budget: documents::Budget::new(&self.config, deadline),
         };
         walk.entity(&mail, "", 0)?;
         if let Some(text) = walk.first_text.take() {
@@ -162,6 +169,8 @@ struct Walk<'a> {
     parts: usize,
     first_text: Option<String>,
     deadline: Option<Instant>,
+    /// What reading attached documents may still cost.
+    budget: documents::Budget,
 }
 
 impl Walk<'_> {
@@ -238,6 +247,12 @@ impl Walk<'_> {
                 self.add(Some(parsed), &format!("{prefix}attachment"), &raw);
             }
         }
+        if mimetype == "multipart/encrypted" {
+            // PGP/MIME (RFC 3156): the content is the ciphertext part.
+            self.out
+                .opaque
+                .push(format!("{prefix}body: PGP/MIME-encrypted"));
+        }
         match readable::reading(&mimetype, is_attachment(&disposition), name.as_deref()) {
             Reading::Container => {
                 for sub in &part.subparts {
@@ -265,6 +280,11 @@ impl Walk<'_> {
             }
             Reading::Text { html, inline } => {
                 let text = render::text(part, &mimetype, html)?;
+                if text.contains("-----BEGIN PGP MESSAGE-----") {
+                    self.out
+                        .opaque
+                        .push(format!("{prefix}body: PGP-encrypted text"));
+                }
                 // Text attachments are read like the body; their findings say where.
                 let place = match (&name, inline) {
                     (Some(name), false) => format!("{prefix}attachment:{name}:"),
@@ -280,8 +300,61 @@ impl Walk<'_> {
                     self.first_text = Some(text);
                 }
             }
+            Reading::Document => self.document(part, &mimetype, name.as_deref(), prefix)?,
             Reading::Opaque => {}
         }
+        Ok(())
+    }
+
+    /// An attached file that may be a document: S/MIME-encrypted content is opaque; the
+    /// rest is read by content (Office, PDF, archives) within the message's budget.
+    fn document(
+        &mut self,
+        part: &ParsedMail,
+        mimetype: &str,
+        name: Option<&str>,
+        prefix: &str,
+    ) -> Result<(), ClassifyError> {
+        let n = self.out.attachments.len();
+        let place = match name {
+            Some(name) => format!("{prefix}attachment:{name}:"),
+            None => format!("{prefix}attachment[{n}]:"),
+        };
+        if mimetype.ends_with("pkcs7-mime") {
+            let kind = part
+                .ctype
+                .params
+                .get("smime-type")
+                .map(|t| t.to_ascii_lowercase())
+                .unwrap_or_default();
+            let why = if kind == "signed-data" {
+                "S/MIME opaque-signed content, not read"
+            } else {
+                "S/MIME-encrypted"
+            };
+            self.out.opaque.push(format!("{place} {why}"));
+            return Ok(());
+        }
+        let bytes = part.get_body_raw()?;
+        if bytes.starts_with(b"-----BEGIN PGP MESSAGE-----") {
+            self.out.opaque.push(format!("{place} PGP-encrypted"));
+            return Ok(());
+        }
+        let mut found = documents::Findings::default();
+        documents::inspect(
+            &bytes,
+            &place,
+            &self.classifier.config,
+            &mut self.budget,
+            0,
+            &mut found,
+        )
+        .map_err(|documents::DocumentError::Bound(why)| ClassifyError::TooComplex(why))?;
+        for (parsed, source, text) in found.found {
+            self.out.marking.add(parsed, &source, &text);
+        }
+        self.out.opaque.extend(found.opaque);
+        self.out.unknown_labels.extend(found.unknown_labels);
         Ok(())
     }
 }

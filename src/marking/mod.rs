@@ -4,6 +4,7 @@
 
 pub mod classify;
 pub mod decode;
+pub mod documents;
 pub mod grammar;
 pub mod level;
 pub mod normalize;

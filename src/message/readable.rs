@@ -14,9 +14,18 @@ pub enum Reading {
     /// Text: `html` to be rendered, `inline` when it is the message's own text (not an
     /// attachment).
     Text { html: bool, inline: bool },
-    /// Not read as text (its name still is).
+    /// A file that may be a document (Office, PDF, an archive, encrypted content): its
+    /// bytes are read by the document readers, which recognise it by content.
+    Document,
+    /// Not read (images, audio, video; its name still is).
     Opaque,
 }
+
+/// File name endings of documents, whatever their media type says.
+const DOCUMENT_EXTENSIONS: &[&str] = &[
+    "docx", "docm", "dotx", "dotm", "xlsx", "xlsm", "xltx", "xltm", "pptx", "pptm", "potx", "potm",
+    "ppsx", "pdf", "zip", "doc", "dot", "xls", "ppt", "msg", "p7m",
+];
 
 /// `mime` lower-cased; `name` the decoded file name, if any.
 pub fn reading(mime: &str, attachment: bool, name: Option<&str>) -> Reading {
@@ -40,6 +49,12 @@ pub fn reading(mime: &str, attachment: bool, name: Option<&str>) -> Reading {
             inline: !attachment,
         };
     }
+    if ext
+        .as_deref()
+        .is_some_and(|e| DOCUMENT_EXTENSIONS.contains(&e))
+    {
+        return Reading::Document;
+    }
     match ext.as_deref() {
         Some("eml") => Reading::Message,
         Some("txt" | "csv" | "text") => Reading::Text {
@@ -50,7 +65,15 @@ pub fn reading(mime: &str, attachment: bool, name: Option<&str>) -> Reading {
             html: true,
             inline: false,
         },
-        _ => Reading::Opaque,
+        // Pictures, sound and film are not documents; anything else (application/*, an
+        // unknown type) may be one, and its content decides.
+        _ if ["image/", "audio/", "video/", "font/"]
+            .iter()
+            .any(|p| mime.starts_with(p)) =>
+        {
+            Reading::Opaque
+        }
+        _ => Reading::Document,
     }
 }
 
@@ -130,6 +153,15 @@ mod tests {
         );
         assert_eq!(
             reading("application/pdf", true, Some("a.pdf")),
+            Reading::Document
+        );
+        // By name whatever the type says; pictures are not documents.
+        assert_eq!(
+            reading("image/png", true, Some("report.docx")),
+            Reading::Document
+        );
+        assert_eq!(
+            reading("image/png", true, Some("logo.png")),
             Reading::Opaque
         );
     }

@@ -44,6 +44,9 @@ const TEXT_TAIL: usize = 1024 * 1024;
 /// Non-blank lines always kept at the end of cut plain text: the classifier reads the last
 /// 30 for the confidentiality statement.
 pub const TAIL_LINES: usize = 30;
+/// The largest attached file read as a possible document (as encoded, so about 18 MiB of
+/// file in base64); a larger one makes the message unclassifiable (held, never passed).
+const DOCUMENT_MAX: usize = 24 * 1024 * 1024;
 /// The largest view; a message whose view would be larger is held as unclassifiable.
 pub const VIEW_MAX: usize = 32 * 1024 * 1024;
 /// RFC 2046 5.1.1: a boundary is 1 to 70 characters.
@@ -71,6 +74,8 @@ pub enum WalkError {
     TextTooLarge,
     #[error("the message's readable parts are larger than the classifier reads (32 MiB)")]
     ViewTooLarge,
+    #[error("an attached document is larger than the classifier reads (24 MiB encoded)")]
+    DocumentTooLarge,
     #[error("message too complex to classify: {0}")]
     TooComplex(&'static str),
     #[error("classification budget exhausted")]
@@ -234,6 +239,8 @@ enum Body {
     Skip,
     /// An attached message with a transfer encoding: kept whole (bounded).
     Encoded,
+    /// A file that may be a document: kept whole (bounded), for the document readers.
+    Document,
 }
 
 /// One open multipart: its `--boundary` and where it stands.
@@ -318,6 +325,7 @@ impl Walker {
             Body::Encoded => {
                 self.keep(line, cut, ENCODED_MESSAGE_MAX, WalkError::EncodedTooLarge)?
             }
+            Body::Document => self.keep(line, cut, DOCUMENT_MAX, WalkError::DocumentTooLarge)?,
             Body::Skip => {
                 if line.starts_with(b"--") && self.declared.iter().any(|d| line.starts_with(d)) {
                     self.out.extend_from_slice(line);
@@ -494,6 +502,14 @@ impl Walker {
                         || charset.starts_with("windows-125"));
                 self.body = Body::Text { cuttable };
             }
+            Reading::Document => {
+                if !known_encoding(&headers) {
+                    return Err(WalkError::TooComplex(
+                        "an attached file in a transfer encoding markgate does not read",
+                    ));
+                }
+                self.body = Body::Document;
+            }
             Reading::Opaque => self.body = Body::Skip,
         }
         Ok(())
@@ -514,7 +530,7 @@ mod tests {
         let mut msg = String::from(
             "Subject: [RESTRICTED] big\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n\
              --b1\r\nContent-Type: text/plain\r\n\r\nHello\r\nRESTRICTED\r\n\
-             --b1\r\nContent-Type: application/pdf; name=\"SECRET plan.pdf\"\r\n\
+             --b1\r\nContent-Type: image/png; name=\"SECRET plan.png\"\r\n\
              Content-Transfer-Encoding: base64\r\n\r\n",
         );
         for _ in 0..20000 {
@@ -528,7 +544,7 @@ mod tests {
         let text = String::from_utf8_lossy(&view);
         assert!(view.len() < 4096, "view is {} bytes", view.len());
         assert!(text.contains("[RESTRICTED] big"));
-        assert!(text.contains("SECRET plan.pdf"));
+        assert!(text.contains("SECRET plan.png"));
         assert!(text.contains("Hello\r\nRESTRICTED\r\n"));
         assert!(text.ends_with("--b1--\r\n"));
     }
@@ -549,9 +565,12 @@ mod bound_tests {
             view_of(msg.as_bytes(), None),
             Err(WalkError::TextTooLarge)
         ));
-        // A binary attachment that size is skipped, not refused.
-        let attached = msg.replacen("text/html", "application/octet-stream", 1);
+        // A picture that size is skipped, not refused.
+        let attached = msg.replacen("text/html", "image/jpeg", 1);
         assert!(view_of(attached.as_bytes(), None).unwrap().len() < 200);
+        // A file that may be a document is kept for the document readers.
+        let file = msg.replacen("text/html", "application/octet-stream", 1);
+        assert!(view_of(file.as_bytes(), None).unwrap().len() > TEXT_MAX);
     }
 
     #[test]

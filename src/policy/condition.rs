@@ -275,6 +275,8 @@ pub fn holds(c: &Compiled, f: &Facts, hits: &Hits, sets: &Sets) -> bool {
             f.classification.confidentiality_statement,
         )
         || !check(s.tls, f.tls)
+        || !check(s.opaque, !f.classification.opaque.is_empty())
+        || !check(s.label_unknown, !f.classification.unknown_labels.is_empty())
     {
         return false;
     }

@@ -125,6 +125,13 @@ pub struct Condition {
     /// A signature block (phone number or e-mail address) is present.
     pub signature: Option<bool>,
     pub confidentiality_statement: Option<bool>,
+    /// Some content could not be inspected: an encrypted Office file, a password-protected
+    /// zip, an encrypted PDF, an S/MIME-enveloped or PGP-encrypted body, a legacy Office
+    /// file.
+    pub opaque: Option<bool>,
+    /// A document carries a sensitivity label whose GUID `classifier.msip_labels` does
+    /// not map to a marking.
+    pub label_unknown: Option<bool>,
     /// The client connection used TLS.
     pub tls: Option<bool>,
     pub not: Option<Box<Condition>>,

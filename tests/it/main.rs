@@ -5,6 +5,7 @@ mod check;
 mod classifier;
 mod cli;
 mod content;
+mod documents;
 mod faults;
 mod hostile;
 mod hostile_envelope;

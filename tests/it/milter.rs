@@ -8,7 +8,7 @@ use crate::support::*;
 
 const FROM: &str = "jane@police.cjsm.net";
 
-fn postfix_with_milter(milter_port: u16, sink_port: u16) -> Postfix {
+pub(crate) fn postfix_with_milter(milter_port: u16, sink_port: u16) -> Postfix {
     Postfix::start(&[
         format!("smtpd_milters = inet:127.0.0.1:{milter_port}"),
         "milter_default_action = tempfail".to_string(),

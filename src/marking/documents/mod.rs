@@ -1,0 +1,173 @@
+//! Markings inside attached documents: Microsoft Purview sensitivity labels stored in the
+//! file, and the marking an office template prints in headers and footers. What a reader
+//! of the document sees (or what Office shows in its label bar), markgate reads too.
+//!
+//! A document is recognised by its content, not its name: a zip with `[Content_Types].xml`
+//! is Office Open XML, a zip without one is an archive whose members are read one level
+//! down, `%PDF-` is a PDF, an OLE compound file is a legacy or encrypted Office file.
+//! Everything is read through bounds ([`Budget`]): decompressed bytes per message, entries
+//! per archive, nesting depth, and the classifier's deadline. Past a bound the message is
+//! unclassifiable (held, never passed). What cannot be read at all (encrypted content) is
+//! recorded as opaque, a fact the rules see.
+
+mod archive;
+mod ooxml;
+mod pdf;
+mod xml;
+
+use std::time::Instant;
+
+use super::level::Parsed;
+use crate::config::ClassifierConfig;
+
+/// Why a document could not be read within the bounds: the message is unclassifiable.
+#[derive(Debug, thiserror::Error)]
+pub enum DocumentError {
+    #[error("{0}")]
+    Bound(&'static str),
+}
+
+/// The bounds one message's documents are read within.
+#[derive(Debug)]
+pub struct Budget {
+    /// Decompressed bytes still allowed for this message.
+    pub bytes: u64,
+    pub max_entries: usize,
+    pub max_depth: usize,
+    pub deadline: Option<Instant>,
+}
+
+impl Budget {
+    pub fn new(config: &ClassifierConfig, deadline: Option<Instant>) -> Budget {
+        Budget {
+            bytes: config.max_document_bytes,
+            max_entries: config.max_archive_entries,
+            max_depth: config.max_depth,
+            deadline,
+        }
+    }
+
+    /// Takes `n` bytes from the budget.
+    fn spend(&mut self, n: u64) -> Result<(), DocumentError> {
+        if self.deadline.is_some_and(|d| Instant::now() > d) {
+            return Err(DocumentError::Bound(
+                "documents took longer than the budget",
+            ));
+        }
+        self.bytes = self.bytes.checked_sub(n).ok_or(DocumentError::Bound(
+            "attached documents decompress to more than classifier.max_document_bytes",
+        ))?;
+        Ok(())
+    }
+}
+
+/// What the documents of a message showed.
+#[derive(Debug, Default)]
+pub struct Findings {
+    /// (marking, place, the text it was read from).
+    pub found: Vec<(Parsed, String, String)>,
+    /// `place: why` for content that could not be inspected.
+    pub opaque: Vec<String>,
+    /// `place: guid` for labels no mapping names.
+    pub unknown_labels: Vec<String>,
+}
+
+/// What kind of file `bytes` are, by their first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Zip,
+    Pdf,
+    Ole,
+    Other,
+}
+
+pub fn sniff(bytes: &[u8]) -> Kind {
+    if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06") {
+        Kind::Zip
+    } else if bytes.len() >= 5
+        && bytes[..bytes.len().min(1024)]
+            .windows(5)
+            .any(|w| w == b"%PDF-")
+    {
+        // Readers accept a PDF header anywhere in the first kilobyte.
+        Kind::Pdf
+    } else if bytes.starts_with(&[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1]) {
+        Kind::Ole
+    } else {
+        Kind::Other
+    }
+}
+
+/// Reads one document (an attachment, or a member of an archive) found at `place` (ends
+/// with `:`), `depth` archives down.
+pub fn inspect(
+    bytes: &[u8],
+    place: &str,
+    config: &ClassifierConfig,
+    budget: &mut Budget,
+    depth: usize,
+    out: &mut Findings,
+) -> Result<(), DocumentError> {
+    match sniff(bytes) {
+        Kind::Zip => archive::inspect(bytes, place, config, budget, depth, out),
+        Kind::Pdf => pdf::inspect(bytes, place, config, budget, out),
+        Kind::Ole => {
+            let why = if ole_is_encrypted(bytes) {
+                "encrypted Office document (rights management or a password)"
+            } else {
+                "legacy (pre-2007) Office document, not read"
+            };
+            out.opaque.push(format!("{place} {why}"));
+            Ok(())
+        }
+        Kind::Other => Ok(()),
+    }
+}
+
+/// An OLE compound file holding an `EncryptedPackage` stream: an Office Open XML file
+/// encrypted with a password or by rights management. The stream name is stored in the
+/// directory in UTF-16LE.
+fn ole_is_encrypted(bytes: &[u8]) -> bool {
+    let name: Vec<u8> = "EncryptedPackage"
+        .encode_utf16()
+        .flat_map(|u| u.to_le_bytes())
+        .collect();
+    memchr::memmem::find(bytes, &name).is_some()
+}
+
+/// Banner lines of a document's text (a header, a footer, the first and last paragraphs,
+/// a PDF's title) through the same rule as mail bodies.
+fn banners(text: &str, place: &str, what: &str, out: &mut Findings) {
+    for (parsed, raw, _) in super::places::banners(text) {
+        out.found.push((parsed, format!("{place}{what}"), raw));
+    }
+}
+
+/// A label name or GUID read from a document: mapped by `classifier.msip_labels` (by GUID
+/// or name), else the name through the marking grammar. A GUID with no name and no mapping
+/// is an unknown label.
+fn label(
+    guid: &str,
+    name: Option<&str>,
+    place: &str,
+    what: &str,
+    config: &ClassifierConfig,
+    out: &mut Findings,
+) {
+    let guid = guid.trim().trim_start_matches('{').trim_end_matches('}');
+    let mapped = config
+        .msip_labels
+        .iter()
+        .find(|(k, _)| {
+            let k = k.trim().trim_start_matches('{').trim_end_matches('}');
+            k.eq_ignore_ascii_case(guid) || name.is_some_and(|n| k.eq_ignore_ascii_case(n.trim()))
+        })
+        .map(|(_, v)| v.as_str());
+    let text = name.unwrap_or(guid).to_string();
+    match mapped.or(name).and_then(super::grammar::parse) {
+        Some(parsed) => out.found.push((parsed, format!("{place}{what}"), text)),
+        None if name.is_none() => out.unknown_labels.push(format!("{place}{what} {guid}")),
+        // A named label that is not a marking ("Internal", "Personal"): nothing to add.
+        None => {}
+    }
+}

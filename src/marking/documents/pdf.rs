@@ -1,0 +1,307 @@
+//! PDF: the sensitivity label Office writes into an exported PDF (`MSIP_Label_<guid>_*`
+//! keys of the document Info dictionary, and the same in the XMP metadata packet), and the
+//! Info dictionary's `/Title`, `/Subject` and `/Keywords` through the banner rule. Read
+//! from the bytes (and from inflated object and metadata streams), so a PDF with a broken
+//! cross-reference table is read as well as a sound one. An encrypted PDF is opaque.
+//!
+//! The text printed on pages (content streams, font encodings) is not read.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use super::{Budget, DocumentError, Findings};
+use crate::config::ClassifierConfig;
+
+pub fn inspect(
+    bytes: &[u8],
+    place: &str,
+    config: &ClassifierConfig,
+    budget: &mut Budget,
+    out: &mut Findings,
+) -> Result<(), DocumentError> {
+    if memchr::memmem::find(bytes, b"/Encrypt").is_some() {
+        out.opaque.push(format!("{place} encrypted PDF"));
+        return Ok(());
+    }
+    let mut texts: Vec<Vec<u8>> = Vec::new();
+    for stream in inflatable_streams(bytes) {
+        let mut inflated = Vec::new();
+        let limit = budget.bytes.saturating_add(1);
+        let _ = flate2::read::ZlibDecoder::new(stream)
+            .take(limit)
+            .read_to_end(&mut inflated);
+        budget.spend(inflated.len() as u64)?;
+        texts.push(inflated);
+    }
+    let mut labels: BTreeMap<String, (Option<bool>, Option<String>)> = BTreeMap::new();
+    for (what, text) in
+        std::iter::once(("info", bytes)).chain(texts.iter().map(|t| ("xmp", t.as_slice())))
+    {
+        for (guid, field, value) in msip_fields(text) {
+            let entry = labels.entry(guid).or_default();
+            match field.as_str() {
+                "Enabled" => entry.0 = Some(value.eq_ignore_ascii_case("true")),
+                "Name" => entry.1 = Some(value),
+                _ => {}
+            }
+        }
+        for key in ["Title", "Subject", "Keywords"] {
+            for value in info_strings(text, key) {
+                super::banners(&value, place, what, out);
+            }
+        }
+    }
+    for (guid, (enabled, name)) in labels {
+        if enabled == Some(true) {
+            super::label(&guid, name.as_deref(), place, "info", config, out);
+        }
+    }
+    Ok(())
+}
+
+/// The data of streams that may hold the Info dictionary or the XMP packet: object streams
+/// and metadata streams compressed with FlateDecode (page content is not read).
+fn inflatable_streams(bytes: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(i) = memchr::memmem::find(&bytes[at..], b"stream") {
+        let start = at + i;
+        at = start + 6;
+        // `endstream` also contains "stream".
+        if start >= 3 && &bytes[start - 3..start] == b"end" {
+            continue;
+        }
+        let dict_from = start.saturating_sub(512);
+        let dict = &bytes[dict_from..start];
+        let Some(open) = memchr::memmem::rfind(dict, b"<<") else {
+            continue;
+        };
+        let dict = &dict[open..];
+        let flate = memchr::memmem::find(dict, b"FlateDecode").is_some();
+        let wanted = memchr::memmem::find(dict, b"ObjStm").is_some()
+            || memchr::memmem::find(dict, b"Metadata").is_some();
+        let mut data = start + 6;
+        if bytes.get(data) == Some(&b'\r') {
+            data += 1;
+        }
+        if bytes.get(data) == Some(&b'\n') {
+            data += 1;
+        }
+        let Some(end) = memchr::memmem::find(&bytes[data..], b"endstream") else {
+            break;
+        };
+        if flate && wanted {
+            out.push(&bytes[data..data + end]);
+        }
+        at = data + end;
+    }
+    out
+}
+
+/// `(guid, field, value)` for every `MSIP_Label_<guid>_<field>` with a value, in the Info
+/// dictionary's syntax (`/MSIP_Label_…_Name (OFFICIAL)`) or XMP's (`<pdfx:MSIP_Label_…_Name>
+/// OFFICIAL</…>` or `pdfx:MSIP_Label_…_Name="OFFICIAL"`).
+fn msip_fields(text: &[u8]) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(i) = memchr::memmem::find(&text[at..], b"MSIP_Label_") {
+        let found = at + i;
+        let start = found + b"MSIP_Label_".len();
+        at = start;
+        // `</pdfx:MSIP_Label_…>` closes an element: its value was read at the opening.
+        let before = &text[found.saturating_sub(64)..found];
+        if let Some(lt) = before.iter().rposition(|b| *b == b'<') {
+            let tag = &before[lt + 1..];
+            let closing = tag.starts_with(b"/")
+                && !tag.iter().any(|b| b.is_ascii_whitespace() || *b == b'>');
+            if closing {
+                continue;
+            }
+        }
+        let key_end = text[start..]
+            .iter()
+            .position(|b| !(b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-'))
+            .map(|p| start + p)
+            .unwrap_or(text.len());
+        let key = String::from_utf8_lossy(&text[start..key_end]).into_owned();
+        let Some((guid, field)) = key.rsplit_once('_') else {
+            continue;
+        };
+        let Some(value) = value_after(&text[key_end..]) else {
+            continue;
+        };
+        out.push((guid.to_string(), field.to_string(), value));
+    }
+    out
+}
+
+/// The value that follows a key: a PDF string, an XML element's text, or an attribute.
+fn value_after(rest: &[u8]) -> Option<String> {
+    let skip = rest.iter().position(|b| !b.is_ascii_whitespace())?;
+    let rest = &rest[skip..];
+    match rest.first()? {
+        b'(' | b'<'
+            if rest.get(1) != Some(&b'<')
+                && (rest[0] == b'('
+                    || rest.get(1).is_some_and(u8::is_ascii_hexdigit)
+                    || rest.get(1) == Some(&b'>')) =>
+        {
+            pdf_string(rest)
+        }
+        b'>' => {
+            let end = rest[1..].iter().position(|b| *b == b'<')?;
+            Some(xml_text(&rest[1..1 + end]))
+        }
+        b'=' => {
+            let quote = *rest.get(1)?;
+            if quote != b'"' && quote != b'\'' {
+                return None;
+            }
+            let end = rest[2..].iter().position(|b| *b == quote)?;
+            Some(xml_text(&rest[2..2 + end]))
+        }
+        _ => None,
+    }
+}
+
+fn xml_text(raw: &[u8]) -> String {
+    String::from_utf8_lossy(raw)
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
+}
+
+/// Every value of `/key` in Info-dictionary syntax.
+fn info_strings(text: &[u8], key: &str) -> Vec<String> {
+    let needle = format!("/{key}");
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(i) = memchr::memmem::find(&text[at..], needle.as_bytes()) {
+        let after = at + i + needle.len();
+        at = after;
+        // `/Title` and not `/TitleX`.
+        if text.get(after).is_some_and(|b| b.is_ascii_alphanumeric()) {
+            continue;
+        }
+        let rest = &text[after..];
+        let skip = rest
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(rest.len());
+        if let Some(s) = pdf_string(&rest[skip..]) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// A PDF string at the start of `s`: `(literal)` with escapes and nesting, or `<hex>`;
+/// UTF-16BE when it starts with a byte order mark, else PDFDocEncoding (read as Latin-1).
+fn pdf_string(s: &[u8]) -> Option<String> {
+    let bytes = match s.first()? {
+        b'(' => {
+            let mut out = Vec::new();
+            let mut depth = 0usize;
+            let mut i = 1;
+            while i < s.len() {
+                let b = s[i];
+                match b {
+                    b'\\' => {
+                        i += 1;
+                        let e = *s.get(i)?;
+                        match e {
+                            b'n' => out.push(b'\n'),
+                            b'r' => out.push(b'\r'),
+                            b't' => out.push(b'\t'),
+                            b'b' => out.push(8),
+                            b'f' => out.push(12),
+                            b'0'..=b'7' => {
+                                let mut v = (e - b'0') as u32;
+                                for _ in 0..2 {
+                                    match s.get(i + 1) {
+                                        Some(d @ b'0'..=b'7') => {
+                                            v = v * 8 + (d - b'0') as u32;
+                                            i += 1;
+                                        }
+                                        _ => break,
+                                    }
+                                }
+                                out.push((v & 0xff) as u8);
+                            }
+                            b'\r' | b'\n' => {}
+                            other => out.push(other),
+                        }
+                    }
+                    b'(' => {
+                        depth += 1;
+                        out.push(b);
+                    }
+                    b')' if depth == 0 => break,
+                    b')' => {
+                        depth -= 1;
+                        out.push(b);
+                    }
+                    _ => out.push(b),
+                }
+                i += 1;
+            }
+            out
+        }
+        b'<' => {
+            let end = s.iter().position(|b| *b == b'>')?;
+            let hex: Vec<u8> = s[1..end]
+                .iter()
+                .copied()
+                .filter(u8::is_ascii_hexdigit)
+                .collect();
+            hex.chunks(2)
+                .map(|pair| {
+                    let text = std::str::from_utf8(pair).unwrap_or("0");
+                    let v = u8::from_str_radix(text, 16).unwrap_or(0);
+                    if pair.len() == 1 {
+                        v << 4
+                    } else {
+                        v
+                    }
+                })
+                .collect()
+        }
+        _ => return None,
+    };
+    if bytes.starts_with(&[0xFE, 0xFF]) {
+        let units: Vec<u16> = bytes[2..]
+            .chunks(2)
+            .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))
+            .collect();
+        return Some(String::from_utf16_lossy(&units));
+    }
+    if bytes.starts_with(&[0xEF, 0xBB, 0xBF]) {
+        return Some(String::from_utf8_lossy(&bytes[3..]).into_owned());
+    }
+    Some(bytes.iter().map(|&b| b as char).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn info_and_xmp_label_syntaxes() {
+        let pdf = b"<< /MSIP_Label_abc-1_Enabled (true) /MSIP_Label_abc-1_Name <FEFF004F004600460049004300490041004C> >>";
+        let f = super::msip_fields(pdf);
+        assert_eq!(f[0], ("abc-1".into(), "Enabled".into(), "true".into()));
+        assert_eq!(f[1], ("abc-1".into(), "Name".into(), "OFFICIAL".into()));
+        let xmp = b"<pdfx:MSIP_Label_g_Name>OFFICIAL-SENSITIVE</pdfx:MSIP_Label_g_Name> pdfx:MSIP_Label_g_Enabled=\"true\"";
+        let f = super::msip_fields(xmp);
+        assert_eq!(f[0].2, "OFFICIAL-SENSITIVE");
+        assert_eq!(f[1], ("g".into(), "Enabled".into(), "true".into()));
+    }
+
+    #[test]
+    fn literal_strings_unescape() {
+        assert_eq!(
+            super::pdf_string(b"(SECRET \\(draft\\) \\101)").as_deref(),
+            Some("SECRET (draft) A")
+        );
+    }
+}

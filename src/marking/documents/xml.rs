@@ -1,0 +1,184 @@
+//! The little XML reading documents need: text by element, attributes of named elements.
+//! quick-xml underneath; names compared by local name (the `w:` in `w:t` is whatever the
+//! file declared). A part that is not well-formed yields what was read before the error.
+
+use quick_xml::events::Event;
+use quick_xml::Reader;
+
+/// One step of a walk.
+enum Step<'a> {
+    Start(&'a str, Vec<(String, String)>),
+    Text(&'a str),
+    End(&'a str),
+}
+
+fn walk(xml: &str, mut f: impl FnMut(Step)) {
+    let mut reader = Reader::from_str(xml);
+    loop {
+        let event = match reader.read_event() {
+            Ok(e) => e,
+            Err(_) => return,
+        };
+        match event {
+            Event::Start(ref e) | Event::Empty(ref e) => {
+                let empty = matches!(event, Event::Empty(_));
+                let name = e.local_name();
+                let attrs = e
+                    .attributes()
+                    .flatten()
+                    .map(|a| {
+                        let key = a.key.local_name().as_ref().to_string();
+                        let value = a
+                            .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                            .map(|v| v.into_owned())
+                            .unwrap_or_default();
+                        (key, value)
+                    })
+                    .collect();
+                f(Step::Start(name.as_ref(), attrs));
+                if empty {
+                    f(Step::End(name.as_ref()));
+                }
+            }
+            Event::End(e) => f(Step::End(e.local_name().as_ref())),
+            Event::Text(t) => f(Step::Text(&t.xml10_content())),
+            Event::CData(t) => f(Step::Text(&t.xml10_content())),
+            Event::GeneralRef(r) => {
+                let c = match r.resolve_char_ref() {
+                    Ok(Some(c)) => Some(c),
+                    _ => match r.xml10_content().as_ref() {
+                        "amp" => Some('&'),
+                        "lt" => Some('<'),
+                        "gt" => Some('>'),
+                        "quot" => Some('"'),
+                        "apos" => Some('\''),
+                        _ => None,
+                    },
+                };
+                if let Some(c) = c {
+                    f(Step::Text(c.encode_utf8(&mut [0u8; 4])));
+                }
+            }
+            Event::Eof => return,
+            _ => {}
+        }
+    }
+}
+
+/// The paragraphs of a WordprocessingML part (`w:p`), their text from `w:t` runs, tabs
+/// and breaks as spaces and line ends.
+pub fn paragraphs(xml: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current: Option<String> = None;
+    let mut in_text = false;
+    walk(xml, |step| match step {
+        Step::Start("p", _) => current = Some(String::new()),
+        Step::Start("t", _) => in_text = true,
+        Step::Start("tab", _) => {
+            if let Some(p) = current.as_mut() {
+                p.push(' ');
+            }
+        }
+        Step::Start("br" | "cr", _) => {
+            if let Some(p) = current.as_mut() {
+                p.push('\n');
+            }
+        }
+        Step::End("t") => in_text = false,
+        Step::End("p") => {
+            if let Some(p) = current.take() {
+                out.push(p);
+            }
+        }
+        Step::Text(t) if in_text => {
+            if let Some(p) = current.as_mut() {
+                p.push_str(t);
+            }
+        }
+        _ => {}
+    });
+    out
+}
+
+/// The text of every element with one of `names` (local names), with its name.
+pub fn element_texts(xml: &str, names: &[&str]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut open: Option<(String, String)> = None;
+    walk(xml, |step| match step {
+        Step::Start(name, _) if open.is_none() && names.contains(&name) => {
+            open = Some((name.to_string(), String::new()));
+        }
+        Step::Text(t) => {
+            if let Some((_, text)) = open.as_mut() {
+                text.push_str(t);
+            }
+        }
+        Step::End(name) if open.as_ref().is_some_and(|(n, _)| n == name) => {
+            out.extend(open.take());
+        }
+        _ => {}
+    });
+    out
+}
+
+/// The attributes of every element named `name`.
+pub fn elements(xml: &str, name: &str) -> Vec<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    walk(xml, |step| {
+        if let Step::Start(n, attrs) = step {
+            if n == name {
+                out.push(attrs);
+            }
+        }
+    });
+    out
+}
+
+/// The custom document properties (`docProps/custom.xml`): each `property`'s `name` and
+/// the text of its value element.
+pub fn custom_properties(xml: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut open: Option<(String, String)> = None;
+    walk(xml, |step| match step {
+        Step::Start("property", attrs) => {
+            let name = attrs
+                .into_iter()
+                .find(|(k, _)| k == "name")
+                .map(|(_, v)| v)
+                .unwrap_or_default();
+            open = Some((name, String::new()));
+        }
+        Step::Text(t) => {
+            if let Some((_, value)) = open.as_mut() {
+                value.push_str(t);
+            }
+        }
+        Step::End("property") => out.extend(open.take()),
+        _ => {}
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn word_paragraphs_and_entities() {
+        let xml = r#"<w:document xmlns:w="x"><w:body><w:p><w:r><w:t>OFFICIAL</w:t></w:r><w:r><w:t xml:space="preserve">&#x2013;SENSITIVE &amp; more</w:t></w:r></w:p><w:p/></w:body></w:document>"#;
+        assert_eq!(super::paragraphs(xml), ["OFFICIAL–SENSITIVE & more", ""]);
+    }
+
+    #[test]
+    fn custom_properties_read_names_and_values() {
+        let xml = r#"<Properties><property fmtid="{x}" pid="2" name="MSIP_Label_abc_Enabled"><vt:lpwstr>true</vt:lpwstr></property><property name="MSIP_Label_abc_Name"><vt:lpwstr>OFFICIAL-SENSITIVE</vt:lpwstr></property></Properties>"#;
+        assert_eq!(
+            super::custom_properties(xml),
+            [
+                ("MSIP_Label_abc_Enabled".to_string(), "true".to_string()),
+                (
+                    "MSIP_Label_abc_Name".to_string(),
+                    "OFFICIAL-SENSITIVE".to_string()
+                )
+            ]
+        );
+    }
+}
