@@ -112,8 +112,8 @@ fn msip_fields(text: &[u8]) -> Vec<(String, String, String)> {
         let before = &text[found.saturating_sub(64)..found];
         if let Some(lt) = before.iter().rposition(|b| *b == b'<') {
             let tag = &before[lt + 1..];
-            let closing = tag.starts_with(b"/")
-                && !tag.iter().any(|b| b.is_ascii_whitespace() || *b == b'>');
+            let closing =
+                tag.starts_with(b"/") && !tag.iter().any(|b| b.is_ascii_whitespace() || *b == b'>');
             if closing {
                 continue;
             }
