@@ -23,6 +23,7 @@ pub mod marking;
 pub mod message;
 pub mod metrics;
 pub mod milter;
+pub mod ops;
 pub mod policy;
 pub mod privacy;
 pub mod process_stats;

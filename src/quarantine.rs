@@ -120,6 +120,38 @@ impl Quarantine {
         Ok(out)
     }
 
+    /// Takes a held message for release, exactly once: its metadata is renamed to
+    /// `ID.claim` (an atomic rename a second release loses), which also takes it off the
+    /// list while it is sent. [`Claim::finish`] removes it once sent; dropping the claim
+    /// unfinished (the send failed) puts it back.
+    pub fn claim(&self, id: &str) -> io::Result<Claim<'_>> {
+        let json = self.path(id, "json")?;
+        let claim = self.path(id, "claim")?;
+        match std::fs::rename(&json, &claim) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound && claim.exists() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!("{id} is being released by another command"),
+                ))
+            }
+            Err(err) => return Err(err),
+        }
+        let meta = std::fs::read(&claim)
+            .and_then(|b| serde_json::from_slice::<Meta>(&b).map_err(io::Error::other));
+        match meta {
+            Ok(meta) => Ok(Claim {
+                quarantine: self,
+                meta,
+                done: false,
+            }),
+            Err(err) => {
+                let _ = std::fs::rename(&claim, &json);
+                Err(err)
+            }
+        }
+    }
+
     /// Removes a message: metadata first, so a crash leaves at worst an unlisted body.
     pub fn delete(&self, id: &str) -> io::Result<()> {
         std::fs::remove_file(self.path(id, "json")?)?;
@@ -165,8 +197,20 @@ impl Quarantine {
                     .is_some_and(is_queue_id)
             };
             let temp = name.strip_prefix(".tmp-").is_some_and(ours);
-            let orphan =
-                name.ends_with(".eml") && ours(&name) && !path.with_extension("json").exists();
+            // A release interrupted long ago (a crash): held again. A recent one may still
+            // be sending.
+            let stale_claim = name.strip_suffix(".claim").is_some_and(is_queue_id)
+                && std::fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() > 3600));
+            if regular && stale_claim {
+                std::fs::rename(&path, path.with_extension("json"))?;
+                continue;
+            }
+            let orphan = name.ends_with(".eml")
+                && ours(&name)
+                && !path.with_extension("json").exists()
+                && !path.with_extension("claim").exists();
             if regular && (temp || orphan) {
                 std::fs::remove_file(&path)?;
                 removed += 1;
@@ -200,6 +244,45 @@ impl Quarantine {
             }
         }
         (n, bytes)
+    }
+}
+
+/// A held message taken for release (see [`Quarantine::claim`]).
+pub struct Claim<'a> {
+    quarantine: &'a Quarantine,
+    pub meta: Meta,
+    done: bool,
+}
+
+impl Claim<'_> {
+    pub fn message_path(&self) -> io::Result<PathBuf> {
+        self.quarantine.path(&self.meta.id, "eml")
+    }
+
+    /// The message was sent: it leaves the quarantine.
+    pub fn finish(mut self) -> io::Result<()> {
+        self.done = true;
+        let q = self.quarantine;
+        std::fs::remove_file(q.path(&self.meta.id, "claim")?)?;
+        match std::fs::remove_file(q.path(&self.meta.id, "eml")?) {
+            Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
+            _ => {}
+        }
+        sync_dir(&q.dir)
+    }
+}
+
+impl Drop for Claim<'_> {
+    /// Not sent: the message is held again, as it was.
+    fn drop(&mut self) {
+        if !self.done {
+            if let (Ok(claim), Ok(json)) = (
+                self.quarantine.path(&self.meta.id, "claim"),
+                self.quarantine.path(&self.meta.id, "json"),
+            ) {
+                let _ = std::fs::rename(claim, json);
+            }
+        }
     }
 }
 

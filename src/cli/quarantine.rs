@@ -7,13 +7,9 @@ use clap::Subcommand;
 use serde_json::json;
 
 use super::ConfigArgs;
-use crate::config::Config;
-use crate::mailbox::Mailbox;
-use crate::message::Spool;
-use crate::policy::Action;
+use crate::ops;
 use crate::quarantine::Quarantine;
 use crate::store::index::AddressMatch;
-use crate::transaction::{ClientInfo, Envelope, Recipient, Transaction};
 
 #[derive(Subcommand, Debug)]
 pub enum QuarantineCommand {
@@ -69,13 +65,22 @@ pub enum QuarantineCommand {
         /// default.
         #[arg(long)]
         by: Option<String>,
+        /// Why (kept in the tracking record).
+        #[arg(long)]
+        reason: Option<String>,
         /// The quarantine id.
         id: String,
     },
-    /// Delete a held message without sending it.
+    /// Delete a held message without sending it (a tracking record says who and why).
     Delete {
         #[command(flatten)]
         config: ConfigArgs,
+        /// Who deleted it (kept in the tracking record); $USER by default.
+        #[arg(long)]
+        by: Option<String>,
+        /// Why (kept in the tracking record).
+        #[arg(long)]
+        reason: Option<String>,
         /// The quarantine id.
         id: String,
     },
@@ -89,6 +94,12 @@ pub enum QuarantineCommand {
         /// List what would be deleted, and delete nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Who purged (kept in each tracking record); $USER by default.
+        #[arg(long)]
+        by: Option<String>,
+        /// Why (kept in each tracking record).
+        #[arg(long)]
+        reason: Option<String>,
     },
 }
 
@@ -176,6 +187,7 @@ pub fn run(command: QuarantineCommand) -> anyhow::Result<ExitCode> {
             config,
             force,
             by,
+            reason,
             id,
         } => {
             let config = config.load()?;
@@ -183,14 +195,30 @@ pub fn run(command: QuarantineCommand) -> anyhow::Result<ExitCode> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(release(&config, &id, force, by))
+            let actor = ops::Actor::new(by, reason);
+            match rt.block_on(ops::release(&config, &id, force, &actor)) {
+                Ok(done) => {
+                    println!("released {id}: {}", done.reply);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(err) => {
+                    eprintln!(
+                        "not released: {}",
+                        super::terminal_safe(&err.to_string(), false)
+                    );
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
-        QuarantineCommand::Delete { config, id } => {
+        QuarantineCommand::Delete {
+            config,
+            by,
+            reason,
+            id,
+        } => {
             let config = config.load()?;
             super::state_dir_access(&config, super::Access::Write)?;
-            Quarantine::new(&config.state_dir)
-                .delete(&id)
-                .with_context(|| format!("deleting {id}"))?;
+            ops::delete(&config, &id, &ops::Actor::new(by, reason))?;
             println!("deleted {id}");
             Ok(ExitCode::SUCCESS)
         }
@@ -198,6 +226,8 @@ pub fn run(command: QuarantineCommand) -> anyhow::Result<ExitCode> {
             config,
             older_than,
             dry_run,
+            by,
+            reason,
         } => {
             let config = config.load()?;
             let access = if dry_run {
@@ -208,22 +238,20 @@ pub fn run(command: QuarantineCommand) -> anyhow::Result<ExitCode> {
             super::state_dir_access(&config, access)?;
             let age = humantime::parse_duration(&older_than).context("--older-than: e.g. 30d")?;
             let cutoff = std::time::SystemTime::now() - age;
-            let q = Quarantine::new(&config.state_dir);
+            let actor = ops::Actor::new(by, reason);
+            let list = ops::purge(&config, cutoff, &actor, dry_run)?;
             if dry_run {
-                let cutoff = crate::timefmt::rfc3339(cutoff);
-                let would: Vec<_> = q.list()?.into_iter().filter(|m| m.time < cutoff).collect();
-                for m in &would {
+                for m in &list {
                     println!(
                         "would purge {}  {}",
                         super::terminal_safe(&m.id, false),
                         super::terminal_safe(&m.time, false)
                     );
                 }
-                println!("would purge {} (dry run: nothing deleted)", would.len());
-                return Ok(ExitCode::SUCCESS);
+                println!("would purge {} (dry run: nothing deleted)", list.len());
+            } else {
+                println!("purged {}", list.len());
             }
-            let gone = q.purge(cutoff)?;
-            println!("purged {}", gone.len());
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -309,130 +337,4 @@ fn describe(meta: &crate::quarantine::Meta, headers: &str) -> String {
     let _ = writeln!(out, "sha256:      {}", safe(&meta.sha256));
     let _ = writeln!(out, "\n{}", super::terminal_safe(headers, true));
     out
-}
-
-async fn release(
-    config: &Config,
-    id: &str,
-    force: bool,
-    by: Option<String>,
-) -> anyhow::Result<ExitCode> {
-    crate::smtp::tls::install_provider();
-    let q = Quarantine::new(&config.state_dir);
-    let mut meta = q
-        .get(id)
-        .with_context(|| format!("no quarantined message {id}"))?;
-    if let Some(mta_id) = &meta.mta_queue_id {
-        let mta_id = super::terminal_safe(mta_id, false);
-        // Sending markgate's copy would deliver the message a second time once the MTA's
-        // held copy is released, and past the MTA's own queue and logs.
-        eprintln!(
-            "not released: {id} was held by the MTA (milter mode) as queue id {mta_id}; \
-             release it there with `postsuper -H {mta_id}`, then `markgate quarantine delete {id}`"
-        );
-        return Ok(ExitCode::FAILURE);
-    }
-    let raw = std::fs::read(q.message_path(id)?)?;
-    let snapshot = crate::runtime::load_snapshot(config)?;
-    let envelope = Envelope {
-        sender: Mailbox::lenient(&meta.sender),
-        params: Default::default(),
-        recipients: meta
-            .recipients
-            .iter()
-            .filter_map(|a| Mailbox::lenient(a))
-            .map(Recipient::plain)
-            .collect(),
-    };
-    // The transaction as it arrived, so the released copy carries the same Received and
-    // X-Markgate-Marking headers a passed message gets.
-    let text = |k: &str| {
-        meta.client
-            .get(k)
-            .and_then(|v| v.as_str())
-            .unwrap_or("unknown")
-            .to_string()
-    };
-    let txn = Transaction {
-        id: id.to_string(),
-        received: crate::timefmt::parse(&meta.time).unwrap_or_else(std::time::SystemTime::now),
-        client: ClientInfo {
-            addr: text("addr"),
-            helo: text("helo"),
-        },
-        tls: None,
-        envelope,
-        message: std::sync::Arc::new(Spool::from_bytes(raw)),
-        front_end: "release",
-        mta_queue_id: None,
-    };
-    let eval = snapshot.evaluate(&txn);
-    // The rule that held it does not count against its own release; a reject does.
-    if !force && eval.verdict.action == Action::Reject {
-        eprintln!(
-            "refused: the current rules reject this message ({}: {}); use --force to override",
-            eval.verdict
-                .rule
-                .as_deref()
-                .unwrap_or(crate::metrics::NO_RULE),
-            eval.verdict
-                .reply
-                .as_ref()
-                .map(|r| r.to_string())
-                .unwrap_or_default()
-        );
-        return Ok(ExitCode::FAILURE);
-    }
-    let next_hop = crate::smtp::next_hop::NextHop::new(&config.upstream, &config.hostname)?;
-    let who = by
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "unknown".into());
-    let now = std::time::SystemTime::now();
-    let header = format!(
-        "{}X-Markgate-Released: by {} at {} (held as {id})\r\n",
-        crate::gateway::added_headers(&snapshot, &txn, &eval),
-        // Printable ASCII and spaces: "A. Analyst" stays readable, and no line break
-        // can start a header of its own.
-        who.chars()
-            .filter(|c| c.is_ascii_graphic() || *c == ' ')
-            .collect::<String>()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" "),
-        crate::timefmt::rfc5322(now)
-    );
-    match next_hop
-        .send(&txn.envelope, header.as_bytes(), &txn.message)
-        .await
-    {
-        Ok(delivered) => {
-            meta.released = Some(
-                json!({"by": who, "time": crate::timefmt::rfc3339(now), "reply": delivered.reply}),
-            );
-            let record = json!({
-                "time": crate::timefmt::rfc3339(now),
-                "queue_id": id,
-                "action": "pass",
-                "rule": null,
-                "released_by": who,
-                "sender": meta.sender,
-                "recipients": meta.recipients.iter().map(|a| json!({"address": a, "class": snapshot.directory.classify(a).name()})).collect::<Vec<_>>(),
-                "marking": meta.marking,
-                "size": meta.size,
-                "reply": delivered.reply,
-                "outcome": "released",
-                "next_hop": {"reply": delivered.reply, "queue_id": delivered.queue_id},
-            });
-            crate::tracking::Tracking::new(&config.state_dir, config.tracking.retention_days)
-                .append(&record, now)
-                .context("writing the tracking record")?;
-            q.delete(id)?;
-            println!("released {id}: {}", delivered.reply);
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(err) => {
-            eprintln!("not released, still held: {err}");
-            Ok(ExitCode::FAILURE)
-        }
-    }
 }

@@ -73,8 +73,9 @@ pub struct SearchArgs {
     /// address.
     #[arg(long)]
     recipient: Option<String>,
-    /// What markgate decided.
-    #[arg(long, value_parser = ["pass", "reject", "quarantine"])]
+    /// What markgate decided (pass, reject, quarantine), or what an operator did to a
+    /// held message (delete, purge) or to the log (redact).
+    #[arg(long, value_parser = ["pass", "reject", "quarantine", "delete", "purge", "redact"])]
     action: Option<String>,
     /// The id of the rule that decided.
     #[arg(long)]

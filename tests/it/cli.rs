@@ -190,3 +190,91 @@ fn follow_prints_records_as_they_are_written() {
         "{next}"
     );
 }
+
+/// Two releases of one held message at once: one sends it, the other is told it is being
+/// released and sends nothing. Delete and purge leave records saying who and why.
+#[test]
+fn a_message_is_released_once_and_every_operation_is_recorded() {
+    let sink = Sink::start(&["-w", "1"]);
+    let mg = Markgate::start(sink.port);
+    for (i, to) in ["a@example.com", "b@example.com", "c@example.com"]
+        .iter()
+        .enumerate()
+    {
+        let msg = message(to, &format!("held {i}"), &format!("r{i}"));
+        assert_eq!(smtplib_send(mg.port, FROM, &[to], &msg).0, 250);
+    }
+    let held = json(&mg.cli(&["quarantine", "list", "--json"]));
+    let ids: Vec<String> = held
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    // The sink waits a second before its greeting: both releases are in flight together.
+    let run = |id: String, cfg: std::path::PathBuf| {
+        std::thread::spawn(move || {
+            Command::new(bin())
+                .args(["quarantine", "release", "--by", "analyst", "--config"])
+                .arg(cfg)
+                .arg(id)
+                .output()
+                .unwrap()
+        })
+    };
+    let first = run(ids[0].clone(), mg.config.clone());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let second = run(ids[0].clone(), mg.config.clone());
+    let (a, b) = (first.join().unwrap(), second.join().unwrap());
+    let wins = [&a, &b].iter().filter(|o| o.status.success()).count();
+    assert_eq!(
+        wins,
+        1,
+        "{}\n{}",
+        String::from_utf8_lossy(&a.stderr),
+        String::from_utf8_lossy(&b.stderr)
+    );
+    let loser = if a.status.success() { &b } else { &a };
+    assert!(
+        String::from_utf8_lossy(&loser.stderr).contains("being released by another command"),
+        "{}",
+        String::from_utf8_lossy(&loser.stderr)
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(sink.messages().len(), 1, "delivered once");
+
+    stdout(&mg.cli(&[
+        "quarantine",
+        "delete",
+        "--by",
+        "dpo",
+        "--reason",
+        "sent in error",
+        &ids[1],
+    ]));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    stdout(&mg.cli(&[
+        "quarantine",
+        "purge",
+        "--older-than",
+        "0s",
+        "--reason",
+        "weekly",
+    ]));
+    let records = mg.records();
+    let deleted: Vec<_> = records.iter().filter(|r| r["action"] == "delete").collect();
+    assert_eq!(deleted.len(), 1);
+    assert_eq!(deleted[0]["queue_id"], ids[1].as_str());
+    assert_eq!(deleted[0]["by"], "dpo");
+    assert_eq!(deleted[0]["reason"], "sent in error");
+    let purged: Vec<_> = records.iter().filter(|r| r["action"] == "purge").collect();
+    assert_eq!(purged.len(), 1);
+    assert_eq!(purged[0]["queue_id"], ids[2].as_str());
+    assert_eq!(purged[0]["reason"], "weekly");
+    let released: Vec<_> = records
+        .iter()
+        .filter(|r| r["outcome"] == "released")
+        .collect();
+    assert_eq!(released.len(), 1);
+    assert_eq!(released[0]["by"], "analyst");
+    let found = json(&mg.cli(&["track", "search", "--json", "--action", "delete"]));
+    assert_eq!(found.len(), 1);
+}
