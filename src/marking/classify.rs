@@ -285,6 +285,12 @@ impl Walk<'_> {
                         .opaque
                         .push(format!("{prefix}body: PGP-encrypted text"));
                 }
+                if text.contains("<?mso-application") {
+                    // Word's single-file XML: its marking is in elements, not lines.
+                    self.out
+                        .opaque
+                        .push(format!("{prefix}body: Office XML document, not read"));
+                }
                 // Text attachments are read like the body; their findings say where.
                 let place = match (&name, inline) {
                     (Some(name), false) => format!("{prefix}attachment:{name}:"),
@@ -344,6 +350,7 @@ impl Walk<'_> {
         documents::inspect(
             &bytes,
             &place,
+            readable::declared_document(mimetype, name),
             &self.classifier.config,
             &mut self.budget,
             0,

@@ -21,6 +21,30 @@ pub enum Reading {
     Opaque,
 }
 
+/// Whether a file name ending (lower case) is a document's.
+pub fn is_document_name(ext: Option<&str>) -> bool {
+    ext.is_some_and(|e| DOCUMENT_EXTENSIONS.contains(&e))
+}
+
+/// Whether a name or media type says "document": content markgate cannot recognise in such
+/// a file is opaque, not nothing.
+pub fn declared_document(mime: &str, name: Option<&str>) -> bool {
+    let ext = name
+        .map(|n| n.trim_end_matches(['.', ' ']))
+        .and_then(|n| n.rsplit_once('.'))
+        .map(|(_, e)| e.trim().to_ascii_lowercase());
+    is_document_name(ext.as_deref())
+        || mime == "application/pdf"
+        || mime == "application/msword"
+        || mime == "application/rtf"
+        || mime == "text/rtf"
+        || mime == "application/ms-tnef"
+        || mime == "application/vnd.ms-tnef"
+        || mime.contains("zip")
+        || mime.starts_with("application/vnd.ms-")
+        || mime.starts_with("application/vnd.openxmlformats")
+}
+
 /// File name endings of documents, whatever their media type says.
 const DOCUMENT_EXTENSIONS: &[&str] = &[
     "docx", "docm", "dotx", "dotm", "xlsx", "xlsm", "xltx", "xltm", "pptx", "pptm", "potx", "potm",
@@ -34,7 +58,10 @@ pub fn reading(mime: &str, attachment: bool, name: Option<&str>) -> Reading {
         .split(|c: char| c.is_whitespace() || c == '(')
         .next()
         .unwrap_or(mime);
+    // Windows drops trailing dots and spaces when it saves a file: `report.docx.` is
+    // `report.docx` to the reader.
     let ext = name
+        .map(|n| n.trim_end_matches(['.', ' ']))
         .and_then(|n| n.rsplit_once('.'))
         .map(|(_, e)| e.trim().to_ascii_lowercase());
     if mime.starts_with("multipart/") {
@@ -43,17 +70,15 @@ pub fn reading(mime: &str, attachment: bool, name: Option<&str>) -> Reading {
     if matches!(mime, "message/rfc822" | "message/global" | "message/news") {
         return Reading::Message;
     }
+    // A document's name wins over a text type: `text/plain; name=report.docx` opens in Word.
+    if is_document_name(ext.as_deref()) {
+        return Reading::Document;
+    }
     if mime.starts_with("text/") || mime == "application/xhtml+xml" {
         return Reading::Text {
             html: mime == "text/html" || mime == "application/xhtml+xml",
             inline: !attachment,
         };
-    }
-    if ext
-        .as_deref()
-        .is_some_and(|e| DOCUMENT_EXTENSIONS.contains(&e))
-    {
-        return Reading::Document;
     }
     match ext.as_deref() {
         Some("eml") => Reading::Message,

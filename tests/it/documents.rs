@@ -152,3 +152,46 @@ fn both_front_ends_refuse_labelled_documents_and_hold_what_they_cannot_read() {
         .count();
     assert_eq!(held, 2);
 }
+
+/// Documents hidden where a reader still sees their marking (from an adversarial review):
+/// none passes to an external address.
+#[test]
+fn hostile_documents_never_pass_to_an_external_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/documents/hostile.py"
+        ))
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(st.success(), "hostile.py failed");
+    let config = dir.path().join("markgate.yaml");
+    std::fs::write(
+        &config,
+        format!("state_dir: {}\n", dir.path().join("state").display()),
+    )
+    .unwrap();
+    let mut passed = Vec::new();
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir.path()).unwrap().flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "eml") {
+            continue;
+        }
+        n += 1;
+        let out = Command::new(bin())
+            .args(["classify", "--json", "--to", "bob@gmail.com", "--config"])
+            .arg(&config)
+            .arg(&path)
+            .output()
+            .unwrap();
+        let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if got["decision"]["action"] == "pass" {
+            passed.push(path.file_name().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    assert!(n >= 30, "only {n} hostile fixtures");
+    assert!(passed.is_empty(), "passed to gmail.com: {passed:?}");
+}

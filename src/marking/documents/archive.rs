@@ -1,7 +1,8 @@
 //! Zip files: Office Open XML documents (a zip with `[Content_Types].xml`) and archives
 //! (`.zip`) whose members are read like attachments, one level further down. Every entry
 //! is read through a length limit taken from the message's budget: the sizes a zip
-//! declares are not trusted.
+//! declares are not trusted. Names are compared as Office compares part names: without
+//! case, `\` as `/`.
 
 use std::io::{Cursor, Read};
 
@@ -11,13 +12,25 @@ use crate::config::ClassifierConfig;
 /// An open zip whose entries are read within the budget.
 pub struct Zip<'a> {
     archive: zip::ZipArchive<Cursor<&'a [u8]>>,
+    /// Entries the end-of-central-directory record declares (the zip crate keeps one
+    /// entry per name, so more declared than listed means duplicates).
+    declared: Option<usize>,
+    /// (normalised name, name as stored, index) of every entry.
+    names: Vec<(String, String, usize)>,
+}
+
+/// A part name as Office compares it.
+pub fn normalise(name: &str) -> String {
+    name.replace('\\', "/")
+        .trim_start_matches('/')
+        .to_ascii_lowercase()
 }
 
 impl<'a> Zip<'a> {
     /// Opens `bytes`; `None` when it is not a readable zip (the caller records it as
     /// opaque). Too many entries is past a bound.
     fn open(bytes: &'a [u8], budget: &Budget) -> Result<Option<Zip<'a>>, DocumentError> {
-        let Ok(archive) = zip::ZipArchive::new(Cursor::new(bytes)) else {
+        let Ok(mut archive) = zip::ZipArchive::new(Cursor::new(bytes)) else {
             return Ok(None);
         };
         if archive.len() > budget.max_entries {
@@ -25,29 +38,57 @@ impl<'a> Zip<'a> {
                 "an attached archive has more entries than classifier.max_archive_entries",
             ));
         }
-        Ok(Some(Zip { archive }))
+        let mut names = Vec::with_capacity(archive.len());
+        for i in 0..archive.len() {
+            if let Ok(Ok(name)) = archive
+                .by_index_raw(i)
+                .map(|e| e.name().map(|n| n.into_owned()))
+            {
+                names.push((normalise(&name), name, i));
+            }
+        }
+        Ok(Some(Zip {
+            declared: declared_entries(bytes),
+            archive,
+            names,
+        }))
     }
 
-    pub fn names(&self) -> Vec<String> {
-        self.archive
-            .file_names()
-            .flatten()
-            .map(|n| n.into_owned())
+    /// (normalised, as stored) entry names, in archive order.
+    pub fn names(&self) -> Vec<(String, String)> {
+        self.names
+            .iter()
+            .map(|(n, o, _)| (n.clone(), o.clone()))
             .collect()
     }
 
-    pub fn has(&self, name: &str) -> bool {
-        self.archive.index_for_name(name).is_some()
+    /// Two entries with one name (tools disagree about which one is "the" file).
+    pub fn has_duplicates(&self) -> bool {
+        let mut seen = std::collections::HashSet::new();
+        !self.names.iter().all(|(n, _, _)| seen.insert(n.as_str()))
+            || self.declared.is_some_and(|d| d > self.names.len())
     }
 
-    /// The decompressed bytes of `name`: `Ok(None)` when absent, `Err` past the budget,
-    /// `Ok(Some(Err(why)))` when the entry cannot be read (encrypted, corrupt).
+    pub fn has(&self, name: &str) -> bool {
+        let want = normalise(name);
+        self.names.iter().any(|(n, _, _)| *n == want)
+    }
+
+    /// The decompressed bytes of `name` (normalised comparison): `Ok(None)` when absent,
+    /// `Err` past the budget, `Ok(Some(Err(why)))` when the entry cannot be read
+    /// (encrypted, corrupt).
     pub fn read(
         &mut self,
         name: &str,
         budget: &mut Budget,
     ) -> Result<Option<Result<Vec<u8>, String>>, DocumentError> {
-        let Some(index) = self.archive.index_for_name(name) else {
+        let want = normalise(name);
+        let Some(index) = self
+            .names
+            .iter()
+            .find(|(n, _, _)| *n == want)
+            .map(|(_, _, i)| *i)
+        else {
             return Ok(None);
         };
         self.read_index(index, budget).map(Some)
@@ -78,6 +119,15 @@ impl<'a> Zip<'a> {
     }
 }
 
+/// The entry count of the end-of-central-directory record (not for zip64, whose count
+/// lives elsewhere).
+fn declared_entries(bytes: &[u8]) -> Option<usize> {
+    let from = bytes.len().saturating_sub(65_557);
+    let at = from + memchr::memmem::rfind(&bytes[from..], b"PK\x05\x06")?;
+    let count = u16::from_le_bytes(bytes.get(at + 10..at + 12)?.try_into().ok()?);
+    (count != 0xFFFF).then_some(count as usize)
+}
+
 /// A zip attachment (or member) at `place`.
 pub fn inspect(
     bytes: &[u8],
@@ -92,22 +142,30 @@ pub fn inspect(
             .push(format!("{place} a zip file that cannot be read"));
         return Ok(());
     };
-    if zip.has("[Content_Types].xml") {
-        return super::ooxml::inspect(&mut zip, place, config, budget, out);
+    if zip.has_duplicates() {
+        out.opaque
+            .push(format!("{place} an archive with two entries of one name"));
+    }
+    let office = zip.has("[Content_Types].xml");
+    if office {
+        super::ooxml::inspect(&mut zip, place, config, budget, out)?;
     }
     if depth + 1 > budget.max_depth {
         return Err(DocumentError::Bound(
             "archives nested deeper than classifier.max_depth",
         ));
     }
-    for name in zip.names() {
-        if name.ends_with('/') {
+    // Every member a reader could open: all of an archive's, and the files embedded in
+    // an Office document (`word/embeddings/…`), whose XML parts were read above.
+    for (name, shown) in zip.names() {
+        let part = name.ends_with(".xml") || name.ends_with(".rels") || name.ends_with('/');
+        if name.ends_with('/') || (office && part) {
             continue;
         }
-        let member = format!("{place}{name}:");
+        let member = format!("{place}{shown}:");
         // The member's own name is a place, as an attachment's is.
-        for (parsed, raw) in crate::marking::places::file_name(&name) {
-            out.found.push((parsed, format!("{place}{name}"), raw));
+        for (parsed, raw) in crate::marking::places::file_name(&shown) {
+            out.found.push((parsed, format!("{place}{shown}"), raw));
         }
         let bytes = match zip.read(&name, budget)? {
             Some(Ok(b)) => b,
@@ -117,15 +175,20 @@ pub fn inspect(
             }
             None => continue,
         };
-        let lower = name.to_ascii_lowercase();
-        if [".txt", ".csv", ".htm", ".html", ".eml"]
+        if [".txt", ".csv", ".htm", ".html", ".xml"]
             .iter()
-            .any(|e| lower.ends_with(e))
+            .any(|e| name.ends_with(e))
         {
-            let text = String::from_utf8_lossy(&bytes);
+            let text = super::xml::decode_text(&bytes);
             super::banners(&text, &member, "text", out);
+        } else if name.ends_with(".eml") {
+            // A message in an archive is not walked as a message here: say so.
+            out.opaque
+                .push(format!("{member} a message inside an archive, not read"));
         } else {
-            super::inspect(&bytes, &member, config, budget, depth + 1, out)?;
+            let ext = name.rsplit_once('.').map(|(_, e)| e);
+            let declared = crate::message::readable::is_document_name(ext);
+            super::inspect(&bytes, &member, declared, config, budget, depth + 1, out)?;
         }
     }
     Ok(())

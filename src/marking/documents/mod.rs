@@ -100,9 +100,12 @@ pub fn sniff(bytes: &[u8]) -> Kind {
 
 /// Reads one document (an attachment, or a member of an archive) found at `place` (ends
 /// with `:`), `depth` archives down.
+/// `declared`: the file's name or type says it is a document, so content markgate does
+/// not recognise is opaque rather than nothing.
 pub fn inspect(
     bytes: &[u8],
     place: &str,
+    declared: bool,
     config: &ClassifierConfig,
     budget: &mut Budget,
     depth: usize,
@@ -120,7 +123,24 @@ pub fn inspect(
             out.opaque.push(format!("{place} {why}"));
             Ok(())
         }
-        Kind::Other => Ok(()),
+        Kind::Other => {
+            let head = &bytes[..bytes.len().min(1024)];
+            let why = if head.starts_with(b"{\\rtf") {
+                Some("RTF document, not read")
+            } else if head.starts_with(&[0x78, 0x9F, 0x3E, 0x22]) {
+                Some("TNEF (winmail.dat) attachment, not read")
+            } else if memchr::memmem::find(head, b"<?mso-application").is_some() {
+                Some("Office XML document, not read")
+            } else if declared {
+                Some("named or typed as a document, but not a format markgate reads")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                out.opaque.push(format!("{place} {why}"));
+            }
+            Ok(())
+        }
     }
 }
 
@@ -166,8 +186,12 @@ fn label(
     let text = name.unwrap_or(guid).to_string();
     match mapped.or(name).and_then(super::grammar::parse) {
         Some(parsed) => out.found.push((parsed, format!("{place}{what}"), text)),
-        None if name.is_none() => out.unknown_labels.push(format!("{place}{what} {guid}")),
-        // A named label that is not a marking ("Internal", "Personal"): nothing to add.
-        None => {}
+        // Office shows a label by its GUID from the tenant's policy, not by the name
+        // stored in the file: an unmapped GUID whose stored name is no marking ("General")
+        // may be anything, so the rules see it.
+        None => out.unknown_labels.push(format!(
+            "{place}{what} {guid} ({})",
+            name.unwrap_or("no name")
+        )),
     }
 }

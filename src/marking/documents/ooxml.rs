@@ -1,21 +1,18 @@
 //! Office Open XML (`.docx .xlsx .pptx` and their macro and template kinds): the
 //! sensitivity label Office stores in the file, and the marking its templates print.
+//! Every XML part is read (within the budget) and routed by what it is (its root
+//! element), not by its name: a part can be called anything its relationships say.
 //!
-//! - `docMetadata/LabelInfo.xml` (Office since 2021, with co-authoring of labelled files
-//!   on) holds only label GUIDs: mapped through `classifier.msip_labels`, else an unknown
-//!   label the rules see.
-//! - `docProps/custom.xml` holds `MSIP_Label_<guid>_Enabled` / `_Name`: an enabled label's
-//!   name goes through the marking grammar (or the mapping).
-//! - Word headers and footers (`word/header*.xml`, `word/footer*.xml`) and the first and
-//!   last paragraphs of the body; Excel sheet headers and footers (`&C…`): through the
-//!   banner rule, as a mail body's lines are.
+//! - `labelList` (`docMetadata/LabelInfo.xml`, Office since 2021): label GUIDs only,
+//!   mapped through `classifier.msip_labels`, else an unknown label the rules see.
+//! - `Properties` (`docProps/custom.xml`): `MSIP_Label_<guid>_Enabled` / `_Name`.
+//! - `hdr`, `ftr`, `document` (Word), `sld`, `sldMaster`, `sldLayout`, `notes`
+//!   (PowerPoint): every paragraph through the banner rule, and watermarks.
+//! - `worksheet` (Excel): the sheet's headers and footers (`&C…`).
 
 use super::archive::Zip;
 use super::{xml, Budget, DocumentError, Findings};
 use crate::config::ClassifierConfig;
-
-/// Paragraphs read from each end of a Word body.
-const BODY_ENDS: usize = 3;
 
 pub fn inspect(
     zip: &mut Zip,
@@ -24,66 +21,35 @@ pub fn inspect(
     budget: &mut Budget,
     out: &mut Findings,
 ) -> Result<(), DocumentError> {
-    let text_of = |zip: &mut Zip, name: &str, budget: &mut Budget, out: &mut Findings| {
-        Ok::<_, DocumentError>(match zip.read(name, budget)? {
-            Some(Ok(bytes)) => Some(String::from_utf8_lossy(&bytes).into_owned()),
+    for (name, shown) in zip.names() {
+        if !name.ends_with(".xml") || name == "[content_types].xml" {
+            continue;
+        }
+        let text = match zip.read(&name, budget)? {
+            Some(Ok(bytes)) => xml::decode_text(&bytes),
             Some(Err(why)) => {
-                out.opaque.push(format!("{place}{name} {why}"));
-                None
+                out.opaque.push(format!("{place}{shown} {why}"));
+                continue;
             }
-            None => None,
-        })
-    };
-    if let Some(info) = text_of(zip, "docMetadata/LabelInfo.xml", budget, out)? {
-        for attrs in xml::elements(&info, "label") {
-            let get = |k: &str| attrs.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str());
-            let enabled =
-                get("enabled").is_some_and(|e| e == "1" || e.eq_ignore_ascii_case("true"));
-            let removed =
-                get("removed").is_some_and(|e| e == "1" || e.eq_ignore_ascii_case("true"));
-            if let (true, false, Some(id)) = (enabled, removed, get("id")) {
-                super::label(id, None, place, "label", config, out);
-            }
-        }
-    }
-    if let Some(custom) = text_of(zip, "docProps/custom.xml", budget, out)? {
-        let props = xml::custom_properties(&custom);
-        let field = |guid: &str, f: &str| {
-            props
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(&format!("MSIP_Label_{guid}_{f}")))
-                .map(|(_, v)| v.trim().to_string())
+            None => continue,
         };
-        let guids: Vec<String> = props
-            .iter()
-            .filter_map(|(k, _)| {
-                k.strip_prefix("MSIP_Label_")?
-                    .strip_suffix("_Enabled")
-                    .map(str::to_string)
-            })
-            .collect();
-        for guid in guids {
-            if field(&guid, "Enabled").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-                let name = field(&guid, "Name");
-                super::label(&guid, name.as_deref(), place, "label", config, out);
+        match xml::root(&text).as_deref() {
+            Some("labelList") => label_info(&text, place, config, out),
+            Some("Properties") => custom_properties(&text, place, config, out),
+            Some(
+                root @ ("hdr" | "ftr" | "document" | "sld" | "sldMaster" | "sldLayout" | "notes"),
+            ) => {
+                let what = match root {
+                    "hdr" => "header",
+                    "ftr" => "footer",
+                    "document" => "body",
+                    _ => "slide",
+                };
+                let mut lines = xml::paragraphs(&text);
+                lines.extend(xml::watermarks(&text));
+                super::banners(&lines.join("\n"), place, what, out);
             }
-        }
-    }
-    let names = zip.names();
-    for name in &names {
-        let lower = name.to_ascii_lowercase();
-        let word_part = lower.starts_with("word/header") || lower.starts_with("word/footer");
-        if word_part && lower.ends_with(".xml") {
-            let what = if lower.starts_with("word/header") {
-                "header"
-            } else {
-                "footer"
-            };
-            if let Some(text) = text_of(zip, name, budget, out)? {
-                super::banners(&xml::paragraphs(&text).join("\n"), place, what, out);
-            }
-        } else if lower.starts_with("xl/worksheets/sheet") && lower.ends_with(".xml") {
-            if let Some(text) = text_of(zip, name, budget, out)? {
+            Some("worksheet") => {
                 for (element, value) in xml::element_texts(
                     &text,
                     &[
@@ -103,23 +69,60 @@ pub fn inspect(
                     super::banners(&excel_header_text(&value), place, what, out);
                 }
             }
+            _ => {}
         }
     }
-    if let Some(body) = text_of(zip, "word/document.xml", budget, out)? {
-        let paragraphs: Vec<String> = xml::paragraphs(&body)
-            .into_iter()
-            .filter(|p| !p.trim().is_empty())
-            .collect();
-        let n = paragraphs.len();
-        let ends: Vec<&str> = paragraphs
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i < BODY_ENDS || *i + BODY_ENDS >= n)
-            .map(|(_, p)| p.as_str())
-            .collect();
-        super::banners(&ends.join("\n"), place, "body", out);
-    }
     Ok(())
+}
+
+fn truthy(v: &str) -> bool {
+    let v = v.trim();
+    v == "1" || v.eq_ignore_ascii_case("true")
+}
+
+fn label_info(text: &str, place: &str, config: &ClassifierConfig, out: &mut Findings) {
+    for attrs in xml::elements(text, "label") {
+        let get = |k: &str| {
+            attrs
+                .iter()
+                .find(|(a, _)| a.eq_ignore_ascii_case(k))
+                .map(|(_, v)| v.as_str())
+        };
+        let enabled = get("enabled").is_some_and(truthy);
+        let removed = get("removed").is_some_and(truthy);
+        if let (true, false, Some(id)) = (enabled, removed, get("id")) {
+            super::label(id, None, place, "label", config, out);
+        }
+    }
+}
+
+fn custom_properties(text: &str, place: &str, config: &ClassifierConfig, out: &mut Findings) {
+    let props = xml::custom_properties(text);
+    let split = |k: &str| -> Option<(String, String)> {
+        let lower = k.to_ascii_lowercase();
+        let rest = lower.strip_prefix("msip_label_")?;
+        let (guid, field) = rest.rsplit_once('_')?;
+        Some((guid.to_string(), field.to_string()))
+    };
+    let mut labels: std::collections::BTreeMap<String, (bool, Option<String>)> =
+        std::collections::BTreeMap::new();
+    for (key, value) in &props {
+        let Some((guid, field)) = split(key) else {
+            continue;
+        };
+        let entry = labels.entry(guid).or_default();
+        match field.as_str() {
+            // Any value saying enabled counts (a later "false" does not undo it).
+            "enabled" => entry.0 |= truthy(value),
+            "name" => entry.1 = Some(value.trim().to_string()),
+            _ => {}
+        }
+    }
+    for (guid, (enabled, name)) in labels {
+        if enabled {
+            super::label(&guid, name.as_deref(), place, "label", config, out);
+        }
+    }
 }
 
 /// An Excel header or footer without its codes: `&L`, `&C`, `&R` start sections (each on

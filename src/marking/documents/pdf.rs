@@ -23,8 +23,18 @@ pub fn inspect(
         out.opaque.push(format!("{place} encrypted PDF"));
         return Ok(());
     }
+    // Names may escape any byte as `#xx` (`/MSIP#5FLabel…`, `/T#69tle`): read them as
+    // the reader does.
+    let unescaped = unescape_names(bytes);
+    let bytes = unescaped.as_deref().unwrap_or(bytes);
+    let (streams, unread) = metadata_streams(bytes);
+    if unread {
+        out.opaque.push(format!(
+            "{place} PDF metadata in a stream encoding markgate does not read"
+        ));
+    }
     let mut texts: Vec<Vec<u8>> = Vec::new();
-    for stream in inflatable_streams(bytes) {
+    for stream in streams {
         let mut inflated = Vec::new();
         let limit = budget.bytes.saturating_add(1);
         let _ = flate2::read::ZlibDecoder::new(stream)
@@ -38,10 +48,22 @@ pub fn inspect(
         std::iter::once(("info", bytes)).chain(texts.iter().map(|t| ("xmp", t.as_slice())))
     {
         for (guid, field, value) in msip_fields(text) {
+            let Some(value) = value else {
+                // An indirect reference (`9 0 R`) or a form not read: say so.
+                out.opaque.push(format!(
+                    "{place} a PDF label value markgate cannot read ({field})"
+                ));
+                continue;
+            };
             let entry = labels.entry(guid).or_default();
-            match field.as_str() {
-                "Enabled" => entry.0 = Some(value.eq_ignore_ascii_case("true")),
-                "Name" => entry.1 = Some(value),
+            match field.to_ascii_lowercase().as_str() {
+                // Any value saying enabled counts: a later "false" (a comment, a stale
+                // copy) does not undo it.
+                "enabled" => {
+                    entry.0 =
+                        Some(entry.0 == Some(true) || value.trim().eq_ignore_ascii_case("true"))
+                }
+                "name" => entry.1 = Some(value),
                 _ => {}
             }
         }
@@ -59,10 +81,63 @@ pub fn inspect(
     Ok(())
 }
 
-/// The data of streams that may hold the Info dictionary or the XMP packet: object streams
-/// and metadata streams compressed with FlateDecode (page content is not read).
-fn inflatable_streams(bytes: &[u8]) -> Vec<&[u8]> {
+/// `bytes` with `#xx` escapes in names decoded, when there are any.
+fn unescape_names(bytes: &[u8]) -> Option<Vec<u8>> {
+    memchr::memchr(b'#', bytes)?;
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'#' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                let c = h * 16 + l;
+                // Only characters that belong in a name: letters, digits, `_`, `-`.
+                if c.is_ascii_alphanumeric() || c == b'_' || c == b'-' {
+                    out.push(c);
+                    i += 3;
+                    continue;
+                }
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    Some(out)
+}
+
+/// The start of the dictionary that ends just before `end` (`<< … >>` matched by depth,
+/// so nested dictionaries and long ones are read whole).
+fn dict_before(bytes: &[u8], end: usize) -> Option<&[u8]> {
+    let close = memchr::memmem::rfind(&bytes[..end], b">>")?;
+    let mut depth = 0usize;
+    let mut i = close + 2;
+    while i >= 2 {
+        let pair = &bytes[i - 2..i];
+        if pair == b">>" {
+            depth += 1;
+            i -= 2;
+        } else if pair == b"<<" {
+            depth -= 1;
+            i -= 2;
+            if depth == 0 {
+                return Some(&bytes[i..close + 2]);
+            }
+        } else {
+            i -= 1;
+        }
+        if close + 2 - i > 64 * 1024 {
+            return None;
+        }
+    }
+    None
+}
+
+/// The data of streams that may hold the Info dictionary or the XMP packet (object
+/// streams, metadata streams), and whether one of them is in an encoding not read (any
+/// filter but a plain FlateDecode). Page content is not read.
+fn metadata_streams(bytes: &[u8]) -> (Vec<&[u8]>, bool) {
     let mut out = Vec::new();
+    let mut unread = false;
     let mut at = 0;
     while let Some(i) = memchr::memmem::find(&bytes[at..], b"stream") {
         let start = at + i;
@@ -71,15 +146,30 @@ fn inflatable_streams(bytes: &[u8]) -> Vec<&[u8]> {
         if start >= 3 && &bytes[start - 3..start] == b"end" {
             continue;
         }
-        let dict_from = start.saturating_sub(512);
-        let dict = &bytes[dict_from..start];
-        let Some(open) = memchr::memmem::rfind(dict, b"<<") else {
+        let Some(dict) = dict_before(bytes, start) else {
             continue;
         };
-        let dict = &dict[open..];
-        let flate = memchr::memmem::find(dict, b"FlateDecode").is_some();
-        let wanted = memchr::memmem::find(dict, b"ObjStm").is_some()
-            || memchr::memmem::find(dict, b"Metadata").is_some();
+        let has = |w: &[u8]| memchr::memmem::find(dict, w).is_some();
+        let wanted = has(b"ObjStm") || has(b"Metadata");
+        let filtered = has(b"/Filter");
+        let flate = has(b"FlateDecode");
+        let other = has(b"DecodeParms")
+            || [
+                &b"ASCIIHex"[..],
+                b"ASCII85",
+                b"LZW",
+                b"RunLength",
+                b"Crypt",
+                b"DCT",
+                b"JBIG2",
+                b"JPX",
+                b"CCITT",
+            ]
+            .iter()
+            .any(|f| has(f));
+        if wanted && filtered && (!flate || other) {
+            unread = true;
+        }
         let mut data = start + 6;
         if bytes.get(data) == Some(&b'\r') {
             data += 1;
@@ -90,18 +180,18 @@ fn inflatable_streams(bytes: &[u8]) -> Vec<&[u8]> {
         let Some(end) = memchr::memmem::find(&bytes[data..], b"endstream") else {
             break;
         };
-        if flate && wanted {
+        if wanted && flate && !other {
             out.push(&bytes[data..data + end]);
         }
         at = data + end;
     }
-    out
+    (out, unread)
 }
 
 /// `(guid, field, value)` for every `MSIP_Label_<guid>_<field>` with a value, in the Info
 /// dictionary's syntax (`/MSIP_Label_…_Name (OFFICIAL)`) or XMP's (`<pdfx:MSIP_Label_…_Name>
 /// OFFICIAL</…>` or `pdfx:MSIP_Label_…_Name="OFFICIAL"`).
-fn msip_fields(text: &[u8]) -> Vec<(String, String, String)> {
+fn msip_fields(text: &[u8]) -> Vec<(String, String, Option<String>)> {
     let mut out = Vec::new();
     let mut at = 0;
     while let Some(i) = memchr::memmem::find(&text[at..], b"MSIP_Label_") {
@@ -127,12 +217,24 @@ fn msip_fields(text: &[u8]) -> Vec<(String, String, String)> {
         let Some((guid, field)) = key.rsplit_once('_') else {
             continue;
         };
-        let Some(value) = value_after(&text[key_end..]) else {
+        let value = value_after(&text[key_end..]);
+        if value.is_none() && !reference_after(&text[key_end..]) {
+            // A mention in running text, not a key with a value.
             continue;
-        };
+        }
         out.push((guid.to_string(), field.to_string(), value));
     }
     out
+}
+
+/// Whether an indirect reference (`12 0 R`) follows a key.
+fn reference_after(rest: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(&rest[..rest.len().min(32)]).into_owned();
+    let mut words = text.split_whitespace();
+    matches!(
+        (words.next(), words.next(), words.next()),
+        (Some(a), Some(b), Some(r)) if a.parse::<u64>().is_ok() && b.parse::<u64>().is_ok() && r.starts_with('R')
+    )
 }
 
 /// The value that follows a key: a PDF string, an XML element's text, or an attribute.
@@ -289,12 +391,18 @@ mod tests {
     fn info_and_xmp_label_syntaxes() {
         let pdf = b"<< /MSIP_Label_abc-1_Enabled (true) /MSIP_Label_abc-1_Name <FEFF004F004600460049004300490041004C> >>";
         let f = super::msip_fields(pdf);
-        assert_eq!(f[0], ("abc-1".into(), "Enabled".into(), "true".into()));
-        assert_eq!(f[1], ("abc-1".into(), "Name".into(), "OFFICIAL".into()));
+        assert_eq!(
+            f[0],
+            ("abc-1".into(), "Enabled".into(), Some("true".into()))
+        );
+        assert_eq!(
+            f[1],
+            ("abc-1".into(), "Name".into(), Some("OFFICIAL".into()))
+        );
         let xmp = b"<pdfx:MSIP_Label_g_Name>OFFICIAL-SENSITIVE</pdfx:MSIP_Label_g_Name> pdfx:MSIP_Label_g_Enabled=\"true\"";
         let f = super::msip_fields(xmp);
-        assert_eq!(f[0].2, "OFFICIAL-SENSITIVE");
-        assert_eq!(f[1], ("g".into(), "Enabled".into(), "true".into()));
+        assert_eq!(f[0].2.as_deref(), Some("OFFICIAL-SENSITIVE"));
+        assert_eq!(f[1], ("g".into(), "Enabled".into(), Some("true".into())));
     }
 
     #[test]

@@ -65,6 +65,58 @@ fn walk(xml: &str, mut f: impl FnMut(Step)) {
     }
 }
 
+/// The text of an XML part (or a text file): UTF-16 when it starts with a byte order mark
+/// (Office Open XML allows it), else UTF-8.
+pub fn decode_text(bytes: &[u8]) -> String {
+    let utf16 = |le: bool| {
+        let units: Vec<u16> = bytes[2..]
+            .chunks(2)
+            .map(|c| {
+                let pair = [c[0], *c.get(1).unwrap_or(&0)];
+                if le {
+                    u16::from_le_bytes(pair)
+                } else {
+                    u16::from_be_bytes(pair)
+                }
+            })
+            .collect();
+        String::from_utf16_lossy(&units)
+    };
+    match bytes {
+        [0xFF, 0xFE, ..] => utf16(true),
+        [0xFE, 0xFF, ..] => utf16(false),
+        [0xEF, 0xBB, 0xBF, rest @ ..] => String::from_utf8_lossy(rest).into_owned(),
+        _ => String::from_utf8_lossy(bytes).into_owned(),
+    }
+}
+
+/// The local name of the first element of a part (what the part is, whatever its name).
+pub fn root(xml: &str) -> Option<String> {
+    let mut reader = Reader::from_str(xml);
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(e)) | Ok(Event::Empty(e)) => {
+                return Some(e.local_name().as_ref().to_string())
+            }
+            Ok(Event::Eof) | Err(_) => return None,
+            _ => {}
+        }
+    }
+}
+
+/// Every `string` of a VML `textpath` (Word's watermark: "SECRET" across the page).
+pub fn watermarks(xml: &str) -> Vec<String> {
+    elements(xml, "textpath")
+        .into_iter()
+        .filter_map(|attrs| {
+            attrs
+                .into_iter()
+                .find(|(k, _)| k == "string")
+                .map(|(_, v)| v)
+        })
+        .collect()
+}
+
 /// The paragraphs of a WordprocessingML part (`w:p`), their text from `w:t` runs, tabs
 /// and breaks as spaces and line ends.
 pub fn paragraphs(xml: &str) -> Vec<String> {
