@@ -336,6 +336,12 @@ impl Gateway {
 /// Messages up to this size are classified on the session's own task.
 const INLINE_CLASSIFY_MAX: u64 = 64 * 1024;
 
+/// Messages over this size are classified one at a time (see `classify_within_budget`).
+const LARGE_MESSAGE: u64 = 1024 * 1024;
+
+static LARGE_MESSAGES: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> =
+    std::sync::LazyLock::new(|| Arc::new(tokio::sync::Semaphore::new(1)));
+
 /// Classification runs off the async workers and within the configured budget; a message
 /// that takes longer (a MIME bomb) is unclassifiable, so it is held, never passed.
 async fn classify_within_budget(
@@ -345,12 +351,31 @@ async fn classify_within_budget(
     // Small messages classify in microseconds (parts and nesting are capped before
     // parsing); a thread hand-off would cost more than the work.
     let budget = snap.config.classifier.budget;
-    let deadline = Instant::now() + budget;
     if message.len() <= INLINE_CLASSIFY_MAX {
-        return snap.classify_by(message, Some(deadline));
+        return snap.classify_by(message, Some(Instant::now() + budget));
     }
+    // A large message may hold tens of megabytes while it is read (its view, a decoded
+    // attachment, decompressed document parts, up to classifier.max_document_bytes): one
+    // at a time, so concurrent large messages cannot take the process past its memory
+    // goal. The budget starts once it is this message's turn.
+    let permit = if message.len() > LARGE_MESSAGE {
+        Some(
+            LARGE_MESSAGES
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|e| format!("classifier unavailable: {e}"))?,
+        )
+    } else {
+        None
+    };
+    let deadline = Instant::now() + budget;
     let (snap, message) = (snap.clone(), message.clone());
-    let task = tokio::task::spawn_blocking(move || snap.classify_by(&message, Some(deadline)));
+    let task = tokio::task::spawn_blocking(move || {
+        // Held until the work stops, even when the session stopped waiting for it.
+        let _turn = permit;
+        snap.classify_by(&message, Some(deadline))
+    });
     match tokio::time::timeout(budget, task).await {
         Ok(Ok(result)) => result,
         Ok(Err(join)) => Err(format!("classifier failed: {join}")),

@@ -4,7 +4,7 @@
 //! declares are not trusted. Names are compared as Office compares part names: without
 //! case, `\` as `/`.
 
-use std::io::{Cursor, Read};
+use std::io::Cursor;
 
 use super::{Budget, DocumentError, Findings};
 use crate::config::ClassifierConfig;
@@ -107,15 +107,7 @@ impl<'a> Zip<'a> {
         if entry.encrypted() {
             return Ok(Err("password-protected".to_string()));
         }
-        // One byte more than the budget allows shows that it was exceeded.
-        let mut out = Vec::new();
-        let limit = budget.bytes.saturating_add(1);
-        match entry.take(limit).read_to_end(&mut out) {
-            Ok(_) => {}
-            Err(err) => return Ok(Err(err.to_string())),
-        }
-        budget.spend(out.len() as u64)?;
-        Ok(Ok(out))
+        super::read_within(entry, budget)
     }
 }
 

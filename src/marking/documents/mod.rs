@@ -35,6 +35,25 @@ pub struct Budget {
     pub max_entries: usize,
     pub max_depth: usize,
     pub deadline: Option<Instant>,
+    /// Bytes this message holds of the process-wide allowance ([`IN_FLIGHT`]).
+    reserved: u64,
+    /// The process-wide allowance.
+    global_max: u64,
+}
+
+/// Decompressed document bytes being read by all messages at once. A zip bomb is small
+/// (64 KiB inflate to 64 MiB), so many can arrive together: past the process-wide
+/// allowance a message is unclassifiable (held, never passed) instead of the process
+/// growing without bound.
+static IN_FLIGHT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The process-wide allowance: 96 MiB, or one message's `max_document_bytes` if larger.
+const GLOBAL_MAX: u64 = 96 * 1024 * 1024;
+
+impl Drop for Budget {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(self.reserved, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Budget {
@@ -44,6 +63,8 @@ impl Budget {
             max_entries: config.max_archive_entries,
             max_depth: config.max_depth,
             deadline,
+            reserved: 0,
+            global_max: GLOBAL_MAX.max(config.max_document_bytes),
         }
     }
 
@@ -54,11 +75,42 @@ impl Budget {
                 "documents took longer than the budget",
             ));
         }
-        self.bytes = self.bytes.checked_sub(n).ok_or(DocumentError::Bound(
+        let left = self.bytes.checked_sub(n).ok_or(DocumentError::Bound(
             "attached documents decompress to more than classifier.max_document_bytes",
         ))?;
+        use std::sync::atomic::Ordering;
+        let before = IN_FLIGHT.fetch_add(n, Ordering::Relaxed);
+        if before.saturating_add(n) > self.global_max {
+            IN_FLIGHT.fetch_sub(n, Ordering::Relaxed);
+            return Err(DocumentError::Bound(
+                "documents being read by concurrent messages exceed markgate's memory allowance",
+            ));
+        }
+        self.reserved += n;
+        self.bytes = left;
         Ok(())
     }
+}
+
+/// Reads `reader` to its end, taking every chunk from the budget before keeping it, so
+/// what a message holds never runs ahead of what it was allowed (a bomb stops at its
+/// allowance, however many arrive at once). `Ok(Err(why))`: the data itself is unreadable.
+pub fn read_within(
+    mut reader: impl std::io::Read,
+    budget: &mut Budget,
+) -> Result<Result<Vec<u8>, String>, DocumentError> {
+    let mut out = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = match reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(err) => return Ok(Err(err.to_string())),
+        };
+        budget.spend(n as u64)?;
+        out.extend_from_slice(&chunk[..n]);
+    }
+    Ok(Ok(out))
 }
 
 /// What the documents of a message showed.
@@ -193,5 +245,39 @@ fn label(
             "{place}{what} {guid} ({})",
             name.unwrap_or("no name")
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Many small bombs at once stop at the process-wide allowance, and what a message
+    /// held is given back when it is done.
+    #[test]
+    fn concurrent_messages_share_one_allowance() {
+        let config = ClassifierConfig::default();
+        let mut first = Budget::new(&config, None);
+        let mut second = Budget::new(&config, None);
+        assert!(first.spend(60 * 1024 * 1024).is_ok());
+        assert!(
+            second.spend(40 * 1024 * 1024).is_err(),
+            "past 96 MiB together"
+        );
+        drop(first);
+        assert!(second.spend(40 * 1024 * 1024).is_ok(), "given back");
+        // And one message alone stops at its own bound.
+        assert!(second.spend(30 * 1024 * 1024).is_err());
+    }
+
+    #[test]
+    fn a_bomb_is_read_only_as_far_as_its_allowance() {
+        let config = ClassifierConfig {
+            max_document_bytes: 1024 * 1024,
+            ..ClassifierConfig::default()
+        };
+        let mut budget = Budget::new(&config, None);
+        let endless = std::io::repeat(0);
+        assert!(read_within(endless, &mut budget).is_err());
     }
 }

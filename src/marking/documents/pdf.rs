@@ -7,7 +7,6 @@
 //! The text printed on pages (content streams, font encodings) is not read.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 
 use super::{Budget, DocumentError, Findings};
 use crate::config::ClassifierConfig;
@@ -35,13 +34,12 @@ pub fn inspect(
     }
     let mut texts: Vec<Vec<u8>> = Vec::new();
     for stream in streams {
-        let mut inflated = Vec::new();
-        let limit = budget.bytes.saturating_add(1);
-        let _ = flate2::read::ZlibDecoder::new(stream)
-            .take(limit)
-            .read_to_end(&mut inflated);
-        budget.spend(inflated.len() as u64)?;
-        texts.push(inflated);
+        match super::read_within(flate2::read::ZlibDecoder::new(stream), budget)? {
+            Ok(inflated) => texts.push(inflated),
+            Err(_) => out.opaque.push(format!(
+                "{place} a PDF metadata stream that does not inflate"
+            )),
+        }
     }
     let mut labels: BTreeMap<String, (Option<bool>, Option<String>)> = BTreeMap::new();
     for (what, text) in
