@@ -91,15 +91,35 @@ impl<'a> Zip<'a> {
         else {
             return Ok(None);
         };
-        self.read_index(index, budget).map(Some)
+        self.read_index(index, budget, false).map(Some)
+    }
+
+    /// Like [`Zip::read`], but only the first kilobyte of a member that is no document,
+    /// archive or PDF (by its first bytes): a bomb of zeros is never inflated.
+    pub fn read_if_document(
+        &mut self,
+        name: &str,
+        budget: &mut Budget,
+    ) -> Result<Option<Result<Vec<u8>, String>>, DocumentError> {
+        let want = normalise(name);
+        let Some(index) = self
+            .names
+            .iter()
+            .find(|(n, _, _)| *n == want)
+            .map(|(_, _, i)| *i)
+        else {
+            return Ok(None);
+        };
+        self.read_index(index, budget, true).map(Some)
     }
 
     fn read_index(
         &mut self,
         index: usize,
         budget: &mut Budget,
+        sniff_first: bool,
     ) -> Result<Result<Vec<u8>, String>, DocumentError> {
-        let entry = match self.archive.by_index(index) {
+        let mut entry = match self.archive.by_index(index) {
             Ok(e) => e,
             Err(zip::result::ZipError::UnsupportedArchive(why)) => return Ok(Err(why.to_string())),
             Err(err) => return Ok(Err(err.to_string())),
@@ -107,7 +127,23 @@ impl<'a> Zip<'a> {
         if entry.encrypted() {
             return Ok(Err("password-protected".to_string()));
         }
-        super::read_within(entry, budget)
+        if !sniff_first {
+            return super::read_within(entry, budget);
+        }
+        let head = match super::read_within(std::io::Read::take(&mut entry, 1024), budget)? {
+            Ok(head) => head,
+            Err(why) => return Ok(Err(why)),
+        };
+        if super::sniff(&head) == super::Kind::Other {
+            return Ok(Ok(head));
+        }
+        let rest = match super::read_within(entry, budget)? {
+            Ok(rest) => rest,
+            Err(why) => return Ok(Err(why)),
+        };
+        let mut whole = head;
+        whole.extend_from_slice(&rest);
+        Ok(Ok(whole))
     }
 }
 
@@ -159,7 +195,15 @@ pub fn inspect(
         for (parsed, raw) in crate::marking::places::file_name(&shown) {
             out.found.push((parsed, format!("{place}{shown}"), raw));
         }
-        let bytes = match zip.read(&name, budget)? {
+        let text = [".txt", ".csv", ".htm", ".html", ".xml"]
+            .iter()
+            .any(|e| name.ends_with(e));
+        let read = if text {
+            zip.read(&name, budget)?
+        } else {
+            zip.read_if_document(&name, budget)?
+        };
+        let bytes = match read {
             Some(Ok(b)) => b,
             Some(Err(why)) => {
                 out.opaque.push(format!("{member} {why}"));
@@ -167,10 +211,7 @@ pub fn inspect(
             }
             None => continue,
         };
-        if [".txt", ".csv", ".htm", ".html", ".xml"]
-            .iter()
-            .any(|e| name.ends_with(e))
-        {
+        if text {
             let text = super::xml::decode_text(&bytes);
             super::banners(&text, &member, "text", out);
         } else if name.ends_with(".eml") {
