@@ -10,18 +10,8 @@ use crate::support::*;
 
 const FROM: &str = "jane@police.cjsm.net";
 
-fn stdout(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn json(out: &std::process::Output) -> Vec<serde_json::Value> {
-    serde_json::from_str::<serde_json::Value>(&stdout(out))
+    serde_json::from_str::<serde_json::Value>(&succeeded(out))
         .unwrap()
         .as_array()
         .unwrap()
@@ -82,7 +72,7 @@ fn searches_take_what_operators_type_and_list_newest_first() {
     assert!(err.contains("pass") && err.contains("quarantine"), "{err}");
 
     // The quarantine list: newest first, with the subject, and the same address forms.
-    let text = stdout(&mg.cli(&["quarantine", "list"]));
+    let text = succeeded(&mg.cli(&["quarantine", "list"]));
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines[0].contains("lunch three"), "{text}");
     assert!(lines[2].contains("lunch one"), "{text}");
@@ -107,7 +97,7 @@ fn show_is_readable_purge_can_be_tried_and_release_keeps_markgates_headers() {
     let held = json(&mg.cli(&["quarantine", "list", "--json"]));
     let id = held[0]["id"].as_str().unwrap().to_string();
 
-    let shown = stdout(&mg.cli(&["quarantine", "show", &id]));
+    let shown = succeeded(&mg.cli(&["quarantine", "show", &id]));
     for want in [
         "rule:",
         "from:        <jane@police.cjsm.net>",
@@ -124,12 +114,12 @@ fn show_is_readable_purge_can_be_tried_and_release_keeps_markgates_headers() {
         "not raw JSON:\n{shown}"
     );
     let as_json: serde_json::Value =
-        serde_json::from_str(&stdout(&mg.cli(&["quarantine", "show", "--json", &id]))).unwrap();
+        serde_json::from_str(&succeeded(&mg.cli(&["quarantine", "show", "--json", &id]))).unwrap();
     assert_eq!(as_json["meta"]["id"], id.as_str());
 
     // Held for a second at least, so "older than 0s" takes it.
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let dry = stdout(&mg.cli(&["quarantine", "purge", "--older-than", "0s", "--dry-run"]));
+    let dry = succeeded(&mg.cli(&["quarantine", "purge", "--older-than", "0s", "--dry-run"]));
     assert!(
         dry.contains(&id) && dry.contains("nothing deleted"),
         "{dry}"
@@ -137,7 +127,7 @@ fn show_is_readable_purge_can_be_tried_and_release_keeps_markgates_headers() {
     assert_eq!(json(&mg.cli(&["quarantine", "list", "--json"])).len(), 1);
 
     let out = mg.cli(&["quarantine", "release", "--by", "A. Analyst", &id]);
-    stdout(&out);
+    succeeded(&out);
     let dumps = sink.wait_for(1);
     let dump = String::from_utf8_lossy(&dumps[0]);
     assert!(
@@ -241,7 +231,7 @@ fn a_message_is_released_once_and_every_operation_is_recorded() {
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(sink.messages().len(), 1, "delivered once");
 
-    stdout(&mg.cli(&[
+    succeeded(&mg.cli(&[
         "quarantine",
         "delete",
         "--by",
@@ -251,7 +241,7 @@ fn a_message_is_released_once_and_every_operation_is_recorded() {
         &ids[1],
     ]));
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    stdout(&mg.cli(&[
+    succeeded(&mg.cli(&[
         "quarantine",
         "purge",
         "--older-than",

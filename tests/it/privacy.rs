@@ -7,16 +7,6 @@ use crate::support::*;
 const FROM: &str = "jane@police.cjsm.net";
 const VICTIM: &str = "victim@example.com";
 
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn record(time: &str, id: &str, sender: &str, to: &[&str]) -> String {
     let recipients: Vec<serde_json::Value> = to
         .iter()
@@ -75,11 +65,11 @@ fn export_finds_everything_and_redaction_spares_today_and_legal_holds() {
     let mut perms = std::fs::metadata(&old).unwrap().permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
     std::fs::set_permissions(&old, perms).unwrap();
-    ok(&mg.cli(&["track", "reindex"]));
+    succeeded(&mg.cli(&["track", "reindex"]));
 
     // Export: both old records, today's record, and the held message itself.
     let out_dir = mg.dir.path().join("sar");
-    let said = ok(&mg.cli(&[
+    let said = succeeded(&mg.cli(&[
         "track",
         "export",
         "--address",
@@ -110,7 +100,7 @@ fn export_finds_everything_and_redaction_spares_today_and_legal_holds() {
             .unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
-    let said = ok(&mg.cli(&[
+    let said = succeeded(&mg.cli(&[
         "track",
         "redact",
         "--address",
@@ -147,8 +137,8 @@ fn export_finds_everything_and_redaction_spares_today_and_legal_holds() {
     // Search follows the rewrite: the victim is found today and under the hold; the hash
     // finds the redacted record; the audit record names the hash, not the address.
     let search = |args: &[&str]| -> Vec<serde_json::Value> {
-        serde_json::from_str::<serde_json::Value>(&ok(
-            &mg.cli(&[&["track", "search", "--json"][..], args].concat())
+        serde_json::from_str::<serde_json::Value>(&succeeded(
+            &mg.cli(&[&["track", "search", "--json"][..], args].concat()),
         ))
         .unwrap()
         .as_array()

@@ -6,13 +6,7 @@ use crate::support::*;
 const FROM: &str = "jane@police.cjsm.net";
 
 fn json_out(out: &std::process::Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_str(&succeeded(out)).unwrap()
 }
 
 fn unmarked() -> String {

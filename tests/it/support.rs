@@ -860,3 +860,14 @@ pub fn raw_records_in(state: &Path) -> Vec<serde_json::Value> {
         .flat_map(|p| whole_lines(&std::fs::read_to_string(p).unwrap()))
         .collect()
 }
+
+/// The stdout of a command that must have succeeded (else a panic with both streams).
+pub fn succeeded(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

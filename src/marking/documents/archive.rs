@@ -82,16 +82,7 @@ impl<'a> Zip<'a> {
         name: &str,
         budget: &mut Budget,
     ) -> Result<Option<Result<Vec<u8>, String>>, DocumentError> {
-        let want = normalise(name);
-        let Some(index) = self
-            .names
-            .iter()
-            .find(|(n, _, _)| *n == want)
-            .map(|(_, _, i)| *i)
-        else {
-            return Ok(None);
-        };
-        self.read_index(index, budget, false).map(Some)
+        self.read_named(name, budget, false)
     }
 
     /// Like [`Zip::read`], but only the first kilobyte of a member that is no document,
@@ -101,16 +92,25 @@ impl<'a> Zip<'a> {
         name: &str,
         budget: &mut Budget,
     ) -> Result<Option<Result<Vec<u8>, String>>, DocumentError> {
+        self.read_named(name, budget, true)
+    }
+
+    fn read_named(
+        &mut self,
+        name: &str,
+        budget: &mut Budget,
+        sniff_first: bool,
+    ) -> Result<Option<Result<Vec<u8>, String>>, DocumentError> {
         let want = normalise(name);
-        let Some(index) = self
+        let index = self
             .names
             .iter()
             .find(|(n, _, _)| *n == want)
-            .map(|(_, _, i)| *i)
-        else {
-            return Ok(None);
-        };
-        self.read_index(index, budget, true).map(Some)
+            .map(|(_, _, i)| *i);
+        match index {
+            Some(index) => self.read_index(index, budget, sniff_first).map(Some),
+            None => Ok(None),
+        }
     }
 
     fn read_index(
