@@ -59,6 +59,17 @@ pub enum OpError {
     Refused { rule: String, reply: String },
     #[error("the next hop did not take it; still held: {0}")]
     NextHop(String),
+    #[error(
+        "a release of {0} was interrupted after sending began: it may have been delivered; \
+         check the next hop's log, then `quarantine release --force` or `quarantine delete`"
+    )]
+    MaybeSent(String),
+    #[error("{id} was released ({reply}), but {problem}")]
+    ReleasedBut {
+        id: String,
+        reply: String,
+        problem: String,
+    },
     #[error("the tracking record could not be written: {0}")]
     Tracking(io::Error),
     #[error("{0}")]
@@ -122,7 +133,15 @@ pub async fn release(
     crate::smtp::tls::install_provider();
     let q = Quarantine::new(&config.state_dir);
     // Claimed first: a second release of the same message is told so, not "not held".
-    let claim = q.claim(id).map_err(|e| held(id, e))?;
+    let mut claim = q.claim(id).map_err(|e| held(id, e))?;
+    let interrupted = claim
+        .meta
+        .released
+        .as_ref()
+        .is_some_and(|r| r.get("state").and_then(|s| s.as_str()) == Some("sending"));
+    if interrupted && !force {
+        return Err(OpError::MaybeSent(id.to_string()));
+    }
     if let Some(mta) = &claim.meta.mta_queue_id {
         // Sending markgate's copy would deliver the message a second time once the MTA's
         // held copy is released, and past the MTA's own queue and logs. (Dropping the
@@ -194,10 +213,24 @@ pub async fn release(
         actor.by,
         timefmt::rfc5322(now)
     );
-    let delivered = next_hop
+    // Said durably before the first byte goes: a crash from here on leaves a claim that a
+    // later release will not send again without --force.
+    claim.meta.released =
+        Some(json!({"by": actor.by, "time": timefmt::rfc3339(now), "state": "sending"}));
+    claim.save().map_err(OpError::Store)?;
+    let sent = next_hop
         .send(&txn.envelope, header.as_bytes(), &txn.message)
-        .await
-        .map_err(|e| OpError::NextHop(e.to_string()))?;
+        .await;
+    let delivered = match sent {
+        Ok(d) => d,
+        Err(err) => {
+            // Refused or unreachable: not sent, held again as it was.
+            claim.meta.released = None;
+            let _ = claim.save();
+            return Err(OpError::NextHop(err.to_string()));
+        }
+    };
+    let now = SystemTime::now();
     let mut rec = record(&meta, "pass", "released", actor, now);
     rec["released_by"] = json!(actor.by);
     rec["reply"] = json!(delivered.reply);
@@ -207,26 +240,50 @@ pub async fn release(
         .iter()
         .map(|a| json!({"address": a, "class": snapshot.directory.classify(a).name()}))
         .collect::<Vec<_>>());
-    // Sent: whatever happens to the record, the message must not be sent again.
+    // Sent: whatever happens now, it must not be sent again, and must not be reported as
+    // not released.
     let finished = claim.finish();
-    tracking(config)
-        .append(&rec, now)
-        .map_err(OpError::Tracking)?;
-    finished.map_err(OpError::Store)?;
-    Ok(Released {
-        reply: delivered.reply,
-    })
+    let recorded = tracking(config).append(&rec, now);
+    let problem = match (finished, recorded) {
+        (Ok(()), Ok(())) => None,
+        (Err(err), _) => Some(format!("removing it from the quarantine failed: {err}")),
+        (_, Err(err)) => Some(format!("its tracking record could not be written: {err}")),
+    };
+    match problem {
+        None => Ok(Released {
+            reply: delivered.reply,
+        }),
+        Some(problem) => Err(OpError::ReleasedBut {
+            id: id.to_string(),
+            reply: delivered.reply,
+            problem,
+        }),
+    }
 }
 
 /// Deletes a held message without sending it, and says so in the tracking log.
 pub fn delete(config: &Config, id: &str, actor: &Actor) -> Result<Meta, OpError> {
     let q = Quarantine::new(&config.state_dir);
-    let meta = q.get(id).map_err(|e| held(id, e))?;
+    remove(&q, &tracking(config), id, "delete", "deleted", actor)
+}
+
+/// Claims a held message (so a release in progress wins, and says so), records its removal,
+/// then removes it.
+fn remove(
+    q: &Quarantine,
+    tracking: &Tracking,
+    id: &str,
+    action: &str,
+    outcome: &str,
+    actor: &Actor,
+) -> Result<Meta, OpError> {
+    let claim = q.claim(id).map_err(|e| held(id, e))?;
+    let meta = claim.meta.clone();
     let now = SystemTime::now();
-    tracking(config)
-        .append(&record(&meta, "delete", "deleted", actor, now), now)
+    tracking
+        .append(&record(&meta, action, outcome, actor, now), now)
         .map_err(OpError::Tracking)?;
-    q.delete(id).map_err(|e| held(id, e))?;
+    claim.finish().map_err(OpError::Store)?;
     Ok(meta)
 }
 
@@ -252,15 +309,11 @@ pub fn purge(
     let tracking = tracking(config);
     let mut gone = Vec::new();
     for meta in old {
-        let now = SystemTime::now();
-        tracking
-            .append(&record(&meta, "purge", "purged", actor, now), now)
-            .map_err(OpError::Tracking)?;
-        match q.delete(&meta.id) {
-            Ok(()) => gone.push(meta),
-            // Released or deleted meanwhile by another command.
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-            Err(err) => return Err(OpError::Store(err)),
+        match remove(&q, &tracking, &meta.id, "purge", "purged", actor) {
+            Ok(meta) => gone.push(meta),
+            // Released, being released or deleted meanwhile by another command.
+            Err(OpError::NotHeld(_) | OpError::InProgress(_)) => {}
+            Err(err) => return Err(err),
         }
     }
     Ok(gone)

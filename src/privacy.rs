@@ -149,7 +149,11 @@ fn redaction_key(dir: &Path) -> io::Result<Vec<u8>> {
     }
     let mut key = vec![0u8; 32];
     io::Read::read_exact(&mut File::open("/dev/urandom")?, &mut key)?;
-    write_private(&path, &key)?;
+    // Whole or not at all: a crash mid-write must not leave a short key behind.
+    let tmp = dir.join(".tmp-redaction.key");
+    let _ = std::fs::remove_file(&tmp);
+    write_private(&tmp, &key)?;
+    std::fs::rename(&tmp, &path)?;
     Ok(key)
 }
 
@@ -201,6 +205,16 @@ pub fn redact(
     holds: &[AddressMatch],
 ) -> io::Result<Redacted> {
     let wanted = address.trim().to_lowercase();
+    // One redaction at a time: two would each rewrite from the same original, and the
+    // last rename would undo the other.
+    crate::tracking::create_private_dir(tracking.dir())?;
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(tracking.dir().join("redact.lock"))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
     let key = redaction_key(tracking.dir())?;
     let token = redacted_token(&key, &wanted);
     let mut done = Redacted {
@@ -246,27 +260,51 @@ pub fn redact(
         }
         let tmp = tracking.dir().join(format!(".tmp-{name}"));
         let _ = std::fs::remove_file(&tmp);
-        write_private(&tmp, out.as_bytes())?;
-        std::fs::rename(&tmp, &path)?;
+        if let Err(err) =
+            write_private(&tmp, out.as_bytes()).and_then(|_| std::fs::rename(&tmp, &path))
+        {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(err);
+        }
         File::open(tracking.dir())?.sync_all()?;
-        tracking
-            .reindex_file(&name)
-            .map_err(|e| io::Error::other(e.to_string()))?;
         done.records += changed;
         done.files += 1;
+        // The file is the record; an index left behind is repaired by `track reindex`.
+        if let Err(err) = tracking.reindex_file(&name) {
+            tracing::warn!(error = %err, file = %name, "index not updated after redaction; run `markgate track reindex`");
+        }
     }
     Ok(done)
 }
 
-/// `text` with every ASCII-case-insensitive occurrence of `needle` (lower case) replaced.
+/// `text` with every ASCII-case-insensitive occurrence of the address `needle` (lower
+/// case) replaced: whole addresses only (`bob@x.test` is not inside `jimbob@x.test` or
+/// `bob@x.test.uk`).
 fn replace_ignoring_case(text: &str, needle: &str, with: &str) -> String {
+    let in_address =
+        |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || "._%+-@".contains(c));
     let lower = text.to_ascii_lowercase();
     let mut out = String::with_capacity(text.len());
     let mut at = 0;
-    while let Some(i) = lower[at..].find(needle) {
-        out.push_str(&text[at..at + i]);
-        out.push_str(with);
-        at += i + needle.len();
+    let mut from = 0;
+    while let Some(i) = lower[from..].find(needle) {
+        let start = from + i;
+        let end = start + needle.len();
+        let before = text[..start].chars().next_back();
+        let after = text[end..].chars().next();
+        // `.` after is a longer domain unless it ends the sentence.
+        let longer = after == Some('.')
+            && text[end + 1..]
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric());
+        let after_ok = !in_address(after) || (after == Some('.') && !longer);
+        if !in_address(before) && after_ok {
+            out.push_str(&text[at..start]);
+            out.push_str(with);
+            at = end;
+        }
+        from = end;
     }
     out.push_str(&text[at..]);
     out
@@ -289,6 +327,7 @@ pub fn audit_record(
         "records": done.records,
         "files": done.files,
         "held_back": done.held_back,
+        "too_recent": done.too_recent,
         "reason": reason,
         "by": by,
     })
@@ -320,6 +359,16 @@ mod tests {
         assert_eq!(
             super::replace_ignoring_case("To: <Bob@X.test>, bob@x.test", "bob@x.test", "R"),
             "To: <R>, R"
+        );
+    }
+
+    #[test]
+    fn only_whole_addresses_are_replaced() {
+        let text =
+            r#"{"a":"jimbob@x.test","b":"bob@x.test.uk","c":"bob@x.test","d":"to bob@x.test."}"#;
+        assert_eq!(
+            super::replace_ignoring_case(text, "bob@x.test", "R"),
+            r#"{"a":"jimbob@x.test","b":"bob@x.test.uk","c":"R","d":"to R."}"#
         );
     }
 }

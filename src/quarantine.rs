@@ -128,7 +128,14 @@ impl Quarantine {
         let json = self.path(id, "json")?;
         let claim = self.path(id, "claim")?;
         match std::fs::rename(&json, &claim) {
-            Ok(()) => {}
+            Ok(()) => {
+                // A rename keeps the file's time: stamp the claim, so start-up recovery
+                // (which restores claims over an hour old) sees when it was taken.
+                let _ = File::options()
+                    .write(true)
+                    .open(&claim)
+                    .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+            }
             Err(err) if err.kind() == io::ErrorKind::NotFound && claim.exists() => {
                 return Err(io::Error::new(
                     io::ErrorKind::WouldBlock,
@@ -257,6 +264,15 @@ pub struct Claim<'a> {
 impl Claim<'_> {
     pub fn message_path(&self) -> io::Result<PathBuf> {
         self.quarantine.path(&self.meta.id, "eml")
+    }
+
+    /// Writes the claim's metadata (durably), e.g. that sending has begun.
+    pub fn save(&self) -> io::Result<()> {
+        let json = serde_json::to_vec_pretty(&self.meta)?;
+        write_atomic(&self.quarantine.path(&self.meta.id, "claim")?, |f| {
+            f.write_all(&json)
+        })?;
+        sync_dir(&self.quarantine.dir)
     }
 
     /// The message was sent: it leaves the quarantine.

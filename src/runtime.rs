@@ -452,7 +452,13 @@ fn housekeeping(g: &Gateway) {
     }
     let days = g.snapshot().config.quarantine.retention_days;
     let cutoff = now - Duration::from_secs(days * 86_400);
-    match g.quarantine.purge(cutoff) {
+    // The same operation an operator's `quarantine purge` is: each message claimed (a
+    // release in progress wins) and its removal recorded.
+    let actor = crate::ops::Actor::new(
+        Some("markgate".into()),
+        Some(format!("quarantine.retention_days ({days})")),
+    );
+    match crate::ops::purge(&g.snapshot().config, cutoff, &actor, false) {
         Ok(ids) if !ids.is_empty() => tracing::info!(count = ids.len(), "quarantine purged"),
         Ok(_) => {}
         Err(err) => tracing::warn!(error = %err, "quarantine purge failed"),

@@ -139,7 +139,14 @@ impl Tracking {
                 let _ = file.set_len(offset);
                 return Err(err);
             }
-            Ok(offset)
+            // With O_APPEND the kernel put the line at the end as it was then, which may be
+            // past `offset` if another process appended in between: where it ended is
+            // exact.
+            use std::io::Seek;
+            Ok(file
+                .stream_position()
+                .map(|end| end - line.len() as u64)
+                .unwrap_or(offset))
         });
         match written {
             Ok(offset) => {

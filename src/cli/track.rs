@@ -175,6 +175,11 @@ pub fn run(command: TrackCommand) -> anyhow::Result<ExitCode> {
     q.limit = None;
     loop {
         std::thread::sleep(std::time::Duration::from_millis(500));
+        // A rebuilt index numbers its rows from 1 again.
+        let newest = tracking.last_row()?;
+        if newest < last {
+            last = newest;
+        }
         q.after = Some(last);
         for (id, r) in tracking.search_rows_existing(&q)? {
             print_record(&r, json)?;

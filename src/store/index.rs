@@ -109,8 +109,10 @@ impl Index {
         // The service and a CLI command (reindex, redact) may write at once: wait for the
         // other's transaction rather than fail.
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // secure_delete: a redacted address must not live on in freed pages.
         conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
+             PRAGMA secure_delete = ON;",
         )?;
         conn.execute_batch(SCHEMA)?;
         Ok(Index {
@@ -174,12 +176,16 @@ impl Index {
         self.count()
     }
 
-    /// Indexes one tracking file afresh (after it was rewritten: its offsets moved).
+    /// Indexes one tracking file afresh (after it was rewritten: its offsets moved), and
+    /// checkpoints the write-ahead log so the old rows are gone from it too.
     pub fn reindex_file(&mut self, name: &str) -> Result<(), IndexError> {
         let tx = self.conn.transaction()?;
         tx.execute("DELETE FROM records WHERE file = ?1", params![name])?;
         index_file(&tx, &self.dir, name)?;
         tx.commit()?;
+        let _ = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
         Ok(())
     }
 

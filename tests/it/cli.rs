@@ -268,3 +268,33 @@ fn a_message_is_released_once_and_every_operation_is_recorded() {
     let found = json(&mg.cli(&["track", "search", "--json", "--action", "delete"]));
     assert_eq!(found.len(), 1);
 }
+
+/// A release interrupted after sending began (a crash; recovery holds the message again)
+/// is not sent a second time without --force.
+#[test]
+fn an_interrupted_release_is_not_repeated_without_force() {
+    let sink = Sink::start(&[]);
+    let mg = Markgate::start(sink.port);
+    let msg = message("a@example.com", "held", "i1");
+    assert_eq!(smtplib_send(mg.port, FROM, &["a@example.com"], &msg).0, 250);
+    let held = json(&mg.cli(&["quarantine", "list", "--json"]));
+    let id = held[0]["id"].as_str().unwrap().to_string();
+    // What a crash mid-send leaves once recovery has put the claim back.
+    let meta_path = mg.state().join(format!("quarantine/{id}.json"));
+    let mut meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
+    meta["released"] =
+        serde_json::json!({"by": "analyst", "time": "2026-11-25T10:00:00Z", "state": "sending"});
+    std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
+    let out = mg.cli(&["quarantine", "release", &id]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("interrupted after sending began"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(sink.messages().is_empty());
+    succeeded(&mg.cli(&["quarantine", "release", "--force", &id]));
+    assert_eq!(sink.wait_for(1).len(), 1);
+}
