@@ -82,7 +82,7 @@ impl Classifier {
     /// one MIME walk ([`skeleton`]) produced.
     pub fn classify(&self, raw: &[u8]) -> Result<Classification, ClassifyError> {
         let view = skeleton::view_of(raw, None)?;
-        self.classify_view(&view, None)
+        self.classify_view(&view.bytes, view.documents, None)
     }
 
     /// Classifies a spooled message of any size, within an optional deadline.
@@ -92,14 +92,14 @@ impl Classifier {
         deadline: Option<Instant>,
     ) -> Result<Classification, ClassifyError> {
         let view = skeleton::view(spool, deadline)?;
-        self.classify_view(&view, deadline)
+        self.classify_view(&view.bytes, view.documents, deadline)
     }
 
     /// The reference for the parity tests and fuzz target only: the parser on the raw bytes,
     /// without the walk. Never used on the path (nothing bounds its recursion).
     #[doc(hidden)]
     pub fn classify_unwalked(&self, raw: &[u8]) -> Result<Classification, ClassifyError> {
-        self.classify_view(raw, None)
+        self.classify_view(raw, Vec::new(), None)
     }
 
     /// The walk has counted the structure (after decoding) and bounded it, so the parser's
@@ -107,6 +107,7 @@ impl Classifier {
     fn classify_view(
         &self,
         view: &[u8],
+        documents: Vec<Vec<u8>>,
         deadline: Option<Instant>,
     ) -> Result<Classification, ClassifyError> {
         let mail = mailparse::parse_mail(view)?;
@@ -147,6 +148,7 @@ impl Classifier {
             first_text: None,
             deadline,
             budget: documents::Budget::new(&self.config, deadline),
+            bodies: documents,
         };
         walk.entity(&mail, "", 0)?;
         if let Some(text) = walk.first_text.take() {
@@ -171,6 +173,8 @@ struct Walk<'a> {
     deadline: Option<Instant>,
     /// What reading attached documents may still cost.
     budget: documents::Budget,
+    /// The base64 bodies the walk kept beside the view being read (see `skeleton::View`).
+    bodies: Vec<Vec<u8>>,
 }
 
 impl Walk<'_> {
@@ -268,15 +272,21 @@ impl Walk<'_> {
                 // Decoded, then through the same walk as every message.
                 let body = part.get_body_raw()?;
                 // One copy at a time: the body itself when the walk keeps it whole.
-                let walked = match skeleton::view_of(&body, self.deadline)? {
+                let walked = skeleton::view_of(&body, self.deadline)?;
+                let inner_bodies = walked.documents;
+                let owned = match walked.bytes {
                     std::borrow::Cow::Borrowed(_) => None,
                     std::borrow::Cow::Owned(view) => Some(view),
                 };
-                let view = walked.unwrap_or(body);
+                let view = owned.unwrap_or(body);
                 let inner = mailparse::parse_mail(&view)?;
                 let n = self.out.attachments.len();
                 let prefix = format!("{prefix}attached[{n}].");
-                self.entity(&inner, &prefix, depth + 1)?;
+                // The attached message's documents are its own walk's.
+                let outer = std::mem::replace(&mut self.bodies, inner_bodies);
+                let result = self.entity(&inner, &prefix, depth + 1);
+                self.bodies = outer;
+                result?;
             }
             Reading::Text { html, inline } => {
                 let text = render::text(part, &mimetype, html)?;
@@ -341,7 +351,7 @@ impl Walk<'_> {
             self.out.opaque.push(format!("{place} {why}"));
             return Ok(());
         }
-        let bytes = decoded_body(part)?;
+        let bytes = decoded_body(part, &self.bodies)?;
         if bytes.starts_with(b"-----BEGIN PGP MESSAGE-----") {
             self.out.opaque.push(format!("{place} PGP-encrypted"));
             return Ok(());
@@ -369,28 +379,56 @@ impl Walk<'_> {
 /// A part's decoded body. Base64 (how documents travel) is decoded here, as mailparse
 /// decodes it (every ASCII whitespace byte dropped, then permissive MIME base64), but
 /// line by line instead of byte by byte: a 5 MB attachment is most of the work otherwise.
-fn decoded_body(part: &ParsedMail) -> Result<Vec<u8>, ClassifyError> {
+fn decoded_body(part: &ParsedMail, bodies: &[Vec<u8>]) -> Result<Vec<u8>, ClassifyError> {
+    let raw = match part.get_body_encoded() {
+        mailparse::body::Body::Base64(b) | mailparse::body::Body::QuotedPrintable(b) => b.get_raw(),
+        mailparse::body::Body::SevenBit(b) | mailparse::body::Body::EightBit(b) => b.get_raw(),
+        mailparse::body::Body::Binary(b) => b.get_raw(),
+    };
+    // The walk put this part's base64 beside the view; its placeholder says which.
+    if let Some(rest) = raw.strip_prefix(skeleton::DOCUMENT_PLACEHOLDER) {
+        let digits: Vec<u8> = rest
+            .iter()
+            .copied()
+            .take_while(u8::is_ascii_digit)
+            .collect();
+        let body = std::str::from_utf8(&digits)
+            .ok()
+            .and_then(|d| d.parse::<usize>().ok())
+            .and_then(|n| bodies.get(n))
+            .ok_or(ClassifyError::TooComplex(
+                "a document placeholder markgate's walk did not write",
+            ))?;
+        return decode_base64(body);
+    }
     match part.get_body_encoded() {
-        mailparse::body::Body::Base64(body) => {
-            let encoded = body.get_raw();
-            let mut clean = Vec::with_capacity(encoded.len());
-            let mut rest = encoded;
-            while !rest.is_empty() {
-                let end = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
-                let run = &rest[..end];
-                if run.iter().any(|b| matches!(b, b' ' | b'\t' | b'\x0c')) {
-                    clean.extend(run.iter().copied().filter(|b| !b.is_ascii_whitespace()));
-                } else {
-                    clean.extend_from_slice(run);
-                }
-                rest = rest.get(end + 1..).unwrap_or(&[]);
-            }
-            data_encoding::BASE64_MIME_PERMISSIVE
-                .decode(&clean)
-                .map_err(|_| ClassifyError::TooComplex("an attachment's base64 cannot be decoded"))
-        }
+        mailparse::body::Body::Base64(body) => decode_base64(body.get_raw()),
         _ => Ok(part.get_body_raw()?),
     }
+}
+
+/// Base64 as mailparse decodes it (every ASCII whitespace byte dropped, then permissive
+/// MIME base64), line by line rather than byte by byte.
+fn decode_base64(encoded: &[u8]) -> Result<Vec<u8>, ClassifyError> {
+    let decode = |bytes: &[u8]| data_encoding::BASE64_MIME_PERMISSIVE.decode(bytes);
+    // Bodies kept beside the view have no line ends left: most decode as they are.
+    if let Ok(decoded) = decode(encoded) {
+        return Ok(decoded);
+    }
+    let mut clean = Vec::with_capacity(encoded.len());
+    let mut rest = encoded;
+    while !rest.is_empty() {
+        let end = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
+        let run = &rest[..end];
+        if run.iter().any(|b| matches!(b, b' ' | b'\t' | b'\x0c')) {
+            clean.extend(run.iter().copied().filter(|b| !b.is_ascii_whitespace()));
+        } else {
+            clean.extend_from_slice(run);
+        }
+        rest = rest.get(end + 1..).unwrap_or(&[]);
+    }
+    decode(&clean)
+        .map_err(|_| ClassifyError::TooComplex("an attachment's base64 cannot be decoded"))
 }
 
 fn is_attachment(d: &mailparse::ParsedContentDisposition) -> bool {

@@ -84,8 +84,22 @@ pub enum WalkError {
     Io(#[from] io::Error),
 }
 
+/// What the walk produced: the view the parser reads, and beside it the base64 bodies of
+/// attached files that may be documents. Those are not in the view (a placeholder line,
+/// `markgate-document:N`, stands for body `N`): the parser never scans megabytes of
+/// base64 for boundaries, and the document readers decode them straight from here.
+#[derive(Debug, Default)]
+pub struct View<'a> {
+    pub bytes: Cow<'a, [u8]>,
+    /// Each document body: its base64 with the line ends removed.
+    pub documents: Vec<Vec<u8>>,
+}
+
+/// The placeholder for document body `n` in a view.
+pub const DOCUMENT_PLACEHOLDER: &[u8] = b"markgate-document:";
+
 /// Builds the classifier's view of a message held in a spool (in memory or on disk).
-pub fn view(spool: &Spool, deadline: Option<Instant>) -> Result<Cow<'_, [u8]>, WalkError> {
+pub fn view(spool: &Spool, deadline: Option<Instant>) -> Result<View<'_>, WalkError> {
     if let Some(bytes) = spool.as_bytes() {
         return view_of(bytes, deadline);
     }
@@ -125,19 +139,22 @@ pub fn view(spool: &Spool, deadline: Option<Instant>) -> Result<Cow<'_, [u8]>, W
     if !partial.is_empty() {
         walker.line(&partial, cut)?;
     }
-    walker.finish().map(Cow::Owned)
+    walker.finish()
 }
 
 /// The view of a message given as bytes (an attached message after decoding, a test).
-pub fn view_of(bytes: &[u8], deadline: Option<Instant>) -> Result<Cow<'_, [u8]>, WalkError> {
+pub fn view_of(bytes: &[u8], deadline: Option<Instant>) -> Result<View<'_>, WalkError> {
     if whole_text(bytes) {
-        return Ok(Cow::Borrowed(bytes));
+        return Ok(View {
+            bytes: Cow::Borrowed(bytes),
+            documents: Vec::new(),
+        });
     }
     let mut walker = Walker::new(deadline);
     for line in bytes.split_inclusive(|&b| b == b'\n') {
         walker.line(line, false)?;
     }
-    walker.finish().map(Cow::Owned)
+    walker.finish()
 }
 
 /// The common case, decided without walking: a message that is one text part within the
@@ -241,6 +258,8 @@ enum Body {
     Encoded,
     /// A file that may be a document: kept whole (bounded), for the document readers.
     Document,
+    /// A file that may be a document, in base64: kept beside the view (see [`View`]).
+    Beside,
 }
 
 /// One open multipart: its `--boundary` and where it stands.
@@ -270,6 +289,10 @@ struct Walker {
     parts: usize,
     deadline: Option<Instant>,
     lines: u32,
+    /// Base64 bodies of possible documents, kept beside the view (see [`View`]).
+    documents: Vec<Vec<u8>>,
+    /// Their bytes in all.
+    documents_len: usize,
 }
 
 impl Walker {
@@ -288,6 +311,8 @@ impl Walker {
             parts: 1,
             deadline,
             lines: 0,
+            documents: Vec::new(),
+            documents_len: 0,
         }
     }
 
@@ -326,13 +351,32 @@ impl Walker {
                 self.keep(line, cut, ENCODED_MESSAGE_MAX, WalkError::EncodedTooLarge)?
             }
             Body::Document => self.keep(line, cut, DOCUMENT_MAX, WalkError::DocumentTooLarge)?,
+            Body::Beside => {
+                if cut || self.kept + line.len() > DOCUMENT_MAX {
+                    return Err(WalkError::DocumentTooLarge);
+                }
+                self.kept += line.len();
+                // A declared boundary that does not end this part is in the part's body to
+                // the parser: it stays visible in the view, as everywhere.
+                if line.starts_with(b"--") && self.declared.iter().any(|d| line.starts_with(d)) {
+                    self.out.extend_from_slice(line);
+                }
+                let content = line
+                    .strip_suffix(b"\n")
+                    .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+                    .unwrap_or(line);
+                self.documents_len += content.len();
+                if let Some(doc) = self.documents.last_mut() {
+                    doc.extend_from_slice(content);
+                }
+            }
             Body::Skip => {
                 if line.starts_with(b"--") && self.declared.iter().any(|d| line.starts_with(d)) {
                     self.out.extend_from_slice(line);
                 }
             }
         }
-        if self.out.len() > VIEW_MAX {
+        if self.out.len() + self.documents_len > VIEW_MAX {
             return Err(WalkError::ViewTooLarge);
         }
         Ok(())
@@ -508,16 +552,31 @@ impl Walker {
                         "an attached file in a transfer encoding markgate does not read",
                     ));
                 }
-                self.body = Body::Document;
+                use mailparse::MailHeaderMap;
+                let base64 = headers
+                    .get_first_value("Content-Transfer-Encoding")
+                    .is_some_and(|e| e.trim().eq_ignore_ascii_case("base64"));
+                if base64 {
+                    self.out.extend_from_slice(DOCUMENT_PLACEHOLDER);
+                    self.out
+                        .extend_from_slice(format!("{}\r\n", self.documents.len()).as_bytes());
+                    self.documents.push(Vec::new());
+                    self.body = Body::Beside;
+                } else {
+                    self.body = Body::Document;
+                }
             }
             Reading::Opaque => self.body = Body::Skip,
         }
         Ok(())
     }
 
-    fn finish(mut self) -> Result<Vec<u8>, WalkError> {
+    fn finish(mut self) -> Result<View<'static>, WalkError> {
         self.flush_open();
-        Ok(self.out)
+        Ok(View {
+            bytes: Cow::Owned(self.out),
+            documents: self.documents,
+        })
     }
 }
 
@@ -540,7 +599,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut spool = Spool::new(1024, dir.path());
         spool.write(msg.as_bytes()).unwrap();
-        let view = view(&spool, None).unwrap();
+        let view = view(&spool, None).unwrap().bytes;
         let text = String::from_utf8_lossy(&view);
         assert!(view.len() < 4096, "view is {} bytes", view.len());
         assert!(text.contains("[RESTRICTED] big"));
@@ -567,10 +626,10 @@ mod bound_tests {
         ));
         // A picture that size is skipped, not refused.
         let attached = msg.replacen("text/html", "image/jpeg", 1);
-        assert!(view_of(attached.as_bytes(), None).unwrap().len() < 200);
+        assert!(view_of(attached.as_bytes(), None).unwrap().bytes.len() < 200);
         // A file that may be a document is kept for the document readers.
         let file = msg.replacen("text/html", "application/octet-stream", 1);
-        assert!(view_of(file.as_bytes(), None).unwrap().len() > TEXT_MAX);
+        assert!(view_of(file.as_bytes(), None).unwrap().bytes.len() > TEXT_MAX);
     }
 
     #[test]
@@ -604,7 +663,7 @@ mod tail_tests {
         let dir = tempfile::tempdir().unwrap();
         let mut spool = Spool::new(1024, dir.path());
         spool.write(msg.as_bytes()).unwrap();
-        let view = view(&spool, None).unwrap();
+        let view = view(&spool, None).unwrap().bytes;
         let text = String::from_utf8_lossy(&view);
         assert!(
             text.ends_with("Jane Doe\r\nTel: 020 7946 0018\r\n"),
