@@ -21,6 +21,14 @@ pub enum Reading {
     Opaque,
 }
 
+/// A file name's ending, lower case, as the reader's system takes it: Windows drops
+/// trailing dots and spaces when it saves a file, so `report.docx.` is `report.docx`.
+fn extension(name: Option<&str>) -> Option<String> {
+    name.map(|n| n.trim_end_matches(['.', ' ']))
+        .and_then(|n| n.rsplit_once('.'))
+        .map(|(_, e)| e.trim().to_ascii_lowercase())
+}
+
 /// Whether a file name ending (lower case) is a document's.
 pub fn is_document_name(ext: Option<&str>) -> bool {
     ext.is_some_and(|e| DOCUMENT_EXTENSIONS.contains(&e))
@@ -29,11 +37,7 @@ pub fn is_document_name(ext: Option<&str>) -> bool {
 /// Whether a name or media type says "document": content markgate cannot recognise in such
 /// a file is opaque, not nothing.
 pub fn declared_document(mime: &str, name: Option<&str>) -> bool {
-    let ext = name
-        .map(|n| n.trim_end_matches(['.', ' ']))
-        .and_then(|n| n.rsplit_once('.'))
-        .map(|(_, e)| e.trim().to_ascii_lowercase());
-    is_document_name(ext.as_deref())
+    is_document_name(extension(name).as_deref())
         || mime == "application/pdf"
         || mime == "application/msword"
         || mime == "application/rtf"
@@ -58,12 +62,7 @@ pub fn reading(mime: &str, attachment: bool, name: Option<&str>) -> Reading {
         .split(|c: char| c.is_whitespace() || c == '(')
         .next()
         .unwrap_or(mime);
-    // Windows drops trailing dots and spaces when it saves a file: `report.docx.` is
-    // `report.docx` to the reader.
-    let ext = name
-        .map(|n| n.trim_end_matches(['.', ' ']))
-        .and_then(|n| n.rsplit_once('.'))
-        .map(|(_, e)| e.trim().to_ascii_lowercase());
+    let ext = extension(name);
     if mime.starts_with("multipart/") {
         return Reading::Container;
     }

@@ -7,21 +7,15 @@ use crate::support::*;
 
 /// Runs `markgate check` with `args` in `dir`; (success, stdout + stderr).
 fn check(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(bin())
-        .arg("check")
-        .args(args)
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
+    outcome(
+        Command::new(bin())
+            .arg("check")
+            .args(args)
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .current_dir(dir)
+            .output()
+            .unwrap(),
     )
 }
 

@@ -10,18 +10,12 @@ use markgate::policy::Policy;
 use crate::support::*;
 
 fn check(args: &[&str]) -> (bool, String) {
-    let out = Command::new(bin())
-        .arg("check")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
+    outcome(
+        Command::new(bin())
+            .arg("check")
+            .args(args)
+            .output()
+            .unwrap(),
     )
 }
 
