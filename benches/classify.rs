@@ -43,7 +43,7 @@ fn transaction(raw: Vec<u8>) -> Transaction {
             )],
         },
         message: Arc::new(Spool::from_bytes(raw)),
-        front_end: "bench",
+        front_end: markgate::transaction::Origin::Classify,
         mta_queue_id: None,
     }
 }

@@ -9,7 +9,7 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use markgate::store::index::{Index, Query};
+use markgate::store::files::index::{Index, Query};
 
 fn generate(dir: &std::path::Path, n: usize) -> Index {
     let mut index = Index::open(dir).expect("index");
@@ -58,7 +58,7 @@ fn time_searches(index: &Index, senders: usize) -> Duration {
     let mut times = Vec::new();
     for s in 0..senders {
         let q = Query {
-            sender: Some(markgate::store::index::AddressMatch::parse(&format!(
+            sender: Some(markgate::store::AddressMatch::parse(&format!(
                 "user{}@police.cjsm.net",
                 s * 997 % 5000
             ))),

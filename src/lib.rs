@@ -14,7 +14,9 @@
 
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod directory;
+pub mod frontend;
 pub mod gateway;
 pub mod idle;
 pub mod limiter;
@@ -22,16 +24,13 @@ pub mod mailbox;
 pub mod marking;
 pub mod message;
 pub mod metrics;
-pub mod milter;
 pub mod ops;
 pub mod policy;
-pub mod privacy;
 pub mod process_stats;
-pub mod quarantine;
+pub mod reply;
 pub mod runtime;
-pub mod smtp;
 pub mod store;
 pub mod timefmt;
-pub mod tracking;
+pub mod tls;
 pub mod transaction;
 pub mod yaml;

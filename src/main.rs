@@ -19,7 +19,7 @@ fn main() -> ExitCode {
     } else {
         builder.init();
     }
-    markgate::smtp::tls::install_provider();
+    markgate::tls::install_provider();
     match markgate::cli::run(cli) {
         Ok(code) => code,
         Err(err) => {

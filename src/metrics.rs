@@ -414,27 +414,24 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     (max_connections, idle): (usize, std::time::Duration),
     metrics: Arc<Metrics>,
-    state_dir: std::path::PathBuf,
+    store: crate::store::Store,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::http::{header, StatusCode};
     use axum::routing::get;
     let m = metrics.clone();
     let r = metrics.clone();
-    let q_dir = state_dir.clone();
+    let q_store = store.clone();
     let app = axum::Router::new()
         .route(
             "/metrics",
             get(move || {
                 let m = m.clone();
-                let dir = q_dir.clone();
+                let store = q_store.clone();
                 async move {
                     // Releases and deletes happen in other processes (the CLI): the
                     // quarantine gauges are read at scrape time, so they follow every change.
-                    let usage = tokio::task::spawn_blocking(move || {
-                        crate::quarantine::Quarantine::new(&dir).usage()
-                    })
-                    .await;
+                    let usage = tokio::task::spawn_blocking(move || store.quarantine.usage()).await;
                     if let Ok((n, bytes)) = usage {
                         m.quarantine_messages.set(n);
                         m.quarantine_bytes.set(bytes);
@@ -454,7 +451,7 @@ pub async fn serve(
             "/readyz",
             get(move || {
                 let r = r.clone();
-                let dir = state_dir.clone();
+                let store = store.clone();
                 async move {
                     let mut problems = Vec::new();
                     if !r.ready.load(Ordering::Relaxed) {
@@ -462,13 +459,8 @@ pub async fn serve(
                     }
                     // What the gateway checks before each hand-off: a state dir it would
                     // defer every message on is not ready.
-                    let tracking = dir.join("tracking");
-                    let probe = if tracking.is_dir() {
-                        tracking
-                    } else {
-                        dir.clone()
-                    };
-                    if !state_dir_writable(&dir) || crate::tracking::check_room(&probe).is_err() {
+                    let ready = tokio::task::spawn_blocking(move || store.ready()).await;
+                    if !ready.unwrap_or(false) {
                         problems.push("state dir not writable or below its free-space floor");
                     }
                     if unix_now() - r.upstream_ok_at.load(Ordering::Relaxed) > 60 {
@@ -491,8 +483,4 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
-}
-
-fn state_dir_writable(dir: &std::path::Path) -> bool {
-    tempfile::tempfile_in(dir).is_ok()
 }

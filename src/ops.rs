@@ -1,22 +1,19 @@
-//! Operations on held messages, as library functions with typed results: the CLI calls
-//! them, and a review page can call the same ones. Release is exactly once (a claim that a
+//! Operations on held messages and the tracking log, as library functions with typed
+//! results: the CLI calls them, and a review page can call the same ones. Release is exactly once (a claim that a
 //! second, concurrent release loses); release, delete and purge each leave a tracking
 //! record naming who did it and why.
 
 use std::io;
-use std::sync::Arc;
 use std::time::SystemTime;
-
-use serde_json::json;
 
 use crate::config::Config;
 use crate::mailbox::Mailbox;
 use crate::message::Spool;
 use crate::policy::Action;
-use crate::quarantine::{Meta, Quarantine};
+use crate::store::record::{NextHopRecord, RecipientRecord, TrackingRecord};
+use crate::store::{HeldFilter, Meta, Release, Store};
 use crate::timefmt;
-use crate::tracking::Tracking;
-use crate::transaction::{ClientInfo, Envelope, Recipient, Transaction};
+use crate::transaction::{Envelope, Origin, Recipient, TransactionBuilder};
 
 /// Who does an operation, and why (both kept in the tracking record).
 #[derive(Debug, Clone)]
@@ -87,32 +84,39 @@ fn held(id: &str, err: io::Error) -> OpError {
     }
 }
 
-/// The tracking record of an operation on a held message.
+/// The tracking record of an operation on a held message: every contract field the held
+/// message's metadata knows, and who did it and why.
 fn record(
     meta: &Meta,
     action: &str,
     outcome: &str,
     actor: &Actor,
     now: SystemTime,
-) -> serde_json::Value {
-    json!({
-        "time": timefmt::rfc3339(now),
-        "queue_id": meta.id,
-        "action": action,
-        "rule": meta.rule,
-        "by": actor.by,
-        "reason": actor.reason,
-        "sender": meta.sender,
-        "recipients": meta.recipients.iter().map(|a| json!({"address": a})).collect::<Vec<_>>(),
-        "subject": meta.subject,
-        "marking": meta.marking,
-        "size": meta.size,
-        "outcome": outcome,
-    })
-}
-
-fn tracking(config: &Config) -> Tracking {
-    Tracking::new(&config.state_dir, config.tracking.retention_days)
+) -> TrackingRecord {
+    TrackingRecord {
+        time: timefmt::rfc3339(now),
+        queue_id: Some(meta.id.clone()),
+        mta_queue_id: meta.mta_queue_id.clone(),
+        client: Some(meta.client.clone()),
+        sender: meta.sender.clone(),
+        recipients: meta
+            .recipients
+            .iter()
+            .map(|a| RecipientRecord {
+                address: a.clone(),
+                class: None,
+            })
+            .collect(),
+        subject: meta.subject.clone(),
+        size: meta.size,
+        marking: Some(meta.marking.clone()),
+        action: action.to_string(),
+        rule: meta.rule.clone(),
+        outcome: outcome.to_string(),
+        by: Some(actor.by.clone()),
+        reason: actor.reason.clone(),
+        ..TrackingRecord::default()
+    }
 }
 
 /// What a release did.
@@ -125,24 +129,24 @@ pub struct Released {
 /// and `X-Markgate-Marking`, and `X-Markgate-Released`; refused when the current rules
 /// reject it (unless `force`). Exactly once: the message is claimed first.
 pub async fn release(
+    store: &Store,
     config: &Config,
     id: &str,
     force: bool,
     actor: &Actor,
 ) -> Result<Released, OpError> {
-    crate::smtp::tls::install_provider();
-    let q = Quarantine::new(&config.state_dir);
+    crate::tls::install_provider();
     // Claimed first: a second release of the same message is told so, not "not held".
-    let mut claim = q.claim(id).map_err(|e| held(id, e))?;
+    let mut claim = store.quarantine.claim(id).map_err(|e| held(id, e))?;
     let interrupted = claim
-        .meta
+        .meta()
         .released
         .as_ref()
-        .is_some_and(|r| r.get("state").and_then(|s| s.as_str()) == Some("sending"));
+        .is_some_and(|r| r.state == "sending");
     if interrupted && !force {
         return Err(OpError::MaybeSent(id.to_string()));
     }
-    if let Some(mta) = &claim.meta.mta_queue_id {
+    if let Some(mta) = &claim.meta().mta_queue_id {
         // Sending markgate's copy would deliver the message a second time once the MTA's
         // held copy is released, and past the MTA's own queue and logs. (Dropping the
         // claim holds it again.)
@@ -151,42 +155,29 @@ pub async fn release(
             mta: mta.clone(),
         });
     }
-    let raw =
-        std::fs::read(claim.message_path().map_err(OpError::Store)?).map_err(OpError::Store)?;
+    let raw = claim.message().map_err(OpError::Store)?;
     let snapshot =
         crate::runtime::load_snapshot(config).map_err(|e| OpError::Setup(e.to_string()))?;
-    let meta = claim.meta.clone();
-    let text = |k: &str| {
-        meta.client
-            .get(k)
-            .and_then(|v| v.as_str())
-            .unwrap_or("unknown")
-            .to_string()
-    };
+    let meta = claim.meta().clone();
     // The transaction as it arrived, so the released copy carries the headers a passed
     // message gets.
-    let txn = Transaction {
-        id: id.to_string(),
-        received: timefmt::parse(&meta.time).unwrap_or_else(SystemTime::now),
-        client: ClientInfo {
-            addr: text("addr"),
-            helo: text("helo"),
-        },
-        tls: None,
-        envelope: Envelope {
-            sender: Mailbox::lenient(&meta.sender),
-            params: Default::default(),
-            recipients: meta
-                .recipients
-                .iter()
-                .filter_map(|a| Mailbox::lenient(a))
-                .map(Recipient::plain)
-                .collect(),
-        },
-        message: Arc::new(Spool::from_bytes(raw)),
-        front_end: "release",
-        mta_queue_id: None,
+    let envelope = Envelope {
+        sender: Mailbox::lenient(&meta.sender),
+        params: Default::default(),
+        recipients: meta
+            .recipients
+            .iter()
+            .filter_map(|a| Mailbox::lenient(a))
+            .map(Recipient::plain)
+            .collect(),
     };
+    let txn = TransactionBuilder::new(Origin::Release)
+        .client(meta.client.addr.clone(), meta.client.helo.clone())
+        .as_received(
+            id,
+            timefmt::parse(&meta.time).unwrap_or_else(SystemTime::now),
+        )
+        .build(envelope, Spool::from_bytes(raw));
     let eval = snapshot.evaluate(&txn);
     // The rule that held it does not count against its own release; a reject does.
     if !force && eval.verdict.action == Action::Reject {
@@ -204,7 +195,7 @@ pub async fn release(
                 .unwrap_or_default(),
         });
     }
-    let next_hop = crate::smtp::next_hop::NextHop::new(&config.upstream, &config.hostname)
+    let next_hop = crate::delivery::NextHop::new(&config.upstream, &config.hostname)
         .map_err(|e| OpError::Setup(e.to_string()))?;
     let now = SystemTime::now();
     let header = format!(
@@ -215,8 +206,11 @@ pub async fn release(
     );
     // Said durably before the first byte goes: a crash from here on leaves a claim that a
     // later release will not send again without --force.
-    claim.meta.released =
-        Some(json!({"by": actor.by, "time": timefmt::rfc3339(now), "state": "sending"}));
+    claim.meta_mut().released = Some(Release {
+        by: actor.by.clone(),
+        time: timefmt::rfc3339(now),
+        state: "sending".into(),
+    });
     claim.save().map_err(OpError::Store)?;
     let sent = next_hop
         .send(&txn.envelope, header.as_bytes(), &txn.message)
@@ -225,25 +219,43 @@ pub async fn release(
         Ok(d) => d,
         Err(err) => {
             // Refused or unreachable: not sent, held again as it was.
-            claim.meta.released = None;
+            claim.meta_mut().released = None;
             let _ = claim.save();
             return Err(OpError::NextHop(err.to_string()));
         }
     };
     let now = SystemTime::now();
     let mut rec = record(&meta, "pass", "released", actor, now);
-    rec["released_by"] = json!(actor.by);
-    rec["reply"] = json!(delivered.reply);
-    rec["next_hop"] = json!({"reply": delivered.reply, "queue_id": delivered.queue_id});
-    rec["recipients"] = json!(meta
-        .recipients
+    rec.front_end = Some(Origin::Release.name().to_string());
+    rec.released_by = Some(actor.by.clone());
+    rec.reply = Some(delivered.reply.clone());
+    rec.next_hop = Some(NextHopRecord {
+        reply: delivered.reply.clone(),
+        queue_id: delivered.queue_id.clone(),
+    });
+    for r in &mut rec.recipients {
+        r.class = Some(snapshot.directory.classify(&r.address).name().to_string());
+    }
+    // What the rules make of it now: the release record says what was sent, as a pass's
+    // record does.
+    let c = &eval.classification;
+    rec.message_id = c.message_id.clone();
+    rec.signature = Some(c.signature);
+    rec.confidentiality_statement = Some(c.confidentiality_statement);
+    rec.matched = eval
+        .verdict
+        .matched
         .iter()
-        .map(|a| json!({"address": a, "class": snapshot.directory.classify(a).name()}))
-        .collect::<Vec<_>>());
+        .map(|h| crate::store::record::MatchedRecord {
+            id: h.id.clone(),
+            mode: h.mode.name().to_string(),
+            action: h.action.name().to_string(),
+        })
+        .collect();
     // Sent: whatever happens now, it must not be sent again, and must not be reported as
     // not released.
     let finished = claim.finish();
-    let recorded = tracking(config).append(&rec, now);
+    let recorded = store.tracking.append(&rec, now);
     let problem = match (finished, recorded) {
         (Ok(()), Ok(())) => None,
         (Err(err), _) => Some(format!("removing it from the quarantine failed: {err}")),
@@ -262,25 +274,24 @@ pub async fn release(
 }
 
 /// Deletes a held message without sending it, and says so in the tracking log.
-pub fn delete(config: &Config, id: &str, actor: &Actor) -> Result<Meta, OpError> {
-    let q = Quarantine::new(&config.state_dir);
-    remove(&q, &tracking(config), id, "delete", "deleted", actor)
+pub fn delete(store: &Store, id: &str, actor: &Actor) -> Result<Meta, OpError> {
+    remove(store, id, "delete", "deleted", actor)
 }
 
 /// Claims a held message (so a release in progress wins, and says so), records its removal,
 /// then removes it.
 fn remove(
-    q: &Quarantine,
-    tracking: &Tracking,
+    store: &Store,
     id: &str,
     action: &str,
     outcome: &str,
     actor: &Actor,
 ) -> Result<Meta, OpError> {
-    let claim = q.claim(id).map_err(|e| held(id, e))?;
-    let meta = claim.meta.clone();
+    let claim = store.quarantine.claim(id).map_err(|e| held(id, e))?;
+    let meta = claim.meta().clone();
     let now = SystemTime::now();
-    tracking
+    store
+        .tracking
         .append(&record(&meta, action, outcome, actor, now), now)
         .map_err(OpError::Tracking)?;
     claim.finish().map_err(OpError::Store)?;
@@ -290,26 +301,24 @@ fn remove(
 /// Deletes every message held since before `cutoff` (or only lists them, `dry_run`); each
 /// deletion is a tracking record.
 pub fn purge(
-    config: &Config,
+    store: &Store,
     cutoff: SystemTime,
     actor: &Actor,
     dry_run: bool,
 ) -> Result<Vec<Meta>, OpError> {
-    let q = Quarantine::new(&config.state_dir);
-    let cutoff = timefmt::rfc3339(cutoff);
-    let old: Vec<Meta> = q
-        .list()
-        .map_err(OpError::Store)?
-        .into_iter()
-        .filter(|m| m.time < cutoff)
-        .collect();
+    let old: Vec<Meta> = store
+        .quarantine
+        .list(&HeldFilter {
+            until: Some(timefmt::rfc3339(cutoff)),
+            ..HeldFilter::default()
+        })
+        .map_err(OpError::Store)?;
     if dry_run {
         return Ok(old);
     }
-    let tracking = tracking(config);
     let mut gone = Vec::new();
     for meta in old {
-        match remove(&q, &tracking, &meta.id, "purge", "purged", actor) {
+        match remove(store, &meta.id, "purge", "purged", actor) {
             Ok(meta) => gone.push(meta),
             // Released, being released or deleted meanwhile by another command.
             Err(OpError::NotHeld(_) | OpError::InProgress(_)) => {}
@@ -317,4 +326,83 @@ pub fn purge(
         }
     }
     Ok(gone)
+}
+
+/// Held messages matching `filter`, oldest first.
+pub fn list(store: &Store, filter: &HeldFilter) -> Result<Vec<Meta>, OpError> {
+    store.quarantine.list(filter).map_err(OpError::Store)
+}
+
+/// One held message: its metadata and its bytes.
+#[derive(Debug)]
+pub struct Shown {
+    pub meta: Meta,
+    pub message: Vec<u8>,
+}
+
+pub fn show(store: &Store, id: &str) -> Result<Shown, OpError> {
+    let meta = store.quarantine.get(id).map_err(|e| held(id, e))?;
+    let message = store.quarantine.message(id).map_err(|e| held(id, e))?;
+    Ok(Shown { meta, message })
+}
+
+/// Tracking records matching `q`, newest first.
+pub fn search(
+    store: &Store,
+    q: &crate::store::Query,
+) -> Result<Vec<TrackingRecord>, crate::store::SearchError> {
+    store.tracking.search(q)
+}
+
+/// Writes every record and held message naming `address` into `out` (a new directory).
+pub fn export(
+    store: &Store,
+    address: &str,
+    since: Option<&str>,
+    out: &std::path::Path,
+) -> Result<crate::store::Exported, OpError> {
+    store
+        .export(address, since, out)
+        .map_err(|e| OpError::Setup(format!("exporting into {}: {e}", out.display())))
+}
+
+/// Replaces `address` by a keyed hash in records before `before_day` (YYYY-MM-DD) outside
+/// `tracking.legal_holds`, and records that it did (naming the hash, not the address).
+pub fn redact(
+    store: &Store,
+    config: &Config,
+    address: &str,
+    before_day: &str,
+    actor: &Actor,
+) -> Result<crate::store::Redacted, OpError> {
+    let now = SystemTime::now();
+    let holds: Vec<crate::store::AddressMatch> = config
+        .tracking
+        .legal_holds
+        .iter()
+        .map(|h| crate::store::AddressMatch::parse(h))
+        .collect();
+    let done = store
+        .tracking
+        .redact(address, before_day, &timefmt::date(now), &holds)
+        .map_err(OpError::Store)?;
+    let audit = TrackingRecord {
+        time: timefmt::rfc3339(now),
+        action: "redact".into(),
+        outcome: "redacted".into(),
+        by: Some(actor.by.clone()),
+        reason: actor.reason.clone(),
+        redacted_as: Some(done.token.clone()),
+        before: Some(before_day.to_string()),
+        records: Some(done.records),
+        files: Some(done.files),
+        held_back: Some(done.held_back),
+        too_recent: Some(done.too_recent),
+        ..TrackingRecord::default()
+    };
+    store
+        .tracking
+        .append(&audit, now)
+        .map_err(OpError::Tracking)?;
+    Ok(done)
 }

@@ -9,12 +9,12 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::delivery::NextHop;
 use crate::directory::Directory;
+use crate::frontend::smtp::tls::{self, Acceptor};
 use crate::gateway::{Gateway, Snapshot};
 use crate::metrics::Metrics;
 use crate::policy::{Policy, PolicyError};
-use crate::smtp::next_hop::NextHop;
-use crate::smtp::tls;
 use crate::yaml::YamlError;
 
 #[derive(Debug, thiserror::Error)]
@@ -50,44 +50,14 @@ pub struct Preflight {
 /// Reads every file the config names. `create_state` makes a missing state dir (serve);
 /// without it (check) a missing state dir only needs a parent to be made in.
 pub fn preflight(config: &Config, create_state: bool) -> anyhow::Result<Preflight> {
-    tls::install_provider();
+    crate::tls::install_provider();
     let snapshot = load_snapshot(config)?;
     let acceptor = match &config.tls {
         Some(files) => Some(tls::acceptor(&files.cert, &files.key)?),
         None => None,
     };
     let next_hop = NextHop::new(&config.upstream, &config.hostname)?;
-    let state = &config.state_dir;
-    if create_state {
-        crate::tracking::create_private_dir(state)
-            .map_err(|e| anyhow::anyhow!("state dir {}: {e}", state.display()))?;
-    } else if std::fs::symlink_metadata(state).is_err() {
-        let parent = state
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(std::path::Path::new("."));
-        if !parent.is_dir() {
-            anyhow::bail!(
-                "state dir {}: it does not exist, and neither does {} to make it in",
-                state.display(),
-                parent.display()
-            );
-        }
-        return Ok(Preflight {
-            snapshot,
-            acceptor,
-            next_hop,
-        });
-    }
-    // The state dir trusts nothing it finds: it and each subdirectory must be markgate's
-    // own private directories (not symlinks, not shared).
-    for sub in ["", "tracking", "quarantine", "spool"] {
-        let dir = state.join(sub);
-        if sub.is_empty() || std::fs::symlink_metadata(&dir).is_ok() {
-            crate::tracking::verify_private_dir(&dir)
-                .map_err(|e| anyhow::anyhow!("state dir: {e}"))?;
-        }
-    }
+    crate::store::Store::prepare(config, create_state)?;
     Ok(Preflight {
         snapshot,
         acceptor,
@@ -105,40 +75,49 @@ fn note_certificate(metrics: &Metrics, config: &Config) {
     metrics.tls_expiry.set(expiry);
 }
 
+/// A built gateway and the STARTTLS acceptor that reloads swap beside it.
+pub struct Running {
+    pub gateway: Arc<Gateway>,
+    pub tls: Arc<Acceptor>,
+}
+
 /// Builds the gateway; every file is read and checked before anything listens.
-pub fn build(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Gateway> {
+pub fn build(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Running> {
     let Preflight {
         snapshot,
         acceptor,
         next_hop,
     } = preflight(config, true)?;
     note_certificate(&metrics, config);
-    let gateway = Gateway::new(snapshot, acceptor, next_hop, metrics.clone());
+    let gateway = Gateway::new(snapshot, next_hop, metrics.clone());
     // A read-only state dir would defer every message; say so once, at start-up, the way
     // Postfix refuses a read-only queue. A full one is left to defer per message, since
     // room may come back without a restart.
-    if let Err(err) = gateway.tracking.preflight() {
+    if let Err(err) = gateway.store.tracking.preflight() {
         if err.kind() == std::io::ErrorKind::ReadOnlyFilesystem {
-            anyhow::bail!("state dir {}: {err}", config.state_dir.display());
+            anyhow::bail!("{}: {err}", gateway.store.describe());
         }
         tracing::warn!(error = %err, "state dir: every message will be deferred until this clears");
     }
-    match gateway.quarantine.recover() {
+    match gateway.store.quarantine.recover() {
         Ok(0) => {}
         Ok(n) => tracing::warn!(
             files = n,
             "removed incomplete quarantine files left by a crash"
         ),
-        Err(err) => anyhow::bail!("quarantine {}: {err}", gateway.quarantine.dir().display()),
+        Err(err) => anyhow::bail!("quarantine in {}: {err}", gateway.store.describe()),
     }
     metrics.rules_reloaded(true);
     metrics
         .ready
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    let (n, bytes) = gateway.quarantine.usage();
+    let (n, bytes) = gateway.store.quarantine.usage();
     metrics.quarantine_messages.set(n);
     metrics.quarantine_bytes.set(bytes);
-    Ok(gateway)
+    Ok(Running {
+        gateway: Arc::new(gateway),
+        tls: Acceptor::new(acceptor),
+    })
 }
 
 /// Runs the rule file's own `tests:` against a snapshot: each test's name and, if it
@@ -214,7 +193,8 @@ fn keep_restart_only(new: &mut Config, running: &Config) -> Vec<&'static str> {
 /// On any failure the running configuration stays. The new rules must pass their own
 /// `tests:` before they are swapped in: a file caught half-written, or an edit that breaks
 /// what the file itself promises, keeps the running rules.
-pub fn reload(gateway: &Gateway, loader: &ConfigLoader) -> Result<(), String> {
+pub fn reload(live: &Running, loader: &ConfigLoader) -> Result<(), String> {
+    let gateway = &live.gateway;
     let running = gateway.snapshot().config.clone();
     let checked = loader()
         .map_err(|e| format!("{e:#}"))
@@ -247,7 +227,8 @@ pub fn reload(gateway: &Gateway, loader: &ConfigLoader) -> Result<(), String> {
         Ok((snapshot, acceptor, next_hop, restart)) => {
             note_certificate(&gateway.metrics, &snapshot.config);
             gateway.swap(snapshot);
-            gateway.swap_transport(acceptor, next_hop);
+            live.tls.swap(acceptor);
+            gateway.swap_next_hop(next_hop);
             gateway.metrics.rules_reloaded(true);
             if !restart.is_empty() {
                 gateway.metrics.restart_required(restart.len() as u64);
@@ -291,9 +272,9 @@ fn fingerprint(config: &Config) -> Vec<Option<FileState>> {
 }
 
 /// Reloads off the async workers: compiling a large rule file must not stall sessions.
-async fn reload_blocking(gateway: &Arc<Gateway>, loader: &ConfigLoader) {
-    let (g, l) = (gateway.clone(), loader.clone());
-    let _ = tokio::task::spawn_blocking(move || reload(&g, &l)).await;
+async fn reload_blocking(running: &Arc<Running>, loader: &ConfigLoader) {
+    let (r, l) = (running.clone(), loader.clone());
+    let _ = tokio::task::spawn_blocking(move || reload(&r, &l)).await;
 }
 
 /// Which front end a process runs.
@@ -301,31 +282,29 @@ pub enum FrontEnd {
     /// `serve`: the SMTP smarthost on `config.listen`.
     Smtp,
     /// `milter`: the milter protocol on this address.
-    Milter(crate::milter::Listen),
+    Milter(crate::frontend::milter::Listen),
 }
 
-/// Runs `serve` or `milter` until SIGTERM/SIGINT, with metrics, reloads and housekeeping.
+/// A bound front-end listener: bound by the caller (`main`, or a test on `127.0.0.1:0`),
+/// so a bad address is an error before anything is spawned.
+pub enum Listener {
+    Smtp(tokio::net::TcpListener),
+    Milter(crate::frontend::milter::Bound),
+}
+
+/// Runs `serve` or `milter` until SIGTERM/SIGINT: binds what the config names, then
+/// [`serve`].
 pub async fn run(config: Config, front_end: FrontEnd, loader: ConfigLoader) -> anyhow::Result<()> {
-    let metrics = Arc::new(Metrics::new());
-    let gateway = Arc::new(build(&config, metrics.clone())?);
-    let (listener, milter) = match &front_end {
-        FrontEnd::Smtp => (
-            Some(
-                tokio::net::TcpListener::bind(config.listen)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?,
-            ),
-            None,
+    let listener = match &front_end {
+        FrontEnd::Smtp => Listener::Smtp(
+            tokio::net::TcpListener::bind(config.listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?,
         ),
-        FrontEnd::Milter(listen) => (
-            None,
-            Some(
-                crate::milter::bind(listen, config.milter_socket_group.as_deref())
-                    .await
-                    .map_err(|e| {
-                        anyhow::anyhow!("cannot listen on {listen:?} for the milter: {e}")
-                    })?,
-            ),
+        FrontEnd::Milter(listen) => Listener::Milter(
+            crate::frontend::milter::bind(listen, config.milter_socket_group.as_deref())
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {listen:?} for the milter: {e}"))?,
         ),
     };
     let metrics_listener = match config.metrics_listen {
@@ -336,12 +315,35 @@ pub async fn run(config: Config, front_end: FrontEnd, loader: ConfigLoader) -> a
         ),
         None => None,
     };
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    serve(listener, metrics_listener, config, loader, shutdown).await
+}
+
+/// Serves one front end on a bound listener (and metrics on another, if given) until
+/// `shutdown` completes, with reloads (SIGHUP, or a watched file that changed) and hourly
+/// housekeeping. Sessions in flight are given ten seconds to finish.
+pub async fn serve(
+    listener: Listener,
+    metrics_listener: Option<tokio::net::TcpListener>,
+    config: Config,
+    loader: ConfigLoader,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let running = Arc::new(build(&config, metrics.clone())?);
+    let gateway = running.gateway.clone();
     tracing::info!(config = %config.source, upstream = %config.upstream.address, rules = %gateway.snapshot().policy.source, "markgate starting");
     let (stop_tx, stop_rx) = watch::channel(false);
 
     if let Some(listener) = metrics_listener {
         let mut rx = stop_rx.clone();
-        let dir = config.state_dir.clone();
+        let store = gateway.store.clone();
         let m = metrics.clone();
         let bounds = (
             config.limits.http_max_connections,
@@ -351,21 +353,25 @@ pub async fn run(config: Config, front_end: FrontEnd, loader: ConfigLoader) -> a
             let stop = async move {
                 let _ = rx.changed().await;
             };
-            if let Err(err) = crate::metrics::serve(listener, bounds, m, dir, stop).await {
+            if let Err(err) = crate::metrics::serve(listener, bounds, m, store, stop).await {
                 tracing::error!(error = %err, "metrics endpoint failed");
             }
         });
     }
 
     // Next-hop probe for /readyz (smarthost mode; in milter mode the MTA delivers).
-    if matches!(front_end, FrontEnd::Smtp) {
+    if matches!(listener, Listener::Smtp(_)) {
         let g = gateway.clone();
+        let mut rx = stop_rx.clone();
         tokio::spawn(async move {
             loop {
                 if g.next_hop().probe().await.is_ok() {
                     g.metrics.upstream_ok();
                 }
-                tokio::time::sleep(Duration::from_secs(30)).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                    _ = rx.changed() => return,
+                }
             }
         });
     }
@@ -374,9 +380,11 @@ pub async fn run(config: Config, front_end: FrontEnd, loader: ConfigLoader) -> a
     // whole poll (a file being rewritten in place is not loaded half-written); housekeeping
     // hourly.
     {
-        let g = gateway.clone();
+        let r = running.clone();
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let mut rx = stop_rx.clone();
         tokio::spawn(async move {
+            let g = r.gateway.clone();
             let mut loaded = fingerprint(&g.snapshot().config);
             let mut last = loaded.clone();
             let mut tick = tokio::time::interval(Duration::from_secs(2));
@@ -386,8 +394,9 @@ pub async fn run(config: Config, front_end: FrontEnd, loader: ConfigLoader) -> a
             let mut last_housekeeping = std::time::Instant::now() - Duration::from_secs(3600);
             loop {
                 tokio::select! {
+                    _ = rx.changed() => return,
                     _ = hup.recv() => {
-                        reload_blocking(&g, &loader).await;
+                        reload_blocking(&r, &loader).await;
                         loaded = fingerprint(&g.snapshot().config);
                         last = loaded.clone();
                     }
@@ -398,7 +407,7 @@ pub async fn run(config: Config, front_end: FrontEnd, loader: ConfigLoader) -> a
                             last = now;
                         } else if now != loaded {
                             loaded = now;
-                            reload_blocking(&g, &loader).await;
+                            reload_blocking(&r, &loader).await;
                         }
                     }
                 }
@@ -410,34 +419,30 @@ pub async fn run(config: Config, front_end: FrontEnd, loader: ConfigLoader) -> a
         });
     }
 
-    let server = match (listener, milter) {
-        (Some(listener), _) => {
+    let server = match listener {
+        Listener::Smtp(listener) => {
             tracing::info!(listen = %config.listen, "SMTP front end serving");
-            tokio::spawn(crate::smtp::server::serve(
+            tokio::spawn(crate::frontend::smtp::server::serve(
                 listener,
                 gateway.clone(),
+                running.tls.clone(),
                 stop_rx.clone(),
             ))
         }
-        (None, Some(bound)) => {
+        Listener::Milter(bound) => {
             tracing::info!("milter front end serving");
             // The MTA delivers in milter mode: readiness does not wait on a next hop.
             metrics
                 .upstream_ok_at
                 .store(i64::MAX / 2, std::sync::atomic::Ordering::Relaxed);
-            tokio::spawn(crate::milter::serve(
+            tokio::spawn(crate::frontend::milter::serve(
                 bound,
                 gateway.clone(),
                 stop_rx.clone(),
             ))
         }
-        (None, None) => anyhow::bail!("no front end to run"),
     };
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    shutdown.await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
@@ -447,7 +452,7 @@ pub async fn run(config: Config, front_end: FrontEnd, loader: ConfigLoader) -> a
 /// Retention: tracking files past a year, quarantine past its days.
 fn housekeeping(g: &Gateway) {
     let now = SystemTime::now();
-    if let Err(err) = g.tracking.expire(now) {
+    if let Err(err) = g.store.tracking.purge_older_than(now) {
         tracing::warn!(error = %err, "tracking retention failed");
     }
     let days = g.snapshot().config.quarantine.retention_days;
@@ -458,12 +463,12 @@ fn housekeeping(g: &Gateway) {
         Some("markgate".into()),
         Some(format!("quarantine.retention_days ({days})")),
     );
-    match crate::ops::purge(&g.snapshot().config, cutoff, &actor, false) {
+    match crate::ops::purge(&g.store, cutoff, &actor, false) {
         Ok(ids) if !ids.is_empty() => tracing::info!(count = ids.len(), "quarantine purged"),
         Ok(_) => {}
         Err(err) => tracing::warn!(error = %err, "quarantine purge failed"),
     }
-    let (n, bytes) = g.quarantine.usage();
+    let (n, bytes) = g.store.quarantine.usage();
     g.metrics.quarantine_messages.set(n);
     g.metrics.quarantine_bytes.set(bytes);
 }

@@ -86,10 +86,101 @@ pub struct Transaction {
     pub envelope: Envelope,
     /// Shared so the classifier can read it on a blocking thread while the session waits.
     pub message: std::sync::Arc<Spool>,
-    /// `smtp`, `milter` or `classify`: which front end built it.
-    pub front_end: &'static str,
+    /// Which front end (or command) built it.
+    pub front_end: Origin,
     /// The MTA's own queue id, when it told us (milter macro `i`).
     pub mta_queue_id: Option<String>,
+}
+
+/// Which front end or command built a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Smtp,
+    Milter,
+    /// A held message sent on by `quarantine release`.
+    Release,
+    /// `classify` and the rule file's own tests: judged, never sent.
+    Classify,
+}
+
+impl Origin {
+    /// The name records and logs use (`front_end`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Origin::Smtp => "smtp",
+            Origin::Milter => "milter",
+            Origin::Release => "release",
+            Origin::Classify => "classify",
+        }
+    }
+}
+
+/// What a front end knows of a connection before any message: the one way a
+/// [`Transaction`] is made, so the two front ends (and release, and `classify`) cannot
+/// build it differently. `build` gives each message its queue id and received time.
+#[derive(Debug, Clone)]
+pub struct TransactionBuilder {
+    origin: Origin,
+    pub client: ClientInfo,
+    pub tls: Option<TlsInfo>,
+    pub mta_queue_id: Option<String>,
+    received: Option<SystemTime>,
+    id: Option<String>,
+}
+
+impl TransactionBuilder {
+    pub fn new(origin: Origin) -> TransactionBuilder {
+        TransactionBuilder {
+            origin,
+            client: ClientInfo {
+                addr: String::new(),
+                helo: String::new(),
+            },
+            tls: None,
+            mta_queue_id: None,
+            received: None,
+            id: None,
+        }
+    }
+
+    pub fn client(mut self, addr: impl Into<String>, helo: impl Into<String>) -> Self {
+        self.client = ClientInfo {
+            addr: addr.into(),
+            helo: helo.into(),
+        };
+        self
+    }
+
+    pub fn tls(mut self, tls: Option<TlsInfo>) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    pub fn mta_queue_id(mut self, id: Option<String>) -> Self {
+        self.mta_queue_id = id;
+        self
+    }
+
+    /// A message that already has its id and time (a held one, being released).
+    pub fn as_received(mut self, id: &str, received: SystemTime) -> Self {
+        self.id = Some(id.to_string());
+        self.received = Some(received);
+        self
+    }
+
+    /// The transaction for one message.
+    pub fn build(&self, envelope: Envelope, message: Spool) -> Transaction {
+        Transaction {
+            id: self.id.clone().unwrap_or_else(new_queue_id),
+            received: self.received.unwrap_or_else(SystemTime::now),
+            client: self.client.clone(),
+            tls: self.tls.clone(),
+            envelope,
+            message: std::sync::Arc::new(message),
+            front_end: self.origin,
+            mta_queue_id: self.mta_queue_id.clone(),
+        }
+    }
 }
 
 /// A queue id: time-ordered and unique within the process (and, with the pid, across

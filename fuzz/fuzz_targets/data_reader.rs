@@ -2,7 +2,7 @@
 //! accepted without a fault contains CR and LF only as CRLF (nothing smuggled).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use markgate::smtp::data::{DataReader, Progress};
+use markgate::frontend::smtp::data::{DataReader, Progress};
 
 fn run(data: &[u8], step: usize) -> (Vec<u8>, Option<usize>, bool) {
     let mut r = DataReader::new(1 << 20, 1000);

@@ -4,7 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Err(reply) = markgate::smtp::command::parse(data) {
+    if let Err(reply) = markgate::frontend::smtp::command::parse(data) {
         assert!((500..600).contains(&reply.code), "{reply}");
         assert!(!reply.to_wire().trim_end().contains(['\r', '\n']));
     }

@@ -7,14 +7,14 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use serde_json::json;
 
 use crate::config::Config;
 use crate::gateway::Snapshot;
 use crate::mailbox::Mailbox;
 use crate::message::Spool;
 use crate::policy::Action;
-use crate::transaction::{ClientInfo, Envelope, Recipient, Transaction};
+use crate::store::record::RecipientRecord;
+use crate::transaction::{Envelope, Origin, Recipient, TransactionBuilder};
 
 mod docs;
 mod quarantine;
@@ -116,7 +116,7 @@ pub enum Command {
         config: ConfigArgs,
         /// inet:ADDR:PORT or unix:PATH.
         #[arg(long, default_value = "inet:127.0.0.1:10027")]
-        listen: crate::milter::Listen,
+        listen: crate::frontend::milter::Listen,
         /// Address for /metrics, /healthz, /readyz.
         #[arg(long)]
         metrics_listen: Option<SocketAddr>,
@@ -252,55 +252,12 @@ pub(crate) fn terminal_safe(text: &str, lines: bool) -> String {
 }
 
 /// Whether a command only reads the state dir or also writes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Access {
-    Read,
-    Write,
-}
+pub(crate) use crate::store::Access;
 
-/// The state dir belongs to whoever runs the service. A command run as anyone else (root,
-/// typically) could leave files the service cannot write (a root-owned `tracking/` made
-/// every later message 451 after delivery), so it is refused, saying how to run it; a
-/// read-only command never creates anything, so an absent state dir is simply empty.
-pub(crate) fn state_dir_access(config: &Config, access: Access) -> anyhow::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let dir = &config.state_dir;
-    let meta = match std::fs::symlink_metadata(dir) {
-        Ok(meta) => meta,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            return match access {
-                Access::Read => Ok(()),
-                Access::Write => Err(anyhow::anyhow!(
-                    "state dir {} does not exist; start markgate (serve or milter) first",
-                    dir.display()
-                )),
-            };
-        }
-        Err(err) => return Err(anyhow::anyhow!("state dir {}: {err}", dir.display())),
-    };
-    let me = rustix::process::geteuid().as_raw();
-    if meta.uid() != me {
-        anyhow::bail!(
-            "state dir {} belongs to uid {} and this command runs as uid {me}; run it as the \
-             service's user (e.g. `sudo -u {} markgate …`) so that nothing it writes is \
-             owned by anyone else",
-            dir.display(),
-            meta.uid(),
-            user_name(meta.uid()).unwrap_or_else(|| format!("#{}", meta.uid())),
-        );
-    }
-    Ok(())
-}
-
-/// The login name of `uid` from /etc/passwd, for a message.
-fn user_name(uid: u32) -> Option<String> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        let name = fields.next()?;
-        let id: u32 = fields.nth(1)?.parse().ok()?;
-        (id == uid).then(|| name.to_string())
-    })
+/// The state the command uses belongs to whoever runs the service (see
+/// [`Store::check_access`](crate::store::Store::check_access)).
+pub(crate) fn state_access(config: &Config, access: Access) -> anyhow::Result<()> {
+    crate::store::Store::check_access(config, access)
 }
 
 fn run_front_end(
@@ -411,24 +368,37 @@ pub(crate) fn evaluate(
                 .collect();
         }
     }
-    let txn = Transaction {
-        id: crate::transaction::new_queue_id(),
-        received: std::time::SystemTime::now(),
-        client: ClientInfo {
-            addr: "127.0.0.1".into(),
-            helo: "classify".into(),
-        },
-        tls: None,
-        envelope: Envelope {
-            sender: Mailbox::lenient(from),
-            params: Default::default(),
-            recipients,
-        },
-        message: std::sync::Arc::new(Spool::from_bytes(raw)),
-        front_end: "classify",
-        mta_queue_id: None,
+    let envelope = Envelope {
+        sender: Mailbox::lenient(from),
+        params: Default::default(),
+        recipients,
     };
+    let txn = TransactionBuilder::new(Origin::Classify)
+        .client("127.0.0.1", "classify")
+        .build(envelope, Spool::from_bytes(raw));
     snapshot.evaluate(&txn)
+}
+
+/// `classify --json`: the contract of DESIGN.md (`marking`, `signature`, `recipients`,
+/// `decision`), with what else the classifier found.
+#[derive(serde::Serialize)]
+struct ClassifyOutput<'a> {
+    marking: crate::store::record::MarkingRecord,
+    signature: bool,
+    confidentiality_statement: bool,
+    recipients: Vec<RecipientRecord>,
+    attachments: &'a [crate::marking::classify::Attachment],
+    opaque: &'a [String],
+    unknown_labels: &'a [String],
+    matched: &'a [crate::policy::Hit],
+    decision: Decision<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct Decision<'a> {
+    action: crate::policy::Action,
+    rule: Option<&'a str>,
+    reply: Option<String>,
 }
 
 fn classify(
@@ -449,17 +419,28 @@ fn classify(
     };
     let m = &eval.classification.marking;
     if as_json {
-        let out = json!({
-            "marking": m.to_json(),
-            "signature": eval.classification.signature,
-            "confidentiality_statement": eval.classification.confidentiality_statement,
-            "recipients": eval.recipients.iter().map(|(a, c)| json!({"address": a, "class": c.name()})).collect::<Vec<_>>(),
-            "attachments": eval.classification.attachments,
-            "opaque": eval.classification.opaque,
-            "unknown_labels": eval.classification.unknown_labels,
-            "matched": v.matched,
-            "decision": {"action": v.action.name(), "rule": v.rule, "reply": reply},
-        });
+        let out = ClassifyOutput {
+            marking: crate::gateway::marking_record(m),
+            signature: eval.classification.signature,
+            confidentiality_statement: eval.classification.confidentiality_statement,
+            recipients: eval
+                .recipients
+                .iter()
+                .map(|(a, c)| RecipientRecord {
+                    address: a.clone(),
+                    class: Some(c.name().to_string()),
+                })
+                .collect(),
+            attachments: &eval.classification.attachments,
+            opaque: &eval.classification.opaque,
+            unknown_labels: &eval.classification.unknown_labels,
+            matched: &v.matched,
+            decision: Decision {
+                action: v.action,
+                rule: v.rule.as_deref(),
+                reply,
+            },
+        };
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -516,7 +497,9 @@ fn classify(
     for hit in &v.matched {
         println!(
             "matched:     {} ({}, would {})",
-            hit.id, hit.mode, hit.action
+            hit.id,
+            hit.mode.name(),
+            hit.action.name()
         );
     }
     println!(

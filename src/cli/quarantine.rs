@@ -8,8 +8,7 @@ use serde_json::json;
 
 use super::ConfigArgs;
 use crate::ops;
-use crate::quarantine::Quarantine;
-use crate::store::index::AddressMatch;
+use crate::store::{AddressMatch, HeldFilter, Meta, Store};
 
 #[derive(Subcommand, Debug)]
 pub enum QuarantineCommand {
@@ -115,23 +114,18 @@ pub fn run(command: QuarantineCommand) -> anyhow::Result<ExitCode> {
             limit,
         } => {
             let config = config.load()?;
-            super::state_dir_access(&config, super::Access::Read)?;
-            let q = Quarantine::new(&config.state_dir);
-            let since = super::time_flag(since, "--since")?;
-            let sender = sender.as_deref().map(AddressMatch::parse);
-            let recipient = recipient.as_deref().map(AddressMatch::parse);
-            let list: Vec<_> = q
-                .list()?
+            super::state_access(&config, super::Access::Read)?;
+            let store = Store::open(&config);
+            let filter = HeldFilter {
+                since: super::time_flag(since, "--since")?,
+                sender: sender.as_deref().map(AddressMatch::parse),
+                recipient: recipient.as_deref().map(AddressMatch::parse),
+                ..HeldFilter::default()
+            };
+            let list: Vec<_> = ops::list(&store, &filter)?
                 .into_iter()
                 .rev()
-                .filter(|m| since.as_ref().is_none_or(|s| m.time >= *s))
                 .filter(|m| rule.as_ref().is_none_or(|r| m.rule.as_ref() == Some(r)))
-                .filter(|m| sender.as_ref().is_none_or(|s| s.matches(&m.sender)))
-                .filter(|m| {
-                    recipient
-                        .as_ref()
-                        .is_none_or(|r| m.recipients.iter().any(|x| r.matches(x)))
-                })
                 .take(limit.unwrap_or(usize::MAX))
                 .collect();
             if json {
@@ -147,7 +141,7 @@ pub fn run(command: QuarantineCommand) -> anyhow::Result<ExitCode> {
                         safe(&m.level),
                         safe(&m.sender),
                         safe(&m.recipients.join(", ")),
-                        safe(&subject_of(&q, m)),
+                        safe(&subject_of(&store, m)),
                     );
                 }
                 println!("{} held", list.len());
@@ -161,12 +155,11 @@ pub fn run(command: QuarantineCommand) -> anyhow::Result<ExitCode> {
             id,
         } => {
             let config = config.load()?;
-            super::state_dir_access(&config, super::Access::Read)?;
-            let q = Quarantine::new(&config.state_dir);
-            let meta = q
-                .get(&id)
-                .with_context(|| format!("no quarantined message {id}"))?;
-            let bytes = std::fs::read(q.message_path(&id)?)?;
+            super::state_access(&config, super::Access::Read)?;
+            let ops::Shown {
+                meta,
+                message: bytes,
+            } = ops::show(&Store::open(&config), &id)?;
             if raw {
                 use std::io::Write;
                 std::io::stdout().write_all(&bytes)?;
@@ -191,12 +184,18 @@ pub fn run(command: QuarantineCommand) -> anyhow::Result<ExitCode> {
             id,
         } => {
             let config = config.load()?;
-            super::state_dir_access(&config, super::Access::Write)?;
+            super::state_access(&config, super::Access::Write)?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             let actor = ops::Actor::new(by, reason);
-            match rt.block_on(ops::release(&config, &id, force, &actor)) {
+            match rt.block_on(ops::release(
+                &Store::open(&config),
+                &config,
+                &id,
+                force,
+                &actor,
+            )) {
                 Ok(done) => {
                     println!("released {id}: {}", done.reply);
                     Ok(ExitCode::SUCCESS)
@@ -217,8 +216,8 @@ pub fn run(command: QuarantineCommand) -> anyhow::Result<ExitCode> {
             id,
         } => {
             let config = config.load()?;
-            super::state_dir_access(&config, super::Access::Write)?;
-            ops::delete(&config, &id, &ops::Actor::new(by, reason))?;
+            super::state_access(&config, super::Access::Write)?;
+            ops::delete(&Store::open(&config), &id, &ops::Actor::new(by, reason))?;
             println!("deleted {id}");
             Ok(ExitCode::SUCCESS)
         }
@@ -235,11 +234,11 @@ pub fn run(command: QuarantineCommand) -> anyhow::Result<ExitCode> {
             } else {
                 super::Access::Write
             };
-            super::state_dir_access(&config, access)?;
+            super::state_access(&config, access)?;
             let age = humantime::parse_duration(&older_than).context("--older-than: e.g. 30d")?;
             let cutoff = std::time::SystemTime::now() - age;
             let actor = ops::Actor::new(by, reason);
-            let list = ops::purge(&config, cutoff, &actor, dry_run)?;
+            let list = ops::purge(&Store::open(&config), cutoff, &actor, dry_run)?;
             if dry_run {
                 for m in &list {
                     println!(
@@ -269,11 +268,11 @@ fn header_block(bytes: &[u8]) -> String {
 
 /// The subject for the list: from the metadata, else (entries held by an older version)
 /// read from the stored headers.
-fn subject_of(q: &Quarantine, m: &crate::quarantine::Meta) -> String {
+fn subject_of(store: &Store, m: &Meta) -> String {
     if let Some(s) = &m.subject {
         return s.clone();
     }
-    let Ok(bytes) = q.message_path(&m.id).and_then(std::fs::read) else {
+    let Ok(bytes) = store.quarantine.message(&m.id) else {
         return String::new();
     };
     let head = header_block(&bytes);
@@ -288,7 +287,7 @@ fn subject_of(q: &Quarantine, m: &crate::quarantine::Meta) -> String {
 
 /// `quarantine show` for a person: what was held, why, and the evidence; every value
 /// that came from the message is made safe for the terminal.
-fn describe(meta: &crate::quarantine::Meta, headers: &str) -> String {
+fn describe(meta: &Meta, headers: &str) -> String {
     use std::fmt::Write;
     let safe = |s: &str| super::terminal_safe(s, false);
     let mut out = String::new();
@@ -309,20 +308,14 @@ fn describe(meta: &crate::quarantine::Meta, headers: &str) -> String {
     }
     let _ = writeln!(out, "size:        {} bytes", meta.size);
     let _ = writeln!(out, "marking:     {}", safe(&meta.level));
-    let evidence = meta
-        .marking
-        .get("evidence")
-        .and_then(|e| e.as_array())
-        .cloned()
-        .unwrap_or_default();
-    for e in &evidence {
-        let field = |k: &str| e.get(k).and_then(|v| v.as_str()).unwrap_or("");
+    let evidence = &meta.marking.evidence;
+    for e in evidence {
         let _ = writeln!(
             out,
             "  found {} in {}: {:?}",
-            safe(field("level")),
-            safe(field("source")),
-            safe(field("text"))
+            safe(&e.level),
+            safe(&e.source),
+            safe(&e.text)
         );
     }
     if evidence.is_empty() {
@@ -332,7 +325,13 @@ fn describe(meta: &crate::quarantine::Meta, headers: &str) -> String {
         let _ = writeln!(out, "held by MTA: queue id {}", safe(mta));
     }
     if let Some(r) = &meta.released {
-        let _ = writeln!(out, "release:     {}", safe(&r.to_string()));
+        let _ = writeln!(
+            out,
+            "release:     {} by {} at {}",
+            safe(&r.state),
+            safe(&r.by),
+            safe(&r.time)
+        );
     }
     let _ = writeln!(out, "sha256:      {}", safe(&meta.sha256));
     let _ = writeln!(out, "\n{}", super::terminal_safe(headers, true));

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use super::ConfigArgs;
-use crate::store::index::{AddressMatch, Query};
+use crate::store::record::TrackingRecord;
+use crate::store::{AddressMatch, Query, Store};
 
 #[derive(Subcommand, Debug)]
 pub enum TrackCommand {
@@ -19,7 +20,7 @@ pub enum TrackCommand {
         config: ConfigArgs,
     },
     /// Subject access request: write every tracking record and held message that names an
-    /// address (as sender or recipient) to a new directory (tracking.json, quarantine/).
+    /// address (as sender or recipient) to a new directory (tracking.json, and the held messages in a folder of their own).
     Export {
         #[command(flatten)]
         config: ConfigArgs,
@@ -101,10 +102,8 @@ pub fn run(command: TrackCommand) -> anyhow::Result<ExitCode> {
     let args = match command {
         TrackCommand::Reindex { config } => {
             let config = config.load()?;
-            super::state_dir_access(&config, super::Access::Write)?;
-            let tracking =
-                crate::tracking::Tracking::new(&config.state_dir, config.tracking.retention_days);
-            let n = tracking.reindex()?;
+            super::state_access(&config, super::Access::Write)?;
+            let n = Store::open(&config).tracking.reindex()?;
             println!("indexed {n} records");
             return Ok(ExitCode::SUCCESS);
         }
@@ -150,17 +149,17 @@ pub fn run(command: TrackCommand) -> anyhow::Result<ExitCode> {
         after: None,
     };
     let config = config.load()?;
-    super::state_dir_access(&config, super::Access::Read)?;
-    let tracking =
-        crate::tracking::Tracking::new(&config.state_dir, config.tracking.retention_days);
+    super::state_access(&config, super::Access::Read)?;
+    let store = Store::open(&config);
+    let tracking = &store.tracking;
     let mut last = tracking.last_row()?;
-    let found = tracking.search_existing(&q)?;
+    let found = crate::ops::search(&store, &q)?;
     if json && !follow {
         println!("{}", serde_json::to_string_pretty(&found)?);
         return Ok(ExitCode::SUCCESS);
     }
     // Oldest at the top when following, as `tail -f` reads.
-    let shown: Box<dyn Iterator<Item = &serde_json::Value>> = if follow {
+    let shown: Box<dyn Iterator<Item = &TrackingRecord>> = if follow {
         Box::new(found.iter().rev())
     } else {
         Box::new(found.iter())
@@ -181,7 +180,7 @@ pub fn run(command: TrackCommand) -> anyhow::Result<ExitCode> {
             last = newest;
         }
         q.after = Some(last);
-        for (id, r) in tracking.search_rows_existing(&q)? {
+        for (id, r) in tracking.search_rows(&q)? {
             print_record(&r, json)?;
             last = last.max(id);
         }
@@ -191,37 +190,29 @@ pub fn run(command: TrackCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// One record as one line: the Postfix-style fields operators grep for.
-fn print_record(r: &serde_json::Value, json: bool) -> anyhow::Result<()> {
+fn print_record(r: &TrackingRecord, json: bool) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string(r)?);
         return Ok(());
     }
-    let text = |v: &serde_json::Value, k: &str| {
-        super::terminal_safe(v.get(k).and_then(|x| x.as_str()).unwrap_or("-"), false)
-    };
-    let to: Vec<String> = r
-        .get("recipients")
-        .and_then(|v| v.as_array())
-        .map(|list| list.iter().map(|x| text(x, "address")).collect())
-        .unwrap_or_default();
-    let level = r
-        .get("marking")
-        .map(|m| text(m, "level"))
-        .unwrap_or_else(|| "-".into());
+    let safe = |s: &str| super::terminal_safe(s, false);
+    let or_dash = |s: Option<&str>| safe(s.unwrap_or("-"));
+    let to: Vec<String> = r.addresses().map(safe).collect();
     println!(
         "{} {}: from=<{}>, to=<{}>, action={}, rule={}, level={}, outcome={}, reply=\"{}\"",
-        text(r, "time"),
-        text(r, "queue_id"),
-        text(r, "sender"),
+        safe(&r.time),
+        or_dash(r.queue_id.as_deref()),
+        safe(&r.sender),
         to.join(">,<"),
-        text(r, "action"),
-        r.get("rule")
-            .and_then(|x| x.as_str())
-            .map(|x| super::terminal_safe(x, false))
-            .unwrap_or_else(|| crate::metrics::NO_RULE.into()),
-        level,
-        text(r, "outcome"),
-        text(r, "reply"),
+        safe(&r.action),
+        safe(r.rule.as_deref().unwrap_or(crate::metrics::NO_RULE)),
+        if r.marking.is_some() {
+            safe(r.level())
+        } else {
+            "-".into()
+        },
+        safe(&r.outcome),
+        or_dash(r.reply.as_deref()),
     );
     Ok(())
 }
@@ -233,14 +224,10 @@ fn export(
     out: Option<std::path::PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     let config = config.load()?;
-    super::state_dir_access(&config, super::Access::Read)?;
+    super::state_access(&config, super::Access::Read)?;
     let since = super::time_flag(since, "--since")?;
-    let out = out.unwrap_or_else(|| crate::privacy::default_out(address));
-    let tracking =
-        crate::tracking::Tracking::new(&config.state_dir, config.tracking.retention_days);
-    let quarantine = crate::quarantine::Quarantine::new(&config.state_dir);
-    let done = crate::privacy::export(&tracking, &quarantine, address, since.as_deref(), &out)
-        .map_err(|e| anyhow::anyhow!("exporting into {}: {e}", out.display()))?;
+    let out = out.unwrap_or_else(|| default_out(address));
+    let done = crate::ops::export(&Store::open(&config), address, since.as_deref(), &out)?;
     println!(
         "exported {} records and {} held messages naming {} into {}",
         done.records,
@@ -251,6 +238,15 @@ fn export(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Where the export of `address` goes by default: `./markgate-export-<address-ish>`.
+fn default_out(address: &str) -> std::path::PathBuf {
+    let safe: String = address
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    std::path::PathBuf::from(format!("markgate-export-{safe}"))
+}
+
 fn redact(
     config: &ConfigArgs,
     address: &str,
@@ -259,34 +255,15 @@ fn redact(
     by: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let config = config.load()?;
-    super::state_dir_access(&config, super::Access::Write)?;
+    super::state_access(&config, super::Access::Write)?;
     let before_day = crate::timefmt::parse(before)
         .map(crate::timefmt::date)
         .ok_or_else(|| anyhow::anyhow!("--before {before:?}: use YYYY-MM-DD"))?;
     if reason.trim().is_empty() {
         anyhow::bail!("--reason: say why (the request's reference)");
     }
-    let now = std::time::SystemTime::now();
-    let holds: Vec<AddressMatch> = config
-        .tracking
-        .legal_holds
-        .iter()
-        .map(|h| AddressMatch::parse(h))
-        .collect();
-    let tracking =
-        crate::tracking::Tracking::new(&config.state_dir, config.tracking.retention_days);
-    let done = crate::privacy::redact(
-        &tracking,
-        address,
-        &before_day,
-        &crate::timefmt::date(now),
-        &holds,
-    )?;
-    let who = by
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "unknown".into());
-    let audit = crate::privacy::audit_record(&done, &before_day, reason, &who, now);
-    tracking.append(&audit, now)?;
+    let actor = crate::ops::Actor::new(by, Some(reason.to_string()));
+    let done = crate::ops::redact(&Store::open(&config), &config, address, &before_day, &actor)?;
     println!(
         "redacted {} records in {} files (now {}); {} kept under a legal hold; {} from today left until tomorrow",
         done.records, done.files, done.token, done.held_back, done.too_recent

@@ -11,23 +11,20 @@
 use std::sync::{Arc, RwLock};
 use std::time::{Instant, SystemTime};
 
-use serde_json::json;
-use tokio_rustls::TlsAcceptor;
-
 mod record;
 mod snapshot;
 
-pub use snapshot::{Evaluation, Snapshot};
+pub use record::{client_record, marking_record};
+pub use snapshot::{Evaluation, Snapshot, Unclassifiable};
 
+use crate::delivery::{Delivered, NextHop, NextHopError};
 use crate::marking::classify::Classification;
 use crate::message::Spool;
 use crate::metrics::{DecisionLabels, Metrics};
-use crate::policy::{Action, Verdict};
-use crate::quarantine::{Meta, Quarantine};
-use crate::smtp::next_hop::{Delivered, NextHop};
-use crate::smtp::reply::Reply;
+use crate::policy::{Action, Mode, Verdict};
+use crate::reply::Reply;
+use crate::store::{Meta, Store};
 use crate::timefmt;
-use crate::tracking::Tracking;
 use crate::transaction::Transaction;
 
 /// Who delivers a passed message: markgate's next hop (smarthost mode), or the MTA that
@@ -56,34 +53,69 @@ pub(crate) enum Outcome {
     Held,
     Refused,
     /// Could not be done; the client retries.
-    Deferred(String),
+    Deferred(Deferred),
     /// About to be handed to the next hop (the intent record; see `finish`).
     HandingOff,
 }
 
+impl Outcome {
+    /// The record's `outcome`.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Outcome::Delivered(_) => "delivered",
+            Outcome::Accepted => "accepted",
+            Outcome::Held => "held",
+            Outcome::Refused => "refused",
+            Outcome::Deferred(_) => "deferred",
+            Outcome::HandingOff => crate::store::record::INTENT,
+        }
+    }
+}
+
+/// Whose fault a deferral is (pingora's `ErrorSource`): it decides the reply (the next
+/// hop's own 4xx mirrored, or 451 4.3.0 for ours) and what an operator looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The next hop refused or could not be reached.
+    Upstream,
+    /// markgate could not keep its promise (tracking, quarantine, the classifier).
+    Internal,
+}
+
+/// Why a message the rules would let through or hold was deferred instead.
+#[derive(Debug, thiserror::Error)]
+pub enum Deferred {
+    #[error("{0}")]
+    NextHop(#[from] NextHopError),
+    #[error("tracking: {0}")]
+    Tracking(std::io::Error),
+    #[error("quarantine: {0}")]
+    Quarantine(std::io::Error),
+}
+
+impl Deferred {
+    pub fn fault(&self) -> Fault {
+        match self {
+            Deferred::NextHop(_) => Fault::Upstream,
+            Deferred::Tracking(_) | Deferred::Quarantine(_) => Fault::Internal,
+        }
+    }
+}
+
 pub struct Gateway {
     current: RwLock<Arc<Snapshot>>,
-    /// Swapped whole on reload (certificates, upstream); a session keeps what it took.
-    tls_acceptor: RwLock<Option<TlsAcceptor>>,
+    /// Swapped whole on reload (upstream); a transaction keeps what it took.
     next_hop: RwLock<Arc<NextHop>>,
     pub metrics: Arc<Metrics>,
-    pub tracking: Tracking,
-    pub quarantine: Quarantine,
+    /// Held messages and the tracking log, whichever backend the config names.
+    pub store: Store,
 }
 
 impl Gateway {
-    pub fn new(
-        snapshot: Snapshot,
-        tls_acceptor: Option<TlsAcceptor>,
-        next_hop: NextHop,
-        metrics: Arc<Metrics>,
-    ) -> Gateway {
-        let state = &snapshot.config.state_dir;
+    pub fn new(snapshot: Snapshot, next_hop: NextHop, metrics: Arc<Metrics>) -> Gateway {
         Gateway {
-            tracking: Tracking::new(state, snapshot.config.tracking.retention_days),
-            quarantine: Quarantine::new(state),
+            store: Store::open(&snapshot.config),
             current: RwLock::new(Arc::new(snapshot)),
-            tls_acceptor: RwLock::new(tls_acceptor),
             next_hop: RwLock::new(Arc::new(next_hop)),
             metrics,
         }
@@ -102,14 +134,6 @@ impl Gateway {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
     }
 
-    /// The inbound TLS acceptor, if STARTTLS is offered.
-    pub fn tls_acceptor(&self) -> Option<TlsAcceptor> {
-        self.tls_acceptor
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
     /// The next hop as configured now.
     pub fn next_hop(&self) -> Arc<NextHop> {
         self.next_hop
@@ -118,9 +142,8 @@ impl Gateway {
             .clone()
     }
 
-    /// Installs a reloaded certificate and next hop.
-    pub fn swap_transport(&self, tls_acceptor: Option<TlsAcceptor>, next_hop: NextHop) {
-        *self.tls_acceptor.write().unwrap_or_else(|e| e.into_inner()) = tls_acceptor;
+    /// Installs a reloaded next hop.
+    pub fn swap_next_hop(&self, next_hop: NextHop) {
         *self.next_hop.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next_hop);
     }
 
@@ -181,10 +204,13 @@ impl Gateway {
     ) -> (Outcome, Reply) {
         let verdict = &eval.verdict;
         if verdict.action != Action::Reject {
-            if let Err(err) = self.tracking.preflight() {
+            if let Err(err) = self.store.tracking.preflight() {
                 self.metrics.tracking_write_error();
                 tracing::error!(queue_id = %txn.id, error = %err, "no room to track this message; deferring");
-                return (Outcome::Deferred(err.to_string()), Reply::temp_failure());
+                return (
+                    Outcome::Deferred(Deferred::Tracking(err)),
+                    Reply::temp_failure(),
+                );
             }
         }
         match verdict.action {
@@ -196,7 +222,7 @@ impl Gateway {
                 let meta = Meta {
                     id: txn.id.clone(),
                     time: timefmt::rfc3339(txn.received),
-                    client: json!({"addr": txn.client.addr, "helo": txn.client.helo}),
+                    client: client_record(txn),
                     sender: txn.envelope.sender_str().to_string(),
                     recipients: txn
                         .envelope
@@ -212,7 +238,7 @@ impl Gateway {
                         .map(|r| format!("held by rule {r}"))
                         .unwrap_or_default(),
                     level: eval.classification.marking.level_name().to_string(),
-                    marking: eval.classification.marking.to_json(),
+                    marking: marking_record(&eval.classification.marking),
                     size: txn.message.len(),
                     sha256: String::new(),
                     released: None,
@@ -221,7 +247,7 @@ impl Gateway {
                         HandOff::NextHop => None,
                     },
                 };
-                match self.quarantine.put(&txn.message, meta) {
+                match self.store.quarantine.put(&txn.message, meta) {
                     Ok(()) => {
                         // Counted here; a scrape recounts from the directory, as releases
                         // and deletes happen in other processes.
@@ -233,7 +259,10 @@ impl Gateway {
                     }
                     Err(err) => {
                         tracing::error!(queue_id = %txn.id, error = %err, "quarantine write failed");
-                        (Outcome::Deferred(err.to_string()), Reply::temp_failure())
+                        (
+                            Outcome::Deferred(Deferred::Quarantine(err)),
+                            Reply::temp_failure(),
+                        )
                     }
                 }
             }
@@ -242,10 +271,13 @@ impl Gateway {
                 // The intent record: if the record of how it went cannot be written once
                 // the next hop has the message, this one stands and the reply stays 250.
                 let intent = record::record(snap, txn, eval, &Outcome::HandingOff, &Reply::ok());
-                if let Err(err) = self.tracking.append(&intent, SystemTime::now()) {
+                if let Err(err) = self.store.tracking.append(&intent, SystemTime::now()) {
                     self.metrics.tracking_write_error();
                     tracing::error!(queue_id = %txn.id, error = %err, "intent record not written; deferring");
-                    return (Outcome::Deferred(err.to_string()), Reply::temp_failure());
+                    return (
+                        Outcome::Deferred(Deferred::Tracking(err)),
+                        Reply::temp_failure(),
+                    );
                 }
                 let headers = added_headers(snap, txn, eval);
                 let started = Instant::now();
@@ -264,11 +296,12 @@ impl Gateway {
                     }
                     Err(err) => {
                         self.metrics.upstream_error(err.kind());
-                        if matches!(err, crate::smtp::next_hop::NextHopError::Refused(_)) {
+                        if matches!(err, NextHopError::Refused(_)) {
                             self.metrics.upstream_ok();
                         }
                         tracing::warn!(queue_id = %txn.id, error = %err, "next hop did not take the message");
-                        (Outcome::Deferred(err.to_string()), err.reply())
+                        let reply = err.reply();
+                        (Outcome::Deferred(Deferred::NextHop(err)), reply)
                     }
                 }
             }
@@ -288,9 +321,14 @@ impl Gateway {
         let record = record::record(snap, txn, eval, &outcome, &reply);
         let delivered = matches!(outcome, Outcome::Delivered(_));
         let level = eval.classification.marking.level_name();
-        for hit in eval.verdict.matched.iter().filter(|h| h.mode == "audit") {
+        for hit in eval
+            .verdict
+            .matched
+            .iter()
+            .filter(|h| h.mode == Mode::Audit)
+        {
             self.metrics.audit_hit(DecisionLabels {
-                action: hit.action.to_string(),
+                action: hit.action.name().to_string(),
                 rule: hit.id.clone(),
                 level: level.to_string(),
             });
@@ -318,7 +356,7 @@ impl Gateway {
             "{}",
             record::log_line(&record, self.next_hop().address())
         );
-        if let Err(err) = self.tracking.append(&record, SystemTime::now()) {
+        if let Err(err) = self.store.tracking.append(&record, SystemTime::now()) {
             self.metrics.tracking_write_error();
             if delivered {
                 // A 4xx now would make the sender deliver a second copy (invariant 3).
@@ -347,7 +385,7 @@ static LARGE_MESSAGES: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> =
 async fn classify_within_budget(
     snap: &Arc<Snapshot>,
     message: &Arc<Spool>,
-) -> Result<Classification, String> {
+) -> Result<Classification, Unclassifiable> {
     // Small messages classify in microseconds (parts and nesting are capped before
     // parsing); a thread hand-off would cost more than the work.
     let budget = snap.config.classifier.budget;
@@ -364,7 +402,7 @@ async fn classify_within_budget(
                 .clone()
                 .acquire_owned()
                 .await
-                .map_err(|e| format!("classifier unavailable: {e}"))?,
+                .map_err(|_| Unclassifiable::Unavailable)?,
         )
     } else {
         None
@@ -378,8 +416,8 @@ async fn classify_within_budget(
     });
     match tokio::time::timeout(budget, task).await {
         Ok(Ok(result)) => result,
-        Ok(Err(join)) => Err(format!("classifier failed: {join}")),
-        Err(_) => Err(format!("classification took longer than {budget:?}")),
+        Ok(Err(join)) => Err(Unclassifiable::Failed(join.to_string())),
+        Err(_) => Err(Unclassifiable::TookTooLong(budget)),
     }
 }
 

@@ -1,11 +1,15 @@
-//! The tracking record: the JSON contract scripts rely on (DESIGN.md, Contracts), built
-//! from what the path learnt about one transaction.
-
-use serde_json::json;
+//! The tracking record of one transaction (DESIGN.md, Contracts), built from what the path
+//! learnt about it, and the one log line per message, built from the record so that log
+//! and record cannot disagree.
 
 use super::{Evaluation, Outcome, Snapshot};
 use crate::config::SubjectPolicy;
-use crate::smtp::reply::Reply;
+use crate::marking::Marking;
+use crate::reply::Reply;
+use crate::store::record::{
+    ClientRecord, EvidenceRecord, MarkingRecord, MatchedRecord, NextHopRecord, RecipientRecord,
+    TlsRecord, TrackingRecord, INTENT,
+};
 use crate::timefmt;
 use crate::transaction::Transaction;
 
@@ -18,118 +22,141 @@ pub(crate) fn clean(s: &str) -> String {
         .replace("\\\"", "\"")
 }
 
+/// The marking as the contracts show it.
+pub fn marking_record(m: &Marking) -> MarkingRecord {
+    MarkingRecord {
+        level: m.level_name().to_string(),
+        rank: m.rank(),
+        descriptors: m.descriptors.iter().cloned().collect(),
+        caveats: m.caveats.iter().cloned().collect(),
+        evidence: m
+            .evidence
+            .iter()
+            .map(|e| EvidenceRecord {
+                source: e.source.clone(),
+                text: e.text.clone(),
+                level: e.level.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// The client as a record names it (HELO escaped).
+pub fn client_record(txn: &Transaction) -> ClientRecord {
+    ClientRecord {
+        addr: txn.client.addr.clone(),
+        helo: clean(&txn.client.helo),
+    }
+}
+
 pub(super) fn record(
     snap: &Snapshot,
     txn: &Transaction,
     eval: &Evaluation,
     outcome: &Outcome,
     reply: &Reply,
-) -> serde_json::Value {
+) -> TrackingRecord {
     use sha2::Digest;
     let c = &eval.classification;
     let subject = c
         .subject
         .as_deref()
-        .map(|s| match snap.config.tracking.subject {
-            SubjectPolicy::Keep => json!(clean(s)),
-            SubjectPolicy::Hash => {
-                json!(format!("sha256:{:x}", sha2::Sha256::digest(s.as_bytes())))
-            }
-            SubjectPolicy::Drop => serde_json::Value::Null,
+        .and_then(|s| match snap.config.tracking.subject {
+            SubjectPolicy::Keep => Some(clean(s)),
+            SubjectPolicy::Hash => Some(format!("sha256:{:x}", sha2::Sha256::digest(s.as_bytes()))),
+            SubjectPolicy::Drop => None,
         });
-    let recipients: Vec<_> = if eval.recipients.is_empty() {
+    let recipients: Vec<RecipientRecord> = if eval.recipients.is_empty() {
         txn.envelope
             .recipients
             .iter()
-            .map(|r| json!({"address": clean(r.address()), "class": null}))
+            .map(|r| RecipientRecord {
+                address: clean(r.address()),
+                class: None,
+            })
             .collect()
     } else {
         eval.recipients
             .iter()
-            .map(|(a, class)| json!({"address": clean(a), "class": class.name()}))
+            .map(|(a, class)| RecipientRecord {
+                address: clean(a),
+                class: Some(class.name().to_string()),
+            })
             .collect()
     };
-    let (outcome_name, next_hop, error) = match outcome {
+    let (next_hop, error) = match outcome {
         Outcome::Delivered(d) => (
-            "delivered",
-            json!({"reply": d.reply, "queue_id": d.queue_id}),
+            Some(NextHopRecord {
+                reply: d.reply.clone(),
+                queue_id: d.queue_id.clone(),
+            }),
             None,
         ),
-        Outcome::Accepted => ("accepted", serde_json::Value::Null, None),
-        Outcome::Held => ("held", serde_json::Value::Null, None),
-        Outcome::Refused => ("refused", serde_json::Value::Null, None),
-        Outcome::Deferred(e) => ("deferred", serde_json::Value::Null, Some(clean(e))),
-        Outcome::HandingOff => (crate::store::index::INTENT, serde_json::Value::Null, None),
+        Outcome::Deferred(e) => (None, Some(clean(&e.to_string()))),
+        _ => (None, None),
     };
-    json!({
-        "time": timefmt::rfc3339(txn.received),
-        "queue_id": txn.id,
-        "mta_queue_id": txn.mta_queue_id,
-        "front_end": txn.front_end,
-        "client": {"addr": txn.client.addr, "helo": clean(&txn.client.helo)},
-        "tls": txn.tls,
-        "sender": clean(txn.envelope.sender_str()),
-        "recipients": recipients,
-        "message_id": c.message_id.as_deref().map(clean),
-        "subject": subject,
-        "size": txn.message.len(),
-        "marking": c.marking.to_json(),
-        "signature": c.signature,
-        "confidentiality_statement": c.confidentiality_statement,
-        "opaque": c.opaque.iter().map(|o| clean(o)).collect::<Vec<_>>(),
-        "unknown_labels": c.unknown_labels.iter().map(|o| clean(o)).collect::<Vec<_>>(),
-        "matched": eval.verdict.matched,
-        "tags": eval.verdict.tags,
-        "action": eval.verdict.action.name(),
-        "rule": eval.verdict.rule,
-        "reply": reply.to_string(),
-        "outcome": outcome_name,
-        "next_hop": next_hop,
-        "error": error,
-    })
+    TrackingRecord {
+        time: timefmt::rfc3339(txn.received),
+        queue_id: Some(txn.id.clone()),
+        mta_queue_id: txn.mta_queue_id.clone(),
+        front_end: Some(txn.front_end.name().to_string()),
+        client: Some(client_record(txn)),
+        tls: txn.tls.as_ref().map(|t| TlsRecord {
+            version: t.version.clone(),
+            cipher: t.cipher.clone(),
+        }),
+        sender: clean(txn.envelope.sender_str()),
+        recipients,
+        message_id: c.message_id.as_deref().map(clean),
+        subject,
+        size: txn.message.len(),
+        marking: Some(marking_record(&c.marking)),
+        signature: Some(c.signature),
+        confidentiality_statement: Some(c.confidentiality_statement),
+        opaque: c.opaque.iter().map(|o| clean(o)).collect(),
+        unknown_labels: c.unknown_labels.iter().map(|o| clean(o)).collect(),
+        matched: eval
+            .verdict
+            .matched
+            .iter()
+            .map(|h| MatchedRecord {
+                id: h.id.clone(),
+                mode: h.mode.name().to_string(),
+                action: h.action.name().to_string(),
+            })
+            .collect(),
+        tags: eval.verdict.tags.clone(),
+        action: eval.verdict.action.name().to_string(),
+        rule: eval.verdict.rule.clone(),
+        reply: Some(reply.to_string()),
+        outcome: outcome.name().to_string(),
+        next_hop,
+        error,
+        ..TrackingRecord::default()
+    }
 }
 
 /// The one log line per message, in the shape Postfix operators grep for:
 /// `QUEUEID: from=<…>, to=<…>, message-id=<…>, action=…, rule=…, level=…, relay=…,
-/// status=… (reply)`. Built from the record, so log and record cannot disagree; values were
-/// escaped when the record was built.
-pub(crate) fn log_line(record: &serde_json::Value, next_hop: &str) -> String {
-    let text = |v: &serde_json::Value, k: &str| {
-        v.get(k)
-            .and_then(|x| x.as_str())
-            .unwrap_or_default()
-            .to_string()
-    };
-    let to: Vec<String> = record
-        .get("recipients")
-        .and_then(|r| r.as_array())
-        .map(|list| list.iter().map(|r| text(r, "address")).collect())
-        .unwrap_or_default();
-    let outcome = text(record, "outcome");
-    let relay = match outcome.as_str() {
-        "delivered" | crate::store::index::INTENT => next_hop,
+/// status=… (reply)`. Values were escaped when the record was built.
+pub(crate) fn log_line(record: &TrackingRecord, next_hop: &str) -> String {
+    let to: Vec<&str> = record.addresses().collect();
+    let relay = match record.outcome.as_str() {
+        "delivered" | INTENT => next_hop,
         "held" => "quarantine",
         "accepted" => "mta",
         _ => "none",
     };
-    let rule = record
-        .get("rule")
-        .and_then(|r| r.as_str())
-        .unwrap_or(crate::metrics::NO_RULE);
-    let level = record
-        .get("marking")
-        .map(|m| text(m, "level"))
-        .unwrap_or_default();
     format!(
-        "{}: from=<{}>, to=<{}>, message-id={}, action={}, rule={rule}, level={level}, relay={relay}, status={outcome} ({})",
-        text(record, "queue_id"),
-        text(record, "sender"),
+        "{}: from=<{}>, to=<{}>, message-id={}, action={}, rule={}, level={}, relay={relay}, status={} ({})",
+        record.queue_id.as_deref().unwrap_or_default(),
+        record.sender,
         to.join(">,<"),
-        record
-            .get("message_id")
-            .and_then(|m| m.as_str())
-            .unwrap_or("<>"),
-        text(record, "action"),
-        text(record, "reply"),
+        record.message_id.as_deref().unwrap_or("<>"),
+        record.action,
+        record.rule.as_deref().unwrap_or(crate::metrics::NO_RULE),
+        record.level(),
+        record.outcome,
+        record.reply.as_deref().unwrap_or_default(),
     )
 }

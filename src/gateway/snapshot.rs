@@ -35,7 +35,7 @@ impl Snapshot {
     }
 
     /// Classifies the message; the slow, attacker-shaped part of the path.
-    pub fn classify(&self, message: &Spool) -> Result<Classification, String> {
+    pub fn classify(&self, message: &Spool) -> Result<Classification, Unclassifiable> {
         self.classify_by(message, None)
     }
 
@@ -45,17 +45,17 @@ impl Snapshot {
         &self,
         message: &Spool,
         deadline: Option<Instant>,
-    ) -> Result<Classification, String> {
+    ) -> Result<Classification, Unclassifiable> {
         self.classifier
             .classify_spool(message, deadline)
-            .map_err(|e| e.to_string())
+            .map_err(Unclassifiable::Classifier)
     }
 
     /// Applies the rules. A message that could not be classified is held, never passed.
     pub fn decide(
         &self,
         txn: &Transaction,
-        classified: Result<Classification, String>,
+        classified: Result<Classification, Unclassifiable>,
     ) -> Evaluation {
         let recipients: Vec<(String, Class)> = txn
             .envelope
@@ -100,6 +100,19 @@ impl Snapshot {
             }
         }
     }
+}
+
+/// Why a message could not be classified: it is held, never passed (invariant 10).
+#[derive(Debug, thiserror::Error)]
+pub enum Unclassifiable {
+    #[error(transparent)]
+    Classifier(#[from] crate::marking::classify::ClassifyError),
+    #[error("classification took longer than {0:?}")]
+    TookTooLong(std::time::Duration),
+    #[error("classifier unavailable")]
+    Unavailable,
+    #[error("classifier failed: {0}")]
+    Failed(String),
 }
 
 /// The outcome of classify + decide.

@@ -132,15 +132,4 @@ impl Marking {
     pub fn is_sensitive(&self) -> bool {
         self.rank().is_some_and(|r| r > 0)
     }
-
-    /// The JSON shape of the contracts (`classify --json`, tracking records).
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "level": self.level_name(),
-            "rank": self.rank(),
-            "descriptors": self.descriptors,
-            "caveats": self.caveats,
-            "evidence": self.evidence,
-        })
-    }
 }

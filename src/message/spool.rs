@@ -64,7 +64,14 @@ impl Spool {
             return Ok(());
         }
         if self.file.is_none() && self.mem.len() + bytes.len() > self.threshold {
-            crate::tracking::create_private_dir(&self.dir)?;
+            {
+                // The spool holds message bodies: readable by markgate alone.
+                use std::os::unix::fs::DirBuilderExt;
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&self.dir)?;
+            }
             let mut file = tempfile::tempfile_in(&self.dir)?;
             file.write_all(&self.mem)?;
             self.mem = Vec::new();

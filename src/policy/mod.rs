@@ -11,10 +11,11 @@ use serde::Serialize;
 
 use crate::directory::Class;
 use crate::marking::classify::Classification;
-use crate::smtp::reply::Reply;
+use crate::reply::Reply;
 use crate::yaml::{self, YamlError};
 use condition::{Compiled, Sets};
-use schema::{ActionSpec, Mode, RuleFile};
+pub use schema::Mode;
+use schema::{ActionSpec, RuleFile};
 
 /// JSON Schemas for the files people edit, generated from the types that read them, so an
 /// editor (VS Code's YAML extension) validates and completes exactly what markgate accepts.
@@ -59,9 +60,9 @@ impl Action {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Hit {
     pub id: String,
-    pub mode: &'static str,
+    pub mode: Mode,
     /// What the rule would do (or did).
-    pub action: &'static str,
+    pub action: Action,
 }
 
 /// The one decision for a whole transaction.
@@ -290,8 +291,8 @@ impl Policy {
             };
             matched.push(Hit {
                 id: rule.id.clone(),
-                mode: rule.mode.name(),
-                action: action.name(),
+                mode: rule.mode,
+                action,
             });
             tags.extend(rule.tags.iter().cloned());
             if rule.mode == Mode::Audit {

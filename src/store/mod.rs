@@ -1,7 +1,167 @@
-//! Where markgate keeps what outlives a transaction. Today: quarantined messages as files
-//! (`crate::quarantine`), tracking records as daily JSONL files (`crate::tracking`) and the
-//! SQLite index over them (`index`), all under the state dir. A shared backend for several
-//! instances (PostgreSQL) plugs in here later; no SQL lives outside this module.
+//! Where markgate keeps what outlives a transaction: held messages (the quarantine) and
+//! the tracking log. Everything else sees only the traits here; the one backend today,
+//! [`files`], keeps them as files, JSONL and a SQLite index under the state dir. A shared
+//! backend for several instances (PostgreSQL) is one more folder beside `files/` that
+//! implements the same traits; nothing outside `store` knows a path or a table.
 
 pub mod address_match;
-pub mod index;
+pub mod files;
+pub mod held;
+pub mod record;
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+pub use address_match::AddressMatch;
+pub use files::index::{IndexError as SearchError, Query};
+pub use held::{HeldFilter, Meta, Release};
+pub use record::TrackingRecord;
+
+use crate::config::Config;
+use crate::message::Spool;
+
+/// Held messages. Every write is durable before it returns (the client is told 250 on
+/// the strength of it).
+pub trait QuarantineStore: Send + Sync {
+    /// Stores the message and its metadata (the digest is filled in); on error nothing is
+    /// left behind.
+    fn put(&self, message: &Spool, meta: Meta) -> io::Result<()>;
+    /// `NotFound` (or `InvalidInput` for an id that cannot be one) when not held.
+    fn get(&self, id: &str) -> io::Result<Meta>;
+    /// The held message, byte for byte.
+    fn message(&self, id: &str) -> io::Result<Vec<u8>>;
+    /// Held messages matching `filter`, oldest first.
+    fn list(&self, filter: &HeldFilter) -> io::Result<Vec<Meta>>;
+    /// Takes a held message for release or removal, exactly once: a second claim fails
+    /// with `WouldBlock` until the first is finished or dropped.
+    fn claim(&self, id: &str) -> io::Result<Box<dyn Claim + '_>>;
+    /// (messages, bytes) held, cheaply (a metrics scrape reads it).
+    fn usage(&self) -> (i64, i64);
+    /// Clears what a crash can leave; how many pieces went.
+    fn recover(&self) -> io::Result<usize>;
+}
+
+/// A held message taken by [`QuarantineStore::claim`]. Dropped unfinished, it is held
+/// again as it was.
+pub trait Claim {
+    fn meta(&self) -> &Meta;
+    fn meta_mut(&mut self) -> &mut Meta;
+    fn message(&self) -> io::Result<Vec<u8>>;
+    /// Writes the claim's metadata durably (e.g. that sending has begun).
+    fn save(&self) -> io::Result<()>;
+    /// Done with it (sent, deleted or purged): it leaves the quarantine.
+    fn finish(self: Box<Self>) -> io::Result<()>;
+}
+
+/// The tracking log.
+pub trait TrackingStore: Send + Sync {
+    /// Appends one record; returns once it is written (the record is the log: an index
+    /// that could not be updated is repaired by `reindex`, not an error here).
+    fn append(&self, record: &TrackingRecord, now: SystemTime) -> io::Result<()>;
+    /// Whether a record written now would have room (checked before a hand-off).
+    fn preflight(&self) -> io::Result<()>;
+    /// Records matching `q`, newest first (oldest first with `q.after`).
+    fn search(&self, q: &Query) -> Result<Vec<TrackingRecord>, SearchError>;
+    /// Like `search`, with each record's position, for following new records.
+    fn search_rows(&self, q: &Query) -> Result<Vec<(i64, TrackingRecord)>, SearchError>;
+    /// The newest position (0 with none).
+    fn last_row(&self) -> Result<i64, SearchError>;
+    /// Deletes records past the retention; how many days' worth went.
+    fn purge_older_than(&self, now: SystemTime) -> io::Result<usize>;
+    /// Rebuilds the search index from the records; how many were indexed.
+    fn reindex(&self) -> Result<usize, SearchError>;
+    /// Every record, oldest first, an intent left out once its outcome is recorded.
+    fn records(&self) -> io::Result<Vec<TrackingRecord>>;
+    /// Replaces a whole address by a keyed hash in records before `before_day` (outside the
+    /// legal holds; `today`'s records are left until tomorrow); what was touched.
+    fn redact(
+        &self,
+        address: &str,
+        before_day: &str,
+        today: &str,
+        holds: &[AddressMatch],
+    ) -> io::Result<Redacted>;
+}
+
+/// What an export wrote.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Exported {
+    pub records: usize,
+    pub held: usize,
+}
+
+/// What a redaction changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Redacted {
+    pub records: usize,
+    pub files: usize,
+    /// Records naming the address kept as they are: under a legal hold.
+    pub held_back: usize,
+    /// Records naming the address not rewritten: today's, still being appended to.
+    pub too_recent: usize,
+    pub token: String,
+}
+
+/// The store a process uses, as the config names it.
+#[derive(Clone)]
+pub struct Store {
+    pub quarantine: Arc<dyn QuarantineStore>,
+    pub tracking: Arc<dyn TrackingStore>,
+    files: Arc<files::Files>,
+}
+
+/// How a command means to use the store (the CLI checks it can before it starts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+impl Store {
+    /// Opens the store the config names; creates nothing until something is written.
+    pub fn open(config: &Config) -> Store {
+        let files = Arc::new(files::Files::new(
+            &config.state_dir,
+            config.tracking.retention_days,
+        ));
+        Store {
+            quarantine: files.quarantine.clone(),
+            tracking: files.tracking.clone(),
+            files,
+        }
+    }
+
+    /// Where a message larger than the spool threshold is written while it is received.
+    pub fn spool_dir(&self) -> &Path {
+        self.files.spool_dir()
+    }
+
+    /// Start-up's check (shared with `check`): the state is markgate's own and private.
+    /// `create` makes it (serve); without it (check) a missing one only needs a parent.
+    pub fn prepare(config: &Config, create: bool) -> anyhow::Result<()> {
+        files::Files::prepare(&config.state_dir, create)
+    }
+
+    /// Whether a message could be tracked now: for `/readyz`.
+    pub fn ready(&self) -> bool {
+        self.files.ready()
+    }
+
+    /// Refuses a command that would leave files the service cannot use (run as another
+    /// user) or that cannot read what it needs.
+    pub fn check_access(config: &Config, access: Access) -> anyhow::Result<()> {
+        files::Files::check_access(&config.state_dir, access)
+    }
+
+    /// Exports every record and held message naming `address` (since `since`) to `out`.
+    pub fn export(&self, address: &str, since: Option<&str>, out: &Path) -> io::Result<Exported> {
+        self.files.export(address, since, out)
+    }
+
+    /// Describes where the store is, for messages to an operator.
+    pub fn describe(&self) -> String {
+        self.files.describe()
+    }
+}

@@ -39,7 +39,7 @@ fn evaluate(
                 .collect(),
         },
         message: std::sync::Arc::new(Spool::from_bytes(raw)),
-        front_end: "classify",
+        front_end: markgate::transaction::Origin::Classify,
         mta_queue_id: None,
     };
     snap.evaluate(&txn)

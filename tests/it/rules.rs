@@ -138,7 +138,11 @@ fn first_matching_rule_decides_and_audit_lets_the_next_rule_decide() {
     let v = decide(&p, "[SECRET] x", &[("a@b.cjsm.net", Class::Cjsm)]);
     assert_eq!(v.action.name(), "quarantine");
     assert_eq!(v.rule.as_deref(), Some("hold-marked"));
-    let ids: Vec<_> = v.matched.iter().map(|h| (h.id.as_str(), h.mode)).collect();
+    let ids: Vec<_> = v
+        .matched
+        .iter()
+        .map(|h| (h.id.as_str(), h.mode.name()))
+        .collect();
     assert_eq!(ids, [("audit-secret", "audit"), ("hold-marked", "enforce")]);
     let v = decide(&p, "lunch", &[("a@b.cjsm.net", Class::Cjsm)]);
     assert_eq!(v.action.name(), "pass");

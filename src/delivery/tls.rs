@@ -1,67 +1,14 @@
-//! TLS set-up for both legs: the acceptor for inbound STARTTLS and the connector for the
-//! next hop. rustls with the `ring` provider only, installed once per process.
+//! TLS to the next hop: verified (`required`) or opportunistic.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::CertificateDer;
 use rustls::RootCertStore;
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_rustls::TlsConnector;
 
 use crate::config::TlsMode;
-
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    #[error("{file}: {message}")]
-    File { file: String, message: String },
-    #[error("TLS configuration: {0}")]
-    Rustls(#[from] rustls::Error),
-}
-
-/// Installs the `ring` provider as the process default (idempotent).
-pub fn install_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn file_error(path: &Path, message: impl ToString) -> TlsError {
-    TlsError::File {
-        file: path.display().to_string(),
-        message: message.to_string(),
-    }
-}
-
-fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| file_error(path, e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| file_error(path, e))?;
-    if certs.is_empty() {
-        return Err(file_error(path, "no PEM certificate found"));
-    }
-    Ok(certs)
-}
-
-/// When the first certificate in `cert` expires (seconds since the epoch), if it can be read.
-pub fn certificate_expiry(cert: &Path) -> Option<i64> {
-    let certs = load_certs(cert).ok()?;
-    super::cert_expiry::not_after(certs.first()?.as_ref())
-}
-
-/// The acceptor for inbound STARTTLS.
-pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
-    let certs = load_certs(cert)?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| file_error(key, e))?;
-    let config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
-}
+use crate::tls::{file_error, load_certs, provider, TlsError};
 
 /// The connector for the next hop. `required` verifies the certificate (against `ca_file`
 /// or the system roots); `opportunistic` encrypts without verifying, as Postfix's `may`

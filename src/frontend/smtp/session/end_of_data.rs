@@ -2,10 +2,10 @@
 //! the gateway, whose reply the client gets.
 
 use super::{Session, State};
+use crate::frontend::smtp::data::DataFault;
 use crate::message::Spool;
-use crate::smtp::data::DataFault;
-use crate::smtp::reply::Reply;
-use crate::transaction::{ClientInfo, Transaction};
+use crate::reply::Reply;
+use crate::transaction::{Origin, TransactionBuilder};
 
 impl Session {
     /// The end of DATA: hand the transaction to the gateway and send its reply.
@@ -24,19 +24,16 @@ impl Session {
             None if spool.is_none() => Some(Reply::temp_failure()),
             None => None,
         };
-        let txn = Transaction {
-            id: crate::transaction::new_queue_id(),
-            received: std::time::SystemTime::now(),
-            client: ClientInfo {
-                addr: self.peer.ip().to_string(),
-                helo: self.helo.clone().unwrap_or_default(),
-            },
-            tls: self.tls.clone(),
-            envelope,
-            message: std::sync::Arc::new(spool.unwrap_or_else(|| Spool::from_bytes(Vec::new()))),
-            front_end: "smtp",
-            mta_queue_id: None,
-        };
+        let txn = TransactionBuilder::new(Origin::Smtp)
+            .client(
+                self.peer.ip().to_string(),
+                self.helo.clone().unwrap_or_default(),
+            )
+            .tls(self.tls.clone())
+            .build(
+                envelope,
+                spool.unwrap_or_else(|| Spool::from_bytes(Vec::new())),
+            );
         let reply = match refusal {
             Some(reply) => self.gateway.refuse(&self.snapshot, &txn, reply),
             None => {

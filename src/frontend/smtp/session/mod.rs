@@ -19,9 +19,9 @@ mod verbs;
 
 use super::command;
 use super::data::{DataReader, Progress};
-use super::reply::Reply;
 use crate::gateway::{Gateway, Snapshot};
 use crate::message::Spool;
+use crate::reply::Reply;
 use crate::transaction::{Envelope, TlsInfo};
 
 /// Any byte stream a session can run over.
@@ -51,6 +51,8 @@ enum Limit {
 pub struct Session {
     io: Box<dyn Io>,
     gateway: Arc<Gateway>,
+    /// STARTTLS as it was offered when the session started (a reload does not change it).
+    tls_acceptor: Option<tokio_rustls::TlsAcceptor>,
     /// Rules, directory and config as they were when the session started.
     snapshot: Arc<Snapshot>,
     peer: SocketAddr,
@@ -78,11 +80,13 @@ impl Session {
         io: Box<dyn Io>,
         peer: SocketAddr,
         gateway: Arc<Gateway>,
+        tls_acceptor: Option<tokio_rustls::TlsAcceptor>,
         shutdown: watch::Receiver<bool>,
     ) -> Session {
         let snapshot = gateway.snapshot();
         Session {
             io,
+            tls_acceptor,
             snapshot: snapshot.clone(),
             gateway,
             peer,
@@ -206,7 +210,7 @@ impl Session {
     /// Upgrades the stream in place. Anything the client pipelined after STARTTLS was
     /// dropped before this point, so no plaintext byte can be read as if it were encrypted.
     async fn start_tls(&mut self) -> bool {
-        let Some(acceptor) = self.gateway.tls_acceptor() else {
+        let Some(acceptor) = self.tls_acceptor.clone() else {
             return false;
         };
         // A closed pipe stands in for the stream while it is being upgraded.

@@ -7,11 +7,11 @@ use smtp_proto::{
 };
 
 use super::{Next, Session, State};
+use crate::frontend::smtp::command;
+use crate::frontend::smtp::data::DataReader;
 use crate::mailbox::{Mailbox, Rules};
 use crate::message::Spool;
-use crate::smtp::command;
-use crate::smtp::data::DataReader;
-use crate::smtp::reply::Reply;
+use crate::reply::Reply;
 use crate::transaction::{Envelope, MailParams, Recipient};
 
 impl Session {
@@ -37,7 +37,7 @@ impl Session {
             "SMTPUTF8".to_string(),
             "DSN".to_string(),
         ];
-        if self.gateway.tls_acceptor().is_some() && self.tls.is_none() {
+        if self.tls_acceptor.is_some() && self.tls.is_none() {
             lines.push("STARTTLS".to_string());
         }
         let last = lines.len() - 1;
@@ -51,7 +51,7 @@ impl Session {
     }
 
     pub(super) fn starttls(&mut self) -> Next {
-        if self.gateway.tls_acceptor().is_none() {
+        if self.tls_acceptor.is_none() {
             self.reply(Reply::tls_not_available());
             return Next::Read;
         }
@@ -209,7 +209,7 @@ impl Session {
         ));
         self.spool = Some(Spool::new(
             limits.spool_threshold,
-            &self.snapshot.config.state_dir.join("spool"),
+            self.gateway.store.spool_dir(),
         ));
         self.reply(Reply::start_data());
         Next::Read

@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use crate::store::index::{Index, IndexError, Query, INTENT};
+use super::index::{Index, IndexError, Query};
+use super::{check_room, create_private_dir, no_follow};
+use crate::store::record::{supersede_intents, TrackingRecord};
+use crate::store::{AddressMatch, Redacted, TrackingStore};
 use crate::timefmt;
 
 pub struct Tracking {
@@ -22,9 +25,10 @@ pub struct Tracking {
 }
 
 impl Tracking {
-    pub fn new(state_dir: &Path, retention_days: u64) -> Tracking {
+    /// The tracking log in `dir` (the state dir's `tracking/`).
+    pub fn new(dir: &Path, retention_days: u64) -> Tracking {
         Tracking {
-            dir: state_dir.join("tracking"),
+            dir: dir.to_path_buf(),
             retention: Duration::from_secs(retention_days * 86_400),
             current: Mutex::new(None),
             index: Mutex::new(None),
@@ -38,7 +42,7 @@ impl Tracking {
     /// Appends one record to the file of `now`'s day, then indexes it. Returns once the line
     /// has been handed to the kernel in one write; the JSONL line is the record, so an index
     /// failure is logged (and repaired by `track reindex`), not fatal.
-    pub fn append(&self, record: &serde_json::Value, now: SystemTime) -> io::Result<()> {
+    pub fn append_value(&self, record: &serde_json::Value, now: SystemTime) -> io::Result<()> {
         let (file, offset) = self.write_line(record, now)?;
         if let Err(err) = self.with_index(|index| index.add(record, &file, offset)) {
             tracing::warn!(error = %err, "tracking index not updated; run `markgate track reindex`");
@@ -61,7 +65,7 @@ impl Tracking {
     }
 
     /// Records matching `q`, from the index.
-    pub fn search(&self, q: &Query) -> Result<Vec<serde_json::Value>, IndexError> {
+    pub fn search_values(&self, q: &Query) -> Result<Vec<serde_json::Value>, IndexError> {
         self.with_index(|index| index.search(q))
     }
 
@@ -70,7 +74,7 @@ impl Tracking {
         if !self.dir.join("index.sqlite").is_file() {
             return Ok(Vec::new());
         }
-        self.search(q)
+        self.search_values(q)
     }
 
     /// Like `search_existing`, with row ids (for `--follow`).
@@ -203,10 +207,9 @@ impl Tracking {
         Ok(removed)
     }
 
-    /// Every record, oldest file first, an intent record left out once a later record for
-    /// its queue id says how it went.
-    pub fn records(&self) -> io::Result<Vec<serde_json::Value>> {
-        Ok(supersede_intents(self.all_lines()?))
+    /// Every line as a value, oldest file first.
+    pub fn record_values(&self) -> io::Result<Vec<serde_json::Value>> {
+        self.all_lines()
     }
 
     /// Every line as written.
@@ -235,98 +238,51 @@ impl Tracking {
     }
 }
 
-/// The file system holding `dir` is writable and has at least [`FREE_FLOOR`] free: what
-/// the gateway checks before each hand-off and `/readyz` reports.
-pub fn check_room(dir: &Path) -> io::Result<()> {
-    let st = rustix::fs::statvfs(dir).map_err(io::Error::from)?;
-    if st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY) {
-        return Err(io::Error::new(
-            io::ErrorKind::ReadOnlyFilesystem,
-            "state dir is read-only",
-        ));
-    }
-    let free = st.f_bavail.saturating_mul(st.f_frsize);
-    if free < FREE_FLOOR {
-        return Err(io::Error::new(
-            io::ErrorKind::StorageFull,
-            "state dir has under 1 MiB free",
-        ));
-    }
-    Ok(())
+fn typed(value: serde_json::Value) -> TrackingRecord {
+    // Every field has a default: a line of an older shape still reads.
+    serde_json::from_value(value).unwrap_or_default()
 }
 
-/// Free space below which messages are deferred rather than handed on.
-pub const FREE_FLOOR: u64 = 1024 * 1024;
-
-/// Drops each intent record that a later record of the same queue id completes.
-pub fn supersede_intents(records: Vec<serde_json::Value>) -> Vec<serde_json::Value> {
-    use std::collections::HashMap;
-    let queue_id =
-        |r: &serde_json::Value| r.get("queue_id").and_then(|q| q.as_str()).map(String::from);
-    let mut last: HashMap<String, usize> = HashMap::new();
-    for (i, r) in records.iter().enumerate() {
-        if let Some(q) = queue_id(r) {
-            last.insert(q, i);
-        }
+impl TrackingStore for Tracking {
+    fn append(&self, record: &TrackingRecord, now: SystemTime) -> io::Result<()> {
+        self.append_value(&serde_json::to_value(record)?, now)
     }
-    records
-        .into_iter()
-        .enumerate()
-        .filter(|(i, r)| {
-            let intent = r.get("outcome").and_then(|o| o.as_str()) == Some(INTENT);
-            !intent || queue_id(r).is_none_or(|q| last.get(&q) == Some(i))
-        })
-        .map(|(_, r)| r)
-        .collect()
-}
-
-/// `O_NOFOLLOW` for state files: a symlink planted where markgate keeps a file is refused,
-/// never written through.
-pub fn no_follow() -> i32 {
-    rustix::fs::OFlags::NOFOLLOW.bits() as i32
-}
-
-/// Checks a state directory markgate found rather than made: a real directory (not a
-/// symlink), owned by the user markgate runs as, with no group or other permissions.
-/// Anything else is refused: markgate would be writing held mail and tracking records
-/// where someone else can read or redirect them.
-pub fn verify_private_dir(dir: &Path) -> io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::symlink_metadata(dir)?;
-    let me = rustix::process::geteuid().as_raw();
-    let problem = if meta.file_type().is_symlink() {
-        Some("is a symlink".to_string())
-    } else if !meta.is_dir() {
-        Some("is not a directory".to_string())
-    } else if meta.uid() != me {
-        Some(format!(
-            "belongs to uid {}, not to uid {me} that markgate runs as",
-            meta.uid()
+    fn preflight(&self) -> io::Result<()> {
+        Tracking::preflight(self)
+    }
+    fn search(&self, q: &Query) -> Result<Vec<TrackingRecord>, IndexError> {
+        Ok(self.search_existing(q)?.into_iter().map(typed).collect())
+    }
+    fn search_rows(&self, q: &Query) -> Result<Vec<(i64, TrackingRecord)>, IndexError> {
+        Ok(self
+            .search_rows_existing(q)?
+            .into_iter()
+            .map(|(row, v)| (row, typed(v)))
+            .collect())
+    }
+    fn last_row(&self) -> Result<i64, IndexError> {
+        Tracking::last_row(self)
+    }
+    fn purge_older_than(&self, now: SystemTime) -> io::Result<usize> {
+        self.expire(now)
+    }
+    fn reindex(&self) -> Result<usize, IndexError> {
+        Tracking::reindex(self)
+    }
+    fn records(&self) -> io::Result<Vec<TrackingRecord>> {
+        Ok(supersede_intents(
+            self.all_lines()?.into_iter().map(typed).collect(),
         ))
-    } else if meta.mode() & 0o7077 != 0 {
-        Some(format!("has mode {:o}, not 0700", meta.mode() & 0o7777))
-    } else {
-        None
-    };
-    match problem {
-        None => Ok(()),
-        Some(problem) => Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            format!(
-                "{} {problem}; it must be a directory owned by the markgate user with mode 0700",
-                dir.display()
-            ),
-        )),
     }
-}
-
-/// Creates a directory (and parents) readable by its owner only.
-pub fn create_private_dir(dir: &Path) -> io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
+    fn redact(
+        &self,
+        address: &str,
+        before_day: &str,
+        today: &str,
+        holds: &[AddressMatch],
+    ) -> io::Result<Redacted> {
+        super::privacy::redact(self, address, before_day, today, holds)
+    }
 }
 
 fn path_of(dir: &Path, day: &str) -> PathBuf {
@@ -353,19 +309,19 @@ mod tests {
     fn a_file_restored_mid_line_gets_its_next_record_on_a_line_of_its_own() {
         let dir = tempfile::tempdir().unwrap();
         let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let t = Tracking::new(dir.path(), 365);
-        t.append(&serde_json::json!({"n": 1}), start).unwrap();
+        let t = Tracking::new(&dir.path().join("tracking"), 365);
+        t.append_value(&serde_json::json!({"n": 1}), start).unwrap();
         let path = path_of(t.dir(), &timefmt::date(start));
         // The copy: a whole record and part of the next.
         let mut text = std::fs::read_to_string(&path).unwrap();
         text.push_str("{\"n\": 2, \"cut");
         std::fs::write(&path, text).unwrap();
-        let restarted = Tracking::new(dir.path(), 365);
+        let restarted = Tracking::new(&dir.path().join("tracking"), 365);
         restarted
-            .append(&serde_json::json!({"n": 3}), start)
+            .append_value(&serde_json::json!({"n": 3}), start)
             .unwrap();
         assert_eq!(
-            restarted.records().unwrap(),
+            restarted.record_values().unwrap(),
             vec![serde_json::json!({"n": 1}), serde_json::json!({"n": 3})]
         );
     }
@@ -373,12 +329,13 @@ mod tests {
     #[test]
     fn records_rotate_daily_and_expire_after_retention() {
         let dir = tempfile::tempdir().unwrap();
-        let t = Tracking::new(dir.path(), 365);
+        let t = Tracking::new(&dir.path().join("tracking"), 365);
         let day = Duration::from_secs(86_400);
         let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        t.append(&serde_json::json!({"n": 1}), start).unwrap();
-        t.append(&serde_json::json!({"n": 2}), start + day).unwrap();
-        t.append(&serde_json::json!({"n": 3}), start + day * 400)
+        t.append_value(&serde_json::json!({"n": 1}), start).unwrap();
+        t.append_value(&serde_json::json!({"n": 2}), start + day)
+            .unwrap();
+        t.append_value(&serde_json::json!({"n": 3}), start + day * 400)
             .unwrap();
         let jsonl = |t: &Tracking| {
             std::fs::read_dir(t.dir())
@@ -388,12 +345,12 @@ mod tests {
                 .count()
         };
         assert_eq!(jsonl(&t), 3);
-        assert_eq!(t.search(&Query::default()).unwrap().len(), 3);
+        assert_eq!(t.search_values(&Query::default()).unwrap().len(), 3);
         assert_eq!(t.expire(start + day * 400).unwrap(), 2);
-        let left = t.records().unwrap();
+        let left = t.record_values().unwrap();
         assert_eq!(left, vec![serde_json::json!({"n": 3})]);
         assert_eq!(
-            t.search(&Query::default()).unwrap(),
+            t.search_values(&Query::default()).unwrap(),
             left,
             "index pruned too"
         );

@@ -7,13 +7,14 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use crate::quarantine::Quarantine;
+use super::quarantine::Quarantine;
+use super::tracking::Tracking;
 use crate::store::address_match::AddressMatch;
-use crate::tracking::Tracking;
+use crate::store::{Exported, Redacted};
 
 /// Every address a record names: its sender and recipients.
 fn addresses(record: &serde_json::Value) -> Vec<String> {
@@ -49,13 +50,6 @@ fn tracking_files(dir: &Path) -> io::Result<Vec<String>> {
 fn day_of(name: &str) -> &str {
     name.trim_start_matches("tracking-")
         .trim_end_matches(".jsonl")
-}
-
-/// What an export wrote.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Exported {
-    pub records: usize,
-    pub held: usize,
 }
 
 /// Writes every record naming `address` (as sender or recipient), from `since` (RFC 3339)
@@ -108,7 +102,7 @@ pub fn export(
         let dir = out.join("quarantine");
         std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
         for meta in held {
-            let bytes = std::fs::read(quarantine.message_path(&meta.id)?)?;
+            let bytes = quarantine.message(&meta.id)?;
             write_private(&dir.join(format!("{}.eml", meta.id)), &bytes)?;
             write_private(
                 &dir.join(format!("{}.json", meta.id)),
@@ -180,19 +174,6 @@ pub fn redacted_token(key: &[u8], address: &str) -> String {
     format!("redacted-{hex}@redacted.invalid")
 }
 
-/// What a redaction changed.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Redacted {
-    pub records: usize,
-    pub files: usize,
-    /// Records naming the address kept as they are: under a legal hold.
-    pub held_back: usize,
-    /// Records naming the address in files not rewritten: today's, which the service is
-    /// still appending to.
-    pub too_recent: usize,
-    pub token: String,
-}
-
 /// Replaces `address` in every record before `before_day` (YYYY-MM-DD) that names it and
 /// is not under a legal hold (`holds`: addresses or `@domain`s). Only whole days before
 /// today are rewritten (today's file is the one the service appends to); each rewritten
@@ -207,7 +188,7 @@ pub fn redact(
     let wanted = address.trim().to_lowercase();
     // One redaction at a time: two would each rewrite from the same original, and the
     // last rename would undo the other.
-    crate::tracking::create_private_dir(tracking.dir())?;
+    super::create_private_dir(tracking.dir())?;
     let lock = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -308,38 +289,6 @@ fn replace_ignoring_case(text: &str, needle: &str, with: &str) -> String {
     }
     out.push_str(&text[at..]);
     out
-}
-
-/// The audit record of a redaction (it names the hash, not the address).
-pub fn audit_record(
-    done: &Redacted,
-    before_day: &str,
-    reason: &str,
-    by: &str,
-    now: std::time::SystemTime,
-) -> serde_json::Value {
-    serde_json::json!({
-        "time": crate::timefmt::rfc3339(now),
-        "action": "redact",
-        "outcome": "redacted",
-        "redacted_as": done.token,
-        "before": before_day,
-        "records": done.records,
-        "files": done.files,
-        "held_back": done.held_back,
-        "too_recent": done.too_recent,
-        "reason": reason,
-        "by": by,
-    })
-}
-
-/// Where the export of `address` goes by default: `./markgate-export-<token-ish>`.
-pub fn default_out(address: &str) -> PathBuf {
-    let safe: String = address
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    PathBuf::from(format!("markgate-export-{safe}"))
 }
 
 #[cfg(test)]

@@ -9,46 +9,21 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::create_private_dir;
 use crate::message::Spool;
-use crate::tracking::create_private_dir;
-
-/// What is kept beside a quarantined message.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Meta {
-    pub id: String,
-    pub time: String,
-    pub client: serde_json::Value,
-    pub sender: String,
-    pub recipients: Vec<String>,
-    /// The decoded Subject, control characters escaped (older entries have none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subject: Option<String>,
-    pub rule: Option<String>,
-    pub reason: String,
-    pub level: String,
-    pub marking: serde_json::Value,
-    pub size: u64,
-    pub sha256: String,
-    /// Set once a release was attempted: who and when.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub released: Option<serde_json::Value>,
-    /// The MTA's queue id when the MTA itself holds the message (milter mode): the MTA's
-    /// copy is the one to release, and markgate's is the record of it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mta_queue_id: Option<String>,
-}
+use crate::store::{Claim as HeldClaim, HeldFilter, Meta, QuarantineStore};
 
 pub struct Quarantine {
     dir: PathBuf,
 }
 
 impl Quarantine {
-    pub fn new(state_dir: &Path) -> Quarantine {
+    /// The quarantine in `dir` (the state dir's `quarantine/`).
+    pub fn new(dir: &Path) -> Quarantine {
         Quarantine {
-            dir: state_dir.join("quarantine"),
+            dir: dir.to_path_buf(),
         }
     }
 
@@ -91,8 +66,9 @@ impl Quarantine {
         serde_json::from_slice(&text).map_err(io::Error::other)
     }
 
-    pub fn message_path(&self, id: &str) -> io::Result<PathBuf> {
-        self.path(id, "eml")
+    /// The held message, byte for byte.
+    pub fn message(&self, id: &str) -> io::Result<Vec<u8>> {
+        std::fs::read(self.path(id, "eml")?)
     }
 
     pub fn update(&self, meta: &Meta) -> io::Result<()> {
@@ -229,7 +205,6 @@ impl Quarantine {
         Ok(removed)
     }
 
-    /// (messages, bytes) held, for the gauges.
     /// How many messages are held and their bytes, from file names and sizes alone (no
     /// metadata is parsed), so a metrics scrape can afford it.
     pub fn usage(&self) -> (i64, i64) {
@@ -262,8 +237,8 @@ pub struct Claim<'a> {
 }
 
 impl Claim<'_> {
-    pub fn message_path(&self) -> io::Result<PathBuf> {
-        self.quarantine.path(&self.meta.id, "eml")
+    pub fn message(&self) -> io::Result<Vec<u8>> {
+        self.quarantine.message(&self.meta.id)
     }
 
     /// Writes the claim's metadata (durably), e.g. that sending has begun.
@@ -302,6 +277,55 @@ impl Drop for Claim<'_> {
     }
 }
 
+impl QuarantineStore for Quarantine {
+    fn put(&self, message: &Spool, meta: Meta) -> io::Result<()> {
+        Quarantine::put(self, message, meta)
+    }
+    fn get(&self, id: &str) -> io::Result<Meta> {
+        Quarantine::get(self, id)
+    }
+    fn message(&self, id: &str) -> io::Result<Vec<u8>> {
+        Quarantine::message(self, id)
+    }
+    fn list(&self, filter: &HeldFilter) -> io::Result<Vec<Meta>> {
+        let mut all: Vec<Meta> = Quarantine::list(self)?
+            .into_iter()
+            .filter(|m| filter.matches(m))
+            .collect();
+        if let Some(limit) = filter.limit {
+            all.drain(..all.len().saturating_sub(limit));
+        }
+        Ok(all)
+    }
+    fn claim(&self, id: &str) -> io::Result<Box<dyn HeldClaim + '_>> {
+        Ok(Box::new(Quarantine::claim(self, id)?))
+    }
+    fn usage(&self) -> (i64, i64) {
+        Quarantine::usage(self)
+    }
+    fn recover(&self) -> io::Result<usize> {
+        Quarantine::recover(self)
+    }
+}
+
+impl HeldClaim for Claim<'_> {
+    fn meta(&self) -> &Meta {
+        &self.meta
+    }
+    fn meta_mut(&mut self) -> &mut Meta {
+        &mut self.meta
+    }
+    fn message(&self) -> io::Result<Vec<u8>> {
+        Claim::message(self)
+    }
+    fn save(&self) -> io::Result<()> {
+        Claim::save(self)
+    }
+    fn finish(self: Box<Self>) -> io::Result<()> {
+        Claim::finish(*self)
+    }
+}
+
 /// markgate's queue ids: 16 upper-case hex digits.
 fn is_queue_id(s: &str) -> bool {
     s.len() == 16
@@ -323,7 +347,7 @@ fn write_atomic(path: &Path, fill: impl FnOnce(&mut File) -> io::Result<()>) -> 
             .truncate(true)
             .write(true)
             .mode(0o600)
-            .custom_flags(crate::tracking::no_follow())
+            .custom_flags(super::no_follow())
             .open(&tmp)?;
         fill(&mut file)?;
         file.sync_all()?;
@@ -347,14 +371,14 @@ mod tests {
         Meta {
             id: id.into(),
             time: time.into(),
-            client: serde_json::json!({}),
+            client: Default::default(),
             sender: "a@b".into(),
             recipients: vec!["c@d".into()],
             subject: None,
             rule: Some("r".into()),
             reason: "held".into(),
             level: "UNMARKED".into(),
-            marking: serde_json::json!({}),
+            marking: Default::default(),
             size: 5,
             sha256: String::new(),
             released: None,
@@ -365,7 +389,7 @@ mod tests {
     #[test]
     fn put_list_get_delete_purge() {
         let dir = tempfile::tempdir().unwrap();
-        let q = Quarantine::new(dir.path());
+        let q = Quarantine::new(&dir.path().join("quarantine"));
         let spool = Spool::from_bytes(b"hello".to_vec());
         q.put(&spool, meta("A1", "2026-01-01T00:00:00Z")).unwrap();
         q.put(&spool, meta("B2", "2026-06-01T00:00:00Z")).unwrap();
@@ -381,10 +405,7 @@ mod tests {
             listed[0].sha256,
             "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
         );
-        assert_eq!(
-            std::fs::read(q.message_path("A1").unwrap()).unwrap(),
-            b"hello"
-        );
+        assert_eq!(q.message("A1").unwrap(), b"hello");
         let gone = q
             .purge(crate::timefmt::parse("2026-03-01").unwrap())
             .unwrap();

@@ -7,7 +7,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use std::ops::Range;
 
 use crate::message::spool::{Spool, CHUNK};
-use crate::smtp::reply::Reply;
+use crate::reply::Reply;
 use crate::transaction::{Envelope, Recipient};
 
 /// The next hop's reply as ours; a 421 is not passed on as such, since it would tell our

@@ -8,7 +8,6 @@
 //! `milter_default_action`, which must be `tempfail` so nothing leaves unchecked.
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use async_trait::async_trait;
 use miltr_common::actions::{Action as MilterAction, Continue, Replycode};
@@ -27,8 +26,8 @@ use crate::limiter::{Limiter, Slot};
 use crate::mailbox::{Mailbox, Rules};
 use crate::message::{own_headers, Spool};
 use crate::policy::Action;
-use crate::smtp::reply::Reply;
-use crate::transaction::{ClientInfo, Envelope, Recipient, TlsInfo, Transaction};
+use crate::reply::Reply;
+use crate::transaction::{ClientInfo, Envelope, Origin, Recipient, TlsInfo, TransactionBuilder};
 
 /// Where the milter listens.
 #[derive(Debug, Clone)]
@@ -120,7 +119,7 @@ impl Session {
 
     fn spool(&mut self) -> &mut Spool {
         let limits = &self.snapshot.config.limits;
-        let dir = self.snapshot.config.state_dir.join("spool");
+        let dir = self.gateway.store.spool_dir().to_path_buf();
         let threshold = limits.spool_threshold;
         self.spool
             .get_or_insert_with(|| Spool::new(threshold, &dir))
@@ -338,21 +337,21 @@ impl Milter for Session {
             .spool
             .take()
             .unwrap_or_else(|| Spool::from_bytes(Vec::new()));
-        let limits = &self.snapshot.config.limits;
-        if self.limit_hit {
-            let reply = Reply::message_too_big(limits.max_message_size);
+        let too_big = self.limit_hit;
+        let txn = TransactionBuilder::new(Origin::Milter)
+            .client(self.client.addr.clone(), self.client.helo.clone())
+            .tls(self.tls.clone())
+            .mta_queue_id(self.mta_queue_id.clone())
+            .build(envelope, spool);
+        if too_big {
+            // Refused before it could be judged, and tracked as every refusal is.
+            let max = self.snapshot.config.limits.max_message_size;
+            let reply = self
+                .gateway
+                .refuse(&self.snapshot, &txn, Reply::message_too_big(max));
+            self.reset();
             return Ok(ModificationResponse::builder().build(reply_code(&reply)));
         }
-        let txn = Transaction {
-            id: crate::transaction::new_queue_id(),
-            received: SystemTime::now(),
-            client: self.client.clone(),
-            tls: self.tls.clone(),
-            envelope,
-            message: Arc::new(spool),
-            front_end: "milter",
-            mta_queue_id: self.mta_queue_id.clone(),
-        };
         let processed = self
             .gateway
             .process(&self.snapshot, txn, HandOff::Mta)

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, params_from_iter, Connection};
 
-pub use super::address_match::AddressMatch;
+pub use crate::store::address_match::AddressMatch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -80,10 +80,7 @@ CREATE TABLE IF NOT EXISTS intents (
 CREATE INDEX IF NOT EXISTS intents_queue_id ON intents(queue_id);
 ";
 
-/// The `outcome` of an intent record: written before a message is handed to the next hop
-/// and superseded by the record that says how it went. If that one could not be written,
-/// the intent is what search shows.
-pub const INTENT: &str = "handing-off";
+pub use crate::store::record::INTENT;
 
 fn text<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(|x| x.as_str())
@@ -92,7 +89,7 @@ fn text<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a str> {
 impl Index {
     /// Opens (creating if needed) the index for the tracking files in `dir`.
     pub fn open(dir: &Path) -> Result<Index, IndexError> {
-        crate::tracking::create_private_dir(dir)?;
+        super::create_private_dir(dir)?;
         let path = dir.join("index.sqlite");
         // SQLite creates its files 0644 less the umask, and gives the -wal and -shm files the
         // mode of the database; creating the database 0600 first keeps all three private.
@@ -102,7 +99,7 @@ impl Index {
                 .append(true)
                 .create(true)
                 .mode(0o600)
-                .custom_flags(crate::tracking::no_follow())
+                .custom_flags(super::no_follow())
                 .open(&path)?;
         }
         let conn = Connection::open(&path)?;

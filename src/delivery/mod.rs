@@ -7,6 +7,7 @@
 
 mod replies;
 mod stream;
+mod tls;
 mod wire;
 
 use std::sync::Mutex;
@@ -21,11 +22,11 @@ use tokio_rustls::TlsConnector;
 pub use stream::Stream;
 use wire::{mail_command, mirror, queue_id_of, rcpt_command, response_line, write_stuffed};
 
-use super::reply::Reply;
-use super::tls::{self, TlsError};
 use crate::config::{TlsMode, Upstream};
 use crate::message::own_headers;
 use crate::message::spool::Spool;
+use crate::reply::Reply;
+use crate::tls::TlsError;
 use crate::transaction::Envelope;
 
 /// The next hop's answer to a delivered message.

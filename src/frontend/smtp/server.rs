@@ -9,16 +9,18 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::reply::Reply;
 use super::session::Session;
+use super::tls::Acceptor;
 use crate::gateway::Gateway;
 use crate::idle::Backoff;
 use crate::limiter::{Limiter, Refused};
+use crate::reply::Reply;
 
 /// Serves SMTP on `listener` until `shutdown` turns true; sessions in flight are told 421.
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
+    tls: Arc<Acceptor>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let limits = gateway.snapshot().config.limits.clone();
@@ -75,9 +77,10 @@ pub async fn serve(
         };
         let gateway = gateway.clone();
         let shutdown = shutdown.clone();
+        let tls = tls.current();
         tokio::spawn(async move {
             gateway.metrics.session_started();
-            Session::new(Box::new(stream), peer, gateway.clone(), shutdown)
+            Session::new(Box::new(stream), peer, gateway.clone(), tls, shutdown)
                 .run()
                 .await;
             gateway.metrics.session_ended("closed");

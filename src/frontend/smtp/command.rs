@@ -8,7 +8,7 @@ use smtp_proto::{
     Request, RCPT_NOTIFY_DELAY, RCPT_NOTIFY_FAILURE, RCPT_NOTIFY_NEVER, RCPT_NOTIFY_SUCCESS,
 };
 
-use super::reply::Reply;
+use crate::reply::Reply;
 
 /// Parses one command line (CRLF or LF ended) or says what to answer.
 pub fn parse(line: &[u8]) -> Result<Request<Cow<'_, str>>, Reply> {
