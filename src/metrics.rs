@@ -43,6 +43,10 @@ struct KindLabel {
     kind: String,
 }
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FaultLabel {
+    fault: String,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: String,
 }
@@ -64,6 +68,7 @@ pub struct Metrics {
     pub upstream_seconds: Histogram,
     message_size: Histogram,
     upstream_errors: Family<KindLabel, Counter>,
+    deferred: Family<FaultLabel, Counter>,
     pub quarantine_messages: Gauge,
     pub quarantine_bytes: Gauge,
     rules_reload: Family<ResultLabel, Counter>,
@@ -115,6 +120,7 @@ impl Metrics {
             upstream_seconds: seconds_histogram(),
             message_size: Histogram::new(SIZE_BUCKETS),
             upstream_errors: Family::default(),
+            deferred: Family::default(),
             quarantine_messages: Gauge::default(),
             quarantine_bytes: Gauge::default(),
             rules_reload: Family::default(),
@@ -208,6 +214,12 @@ impl Metrics {
             m.tls_expiry.clone(),
         );
         registry.register(
+            "deferred",
+            "Messages the rules would pass or hold that were answered 4xx instead, by whose \
+             fault: upstream (the next hop) or internal (tracking, quarantine)",
+            m.deferred.clone(),
+        );
+        registry.register(
             "tracking_write_errors",
             "Tracking records that could not be written",
             m.tracking_write_errors.clone(),
@@ -288,6 +300,15 @@ impl Metrics {
         self.sessions
             .get_or_create(&OutcomeLabel {
                 outcome: "refused".to_string(),
+            })
+            .inc();
+    }
+
+    /// A deferral, labelled by whose fault it was.
+    pub fn deferred(&self, fault: &str) {
+        self.deferred
+            .get_or_create(&FaultLabel {
+                fault: fault.to_string(),
             })
             .inc();
     }

@@ -1,28 +1,63 @@
-//! Every SMTP reply markgate sends, built by named constructors, so the codes and texts can
-//! be read and reviewed in one place. Internal errors all become [`Reply::temp_failure`].
+//! Every reply markgate gives, built by named constructors, so the codes and texts can be
+//! read and reviewed in one place. Internal errors all become [`Reply::temp_failure`].
+//! Neutral: the SMTP front end writes it on the wire, the milter hands its code, enhanced
+//! status and text to the MTA, policy builds a rule's reject from it.
 
 use std::fmt;
 
-/// One SMTP reply: code, enhanced status and text (single line; multi-line replies are
-/// written by the EHLO handler directly).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// One reply: code, enhanced status and text (single line; multi-line replies are written
+/// by the EHLO handler directly).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     pub code: u16,
-    pub status: String,
+    /// `None` where SMTP has none (354, and next-hop replies that carried none).
+    pub status: Option<Status>,
     pub text: String,
+}
+
+/// An enhanced status code (RFC 3463): `class.subject.detail`, e.g. `5.7.1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    pub class: u8,
+    pub subject: u16,
+    pub detail: u16,
+}
+
+impl Status {
+    /// `2.0.0`, `4.x.x` or `5.x.x` with numbers of at most three digits; `None` otherwise.
+    pub fn parse(s: &str) -> Option<Status> {
+        let mut parts = s.split('.');
+        let class: u8 = parts.next()?.parse().ok()?;
+        let subject: u16 = parts.next()?.parse().ok()?;
+        let detail: u16 = parts.next()?.parse().ok()?;
+        let ok =
+            parts.next().is_none() && matches!(class, 2 | 4 | 5) && subject < 1000 && detail < 1000;
+        ok.then_some(Status {
+            class,
+            subject,
+            detail,
+        })
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.class, self.subject, self.detail)
+    }
 }
 
 impl fmt::Display for Reply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.status.is_empty() {
-            write!(f, "{} {}", self.code, self.text)
-        } else {
-            write!(f, "{} {} {}", self.code, self.status, self.text)
+        match self.status {
+            None => write!(f, "{} {}", self.code, self.text),
+            Some(status) => write!(f, "{} {status} {}", self.code, self.text),
         }
     }
 }
 
 impl Reply {
+    /// `status` is an enhanced status such as `5.7.1`, or empty for none (an unreadable
+    /// one is dropped rather than sent).
     pub fn new(code: u16, status: &str, text: impl Into<String>) -> Reply {
         // CR and LF in a reply text would let rule authors (or a mirrored upstream reply)
         // inject extra reply lines; flatten them.
@@ -33,7 +68,7 @@ impl Reply {
             .collect();
         Reply {
             code,
-            status: status.to_string(),
+            status: Status::parse(status),
             text,
         }
     }

@@ -100,6 +100,25 @@ impl Deferred {
             Deferred::Tracking(_) | Deferred::Quarantine(_) => Fault::Internal,
         }
     }
+
+    /// What the client is told: the next hop's own refusal mirrored (or 451 4.4.1 when it
+    /// could not be reached), 451 4.3.0 for ours.
+    pub fn reply(&self) -> Reply {
+        match self {
+            Deferred::NextHop(err) => err.reply(),
+            Deferred::Tracking(_) | Deferred::Quarantine(_) => Reply::temp_failure(),
+        }
+    }
+}
+
+impl Fault {
+    /// The metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Upstream => "upstream",
+            Fault::Internal => "internal",
+        }
+    }
 }
 
 pub struct Gateway {
@@ -300,8 +319,7 @@ impl Gateway {
                             self.metrics.upstream_ok();
                         }
                         tracing::warn!(queue_id = %txn.id, error = %err, "next hop did not take the message");
-                        let reply = err.reply();
-                        (Outcome::Deferred(Deferred::NextHop(err)), reply)
+                        deferred(Deferred::NextHop(err))
                     }
                 }
             }
@@ -320,6 +338,9 @@ impl Gateway {
     ) -> Reply {
         let record = record::record(snap, txn, eval, &outcome, &reply);
         let delivered = matches!(outcome, Outcome::Delivered(_));
+        if let Outcome::Deferred(why) = &outcome {
+            self.metrics.deferred(why.fault().name());
+        }
         let level = eval.classification.marking.level_name();
         for hit in eval
             .verdict
@@ -369,6 +390,12 @@ impl Gateway {
         }
         reply
     }
+}
+
+/// A deferral and the reply its fault decides.
+fn deferred(why: Deferred) -> (Outcome, Reply) {
+    let reply = why.reply();
+    (Outcome::Deferred(why), reply)
 }
 
 /// Messages up to this size are classified on the session's own task.

@@ -207,14 +207,8 @@ impl Policy {
             }
             if let ActionSpec::Reject(r) = &rule.action {
                 let class_ok = (400..600).contains(&r.code);
-                let status_ok = r
-                    .status
-                    .split('.')
-                    .map(|p| p.parse::<u16>().is_ok())
-                    .filter(|ok| *ok)
-                    .count()
-                    == 3
-                    && r.status.starts_with(&(r.code / 100).to_string());
+                let status_ok = crate::reply::Status::parse(&r.status)
+                    .is_some_and(|s| u16::from(s.class) == r.code / 100);
                 if !class_ok {
                     return Err(invalid(format!(
                         "reject code `{}` must be 4xx or 5xx",

@@ -368,6 +368,11 @@ fn full_state_dir_defers_everything_and_delivers_nothing() {
     assert!(body.contains("free-space floor"), "{body}");
     let full = all_deferred(&mg, 40, "full");
     assert!(account(&full, Some(&sink), &state).is_empty());
+    let scrape = mg.metrics();
+    assert!(
+        scrape.contains("markgate_deferred_total{fault=\"internal\"}"),
+        "markgate's own fault: {scrape}"
+    );
     assert!(
         sink.messages().is_empty(),
         "nothing delivered without room to track it"

@@ -99,6 +99,13 @@ fn a_reply_before_the_data_is_not_trusted() {
     let records = mg.records();
     assert_eq!(records[0]["outcome"], "deferred", "{records:?}");
     assert!(records[0]["next_hop"].is_null());
+    // Counted as the next hop's fault, not markgate's.
+    let scrape = mg.metrics();
+    assert!(
+        scrape.contains("markgate_deferred_total{fault=\"upstream\"} 1"),
+        "{scrape}"
+    );
+    assert!(!scrape.contains("fault=\"internal\""), "{scrape}");
     // The connection was dropped: the next message opens a new one.
     let _ = smtplib_send(mg.port, FROM, &[TO], &good_message("[RESTRICTED] again"));
     let connects = fake.log().iter().filter(|l| *l == "connect").count();

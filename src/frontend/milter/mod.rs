@@ -50,9 +50,17 @@ impl std::str::FromStr for Listen {
 }
 
 /// Why a milter callback failed; any of them ends the connection (Postfix tempfails).
+/// Each says whose fault it is: the MTA's (a command out of order, which Postfix never
+/// sends but anyone reaching the port can) or ours (the spool).
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct MilterError(&'static str);
+pub enum MilterError {
+    #[error("milter client error: {0} out of order")]
+    OutOfOrder(&'static str),
+    #[error("milter client error: end of message without MAIL and RCPT")]
+    NoEnvelope,
+    #[error("internal error: spool write failed: {0}")]
+    Spool(#[source] std::io::Error),
+}
 
 /// One milter connection's state: a new one per connection.
 struct Session {
@@ -128,13 +136,17 @@ impl Session {
     fn write(&mut self, bytes: &[u8]) -> Result<(), MilterError> {
         let max = self.snapshot.config.limits.max_message_size;
         let spool = self.spool();
-        if spool.len() + bytes.len() as u64 > max {
-            self.limit_hit = true;
-            return Ok(());
-        }
-        spool
-            .write(bytes)
-            .map_err(|_| MilterError("spool write failed"))
+        let room = max.saturating_sub(spool.len());
+        let (bytes, over) = if bytes.len() as u64 > room {
+            // Kept up to the limit, as the SMTP front end's DATA reader keeps it, so both
+            // track the same size for the refusal.
+            (&bytes[..room as usize], true)
+        } else {
+            (bytes, false)
+        };
+        let written = spool.write(bytes).map_err(MilterError::Spool);
+        self.limit_hit |= over;
+        written
     }
 }
 
@@ -152,16 +164,10 @@ fn reply_code(reply: &Reply) -> MilterAction {
     // RCode takes digit values, not ASCII.
     let c = reply.code;
     let rcode = [(c / 100 % 10) as u8, (c / 10 % 10) as u8, (c % 10) as u8];
-    let x: Vec<u16> = reply
-        .status
-        .split('.')
-        .filter_map(|p| p.parse().ok())
-        .collect();
     let text = reply.text.replace('%', "%%");
-    if x.len() == 3 {
-        Replycode::new(rcode, [x[0], x[1], x[2]], &text).into()
-    } else {
-        Replycode::without_xcode(rcode, &text).into()
+    match reply.status {
+        Some(x) => Replycode::new(rcode, [u16::from(x.class), x.subject, x.detail], &text).into(),
+        None => Replycode::without_xcode(rcode, &text).into(),
     }
 }
 
@@ -277,7 +283,7 @@ impl Milter for Session {
         };
         let max = self.snapshot.config.limits.max_recipients;
         let Some(envelope) = &mut self.envelope else {
-            return Err(MilterError("RCPT before MAIL"));
+            return Err(MilterError::OutOfOrder("RCPT before MAIL"));
         };
         if envelope.recipients.len() >= max {
             return Ok(reply_code(&Reply::too_many_recipients(max)));
@@ -290,7 +296,7 @@ impl Milter for Session {
         // Out of order: a header with no MAIL, or after the end of headers (it would be
         // read as body, so a SECRET subject sent so would classify as unmarked).
         if self.envelope.is_none() || self.in_body {
-            return Err(MilterError("header out of order"));
+            return Err(MilterError::OutOfOrder("header"));
         }
         // With SMFIP_HDR_LEADSPC the value keeps its leading space, so the bytes are the
         // header as the client sent it (bar folding, which Postfix sends as CRLF + WSP).
@@ -311,7 +317,7 @@ impl Milter for Session {
 
     async fn end_of_header(&mut self) -> Result<MilterAction, Self::Error> {
         if self.envelope.is_none() || self.in_body {
-            return Err(MilterError("end of headers out of order"));
+            return Err(MilterError::OutOfOrder("end of headers"));
         }
         self.write(b"\r\n")?;
         self.in_body = true;
@@ -320,7 +326,7 @@ impl Milter for Session {
 
     async fn body(&mut self, body: Body) -> Result<MilterAction, Self::Error> {
         if self.envelope.is_none() || !self.in_body {
-            return Err(MilterError("body out of order"));
+            return Err(MilterError::OutOfOrder("body"));
         }
         self.write(body.as_bytes())?;
         Ok(Continue.into())
@@ -331,7 +337,7 @@ impl Milter for Session {
         // must never pass): the connection ends and the MTA applies its default action.
         let Some(envelope) = self.envelope.take().filter(|e| !e.recipients.is_empty()) else {
             self.reset();
-            return Err(MilterError("end of message without MAIL and RCPT"));
+            return Err(MilterError::NoEnvelope);
         };
         let spool = self
             .spool

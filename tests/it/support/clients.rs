@@ -187,3 +187,71 @@ pub fn swaks(port: u16, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// A minimal milter client in Python: runs the steps in `script` (one per line) and prints
+/// one line per reply: the reply's command letter, `closed` when the connection ended.
+pub const MILTER_CLIENT: &str = r#"
+import socket, struct, sys
+port, steps = int(sys.argv[1]), sys.argv[2].split('\n')
+s = socket.create_connection(('127.0.0.1', port), timeout=10)
+def send(cmd, data=b''):
+    s.sendall(struct.pack('>I', len(data) + 1) + cmd + data)
+def recv():
+    head = b''
+    while len(head) < 4:
+        more = s.recv(4 - len(head))
+        if not more: return None
+        head += more
+    n = struct.unpack('>I', head)[0]
+    body = b''
+    while len(body) < n:
+        more = s.recv(n - len(body))
+        if not more: return None
+        body += more
+    return body
+def reply():
+    while True:
+        r = recv()
+        if r is None: print('closed'); sys.exit(0)
+        # Modification actions come before the final reply of end-of-body.
+        if r[:1] in (b'h', b'm', b'q', b'+', b'-', b'e'):
+            print('mod', r[:1].decode()); continue
+        print(r[:1].decode(), r[1:].split(b'\0')[0].decode(errors='replace')); return
+z = lambda *xs: b''.join(x.encode() + b'\0' for x in xs)
+for step in steps:
+    if not step: continue
+    verb, _, arg = step.partition(' ')
+    if verb == 'optneg':
+        send(b'O', struct.pack('>III', 6, 0x1ff, 0x1fffff)); recv(); print('O')
+    elif verb == 'connect': send(b'C', z('client.test')[:-1] + b'\0' + b'4' + struct.pack('>H', 25) + z(arg)); reply()
+    elif verb == 'helo': send(b'H', z(arg)); reply()
+    elif verb == 'tls': send(b'D', b'M' + z('{tls_version}', arg, '{cipher}', 'TLS_AES_256_GCM_SHA384'))
+    elif verb == 'mail': send(b'M', z(arg)); reply()
+    elif verb == 'rcpt': send(b'R', z(arg)); reply()
+    elif verb == 'header':
+        name, _, value = arg.partition(':'); send(b'L', z(name, value)); reply()
+    elif verb == 'eoh': send(b'N'); reply()
+    elif verb == 'body': send(b'B', arg.replace('|', '\r\n').encode()); reply()
+    elif verb == 'eob': send(b'E'); reply()
+    elif verb == 'quitnc': send(b'K')
+    elif verb == 'abort': send(b'A')
+"#;
+
+/// Runs the milter `steps` (one per line: optneg, connect ADDR, helo NAME, tls VERSION,
+/// mail <A>, rcpt <A>, header NAME: VALUE, eoh, body TEXT (`|` for CRLF), eob, quitnc,
+/// abort) against the milter on `port`; one line per reply.
+pub fn milter_client(port: u16, steps: &[&str]) -> Vec<String> {
+    let out = Command::new("python3")
+        .args(["-c", MILTER_CLIENT, &port.to_string(), &steps.join("\n")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}

@@ -6,8 +6,10 @@
 //! - `process`: `free_port`, `wait_port`, `listens_on`, `wait_child_port`, `eventually`,
 //!   `bin`, `tool_available`, `python_server`, and `Stopped` (a child killed when dropped).
 //! - `gateway`: `Opts` and `Markgate`, markgate `serve` / `milter` as a child process.
+//! - `inprocess`: `InProcess`, the gateway run in the test binary on `127.0.0.1:0`.
 //! - `sink`: `Sink`, Postfix's smtp-sink as the next hop.
-//! - `clients`: `Raw`, `http_get`, `good_message`, `smtplib_send`, `swaks_message`, `swaks`.
+//! - `clients`: `Raw`, `http_get`, `good_message`, `smtplib_send`, `swaks_message`, `swaks`,
+//!   `milter_client` (the milter protocol spoken by a small Python client).
 //! - `tls`: `TestCa`, a CA and a server certificate made with openssl.
 //! - `dump`: `from_markgate`, `markgate_fields`, `strip_added`, `raw_records_in`,
 //!   `succeeded`, `outcome`: reading sink dumps, tracking files and command output.
@@ -21,6 +23,7 @@
 mod clients;
 mod dump;
 mod gateway;
+mod inprocess;
 mod process;
 mod sink;
 mod tls;
@@ -28,6 +31,7 @@ mod tls;
 pub use clients::*;
 pub use dump::*;
 pub use gateway::*;
+pub use inprocess::*;
 pub use process::*;
 pub use sink::*;
 pub use tls::*;
