@@ -335,6 +335,17 @@ pub async fn serve(
     loader: ConfigLoader,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // The running config names what is really bound (with port 0, what the kernel
+    // chose), so a reload compares against that.
+    let mut config = config;
+    if let Listener::Smtp(l) = &listener {
+        if let Ok(addr) = l.local_addr() {
+            config.listen = addr;
+        }
+    }
+    if let Some(addr) = metrics_listener.as_ref().and_then(|l| l.local_addr().ok()) {
+        config.metrics_listen = Some(addr);
+    }
     let metrics = Arc::new(Metrics::new());
     let running = Arc::new(build(&config, metrics.clone())?);
     let gateway = running.gateway.clone();
@@ -342,6 +353,10 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
 
     if let Some(listener) = metrics_listener {
+        // The address bound, which with port 0 is the one the kernel chose.
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(listen = %addr, "metrics serving");
+        }
         let mut rx = stop_rx.clone();
         let store = gateway.store.clone();
         let m = metrics.clone();
@@ -421,7 +436,8 @@ pub async fn serve(
 
     let server = match listener {
         Listener::Smtp(listener) => {
-            tracing::info!(listen = %config.listen, "SMTP front end serving");
+            let addr = listener.local_addr().map(|a| a.to_string());
+            tracing::info!(listen = %addr.unwrap_or_default(), "SMTP front end serving");
             tokio::spawn(crate::frontend::smtp::server::serve(
                 listener,
                 gateway.clone(),
@@ -430,7 +446,10 @@ pub async fn serve(
             ))
         }
         Listener::Milter(bound) => {
-            tracing::info!("milter front end serving");
+            match bound.local_addr() {
+                Some(addr) => tracing::info!(listen = %addr, "milter front end serving"),
+                None => tracing::info!("milter front end serving"),
+            }
             // The MTA delivers in milter mode: readiness does not wait on a next hop.
             metrics
                 .upstream_ok_at

@@ -421,6 +421,19 @@ pub enum Bound {
     Unix(tokio::net::UnixListener),
 }
 
+impl Bound {
+    /// Where it listens, for the start-up log (`inet:ADDR:PORT` or `unix:PATH`).
+    pub fn local_addr(&self) -> Option<String> {
+        match self {
+            Bound::Inet(l) => l.local_addr().ok().map(|a| format!("inet:{a}")),
+            Bound::Unix(l) => l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| format!("unix:{}", p.display()))),
+        }
+    }
+}
+
 /// Binds the milter listener. A Unix socket is created under umask 0177 (so no moment
 /// exists when others could connect), then opened to its group: mode 0660, and the group
 /// `group` when given (Postfix's).

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::clients::http_get;
 use super::dump::{raw_records_in, whole_lines};
-use super::process::{bin, eventually, free_port, listens_on};
+use super::process::{bin, eventually, listens_on};
 
 /// Options for a markgate instance.
 #[derive(Default, Clone)]
@@ -45,7 +45,8 @@ impl Markgate {
 
     /// `markgate milter` on a free port, with the same config shape.
     pub fn milter(opts: Opts) -> Markgate {
-        Markgate::build(free_port(), opts, true)
+        // No next hop in milter mode: the MTA delivers. Port 9 (discard) is never dialled.
+        Markgate::build(9, opts, true)
     }
 
     pub fn with(upstream_port: u16, opts: Opts) -> Markgate {
@@ -54,10 +55,13 @@ impl Markgate {
 
     fn build(upstream_port: u16, opts: Opts, milter: bool) -> Markgate {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let metrics_port = free_port();
+        // Port 0: markgate binds what the kernel gives and logs it; the first start reads
+        // the ports from its log and writes them into the config, so a restart (and a
+        // test that edits the config) uses the same ones.
+        let (port, metrics_port) = (0, 0);
         let mut yaml =
-            format!("listen: 127.0.0.1:{port}\nmetrics_listen: 127.0.0.1:{metrics_port}\nhostname: markgate.test\n");
+            "listen: 127.0.0.1:0\nmetrics_listen: 127.0.0.1:0\nhostname: markgate.test\n"
+                .to_string();
         if !opts.top.iter().any(|l| l.starts_with("state_dir:")) {
             yaml.push_str(&format!(
                 "state_dir: {}\n",
@@ -101,33 +105,8 @@ impl Markgate {
             config,
             log,
         };
-        // A port picked free can be taken by another test before markgate binds it: then
-        // markgate says so and exits, and the instance is tried again on new ports.
-        for _ in 0..5 {
-            if mg.try_spawn() {
-                return mg;
-            }
-            let log = mg.log_text();
-            assert!(
-                log.contains("cannot listen"),
-                "markgate did not start: {log}"
-            );
-            let (port, metrics_port) = (free_port(), free_port());
-            let yaml = std::fs::read_to_string(&mg.config)
-                .unwrap()
-                .replace(
-                    &format!("127.0.0.1:{}\n", mg.port),
-                    &format!("127.0.0.1:{port}\n"),
-                )
-                .replace(
-                    &format!("127.0.0.1:{}\n", mg.metrics_port),
-                    &format!("127.0.0.1:{metrics_port}\n"),
-                );
-            std::fs::write(&mg.config, yaml).unwrap();
-            mg.port = port;
-            mg.metrics_port = metrics_port;
-        }
-        panic!("markgate never found free ports: {}", mg.log_text());
+        mg.spawn();
+        mg
     }
 
     fn spawn(&mut self) {
@@ -173,7 +152,8 @@ impl Markgate {
             .spawn()
             .expect("markgate");
         self.child = Some(child);
-        // Ready when this process (not another test's) holds both its listeners.
+        // Ready when this process (not another test's) holds both its listeners: on the
+        // first start, once it has logged the ports it bound.
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             let Some(child) = self.child.as_mut() else {
@@ -184,12 +164,56 @@ impl Markgate {
                 return false;
             }
             let pid = child.id();
-            if listens_on(pid, self.port) && listens_on(pid, self.metrics_port) {
+            if self.port == 0 || self.metrics_port == 0 {
+                self.learn_ports();
+            }
+            if self.port != 0
+                && self.metrics_port != 0
+                && listens_on(pid, self.port)
+                && listens_on(pid, self.metrics_port)
+            {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(25));
         }
         false
+    }
+
+    /// Reads the ports a first start bound (port 0) from its log, and keeps them in the
+    /// config for restarts.
+    fn learn_ports(&mut self) {
+        let log = self.log_text();
+        let bound = |what: &str| -> Option<u16> {
+            let line = log.lines().find(|l| l.contains(what))?;
+            let at = line.find("listen=")? + "listen=".len();
+            let addr = line[at..].split_whitespace().next()?;
+            addr.rsplit(':').next()?.parse().ok()
+        };
+        let front = if self.milter {
+            "milter front end serving"
+        } else {
+            "SMTP front end serving"
+        };
+        let (Some(port), Some(metrics_port)) = (bound(front), bound("metrics serving")) else {
+            return;
+        };
+        self.port = port;
+        self.metrics_port = metrics_port;
+        let mut yaml = std::fs::read_to_string(&self.config).unwrap();
+        if !self.milter {
+            // The first line: `listen:` (the milter's address is its --listen flag).
+            yaml = yaml.replacen(
+                "listen: 127.0.0.1:0\n",
+                &format!("listen: 127.0.0.1:{port}\n"),
+                1,
+            );
+        }
+        let yaml = yaml.replacen(
+            "metrics_listen: 127.0.0.1:0\n",
+            &format!("metrics_listen: 127.0.0.1:{metrics_port}\n"),
+            1,
+        );
+        std::fs::write(&self.config, yaml).unwrap();
     }
 
     pub fn pid(&self) -> u32 {
