@@ -4,7 +4,7 @@
 //! rebuilt from them at any time (`markgate track reindex`). This is the only SQL in markgate.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use rusqlite::{params, params_from_iter, Connection};
@@ -263,13 +263,32 @@ impl Index {
                 row.get::<_, i64>(4)?,
             ))
         })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (file, offset, time, queue_id, id) = row?;
-            let offset = offset as u64;
-            let Some(line) = read_at(&self.dir.join(&file), offset)? else {
-                continue;
+        let rows: Vec<(String, i64, String, Option<String>, i64)> =
+            rows.collect::<Result<_, _>>()?;
+        // Read grouped by file, each file opened once and read in offset order (a year's
+        // search touches hundreds of files and thousands of lines), then put back in the
+        // order the index gave.
+        let mut by_file: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+        for (i, row) in rows.iter().enumerate() {
+            by_file.entry(row.0.as_str()).or_default().push(i);
+        }
+        let mut lines: Vec<Option<String>> = vec![None; rows.len()];
+        for (file, mut wanted) in by_file {
+            let handle = match File::open(self.dir.join(file)) {
+                Ok(f) => f,
+                // Expired meanwhile: its records are gone.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
             };
+            wanted.sort_by_key(|&i| rows[i].1);
+            for i in wanted {
+                lines[i] = Some(line_at(&handle, rows[i].1 as u64)?);
+            }
+        }
+        let mut out = Vec::with_capacity(rows.len());
+        for ((file, offset, time, queue_id, id), line) in rows.into_iter().zip(lines) {
+            let Some(line) = line else { continue };
+            let offset = offset as u64;
             // Cheap insurance: the line must be the record that was indexed.
             let record = serde_json::from_str::<serde_json::Value>(&line)
                 .ok()
@@ -366,17 +385,30 @@ fn insert(
     Ok(())
 }
 
-/// The line at `offset`; `None` if the file is gone (expired).
-fn read_at(path: &Path, offset: u64) -> Result<Option<String>, IndexError> {
-    let mut file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    file.seek(SeekFrom::Start(offset))?;
-    let mut line = String::new();
-    BufReader::new(file.take(16 * 1024 * 1024)).read_line(&mut line)?;
-    Ok(Some(line))
+/// The line that starts at `offset` (without its line end), read with `pread` so one open
+/// file serves every record in it: a first read of a typical record's size, more only for
+/// a longer line (at most 16 MiB).
+fn line_at(file: &File, offset: u64) -> Result<String, IndexError> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; 2048];
+    let mut have = 0;
+    loop {
+        let n = file.read_at(&mut buf[have..], offset + have as u64)?;
+        if let Some(end) = memchr::memchr(b'\n', &buf[have..have + n]) {
+            buf.truncate(have + end);
+            break;
+        }
+        have += n;
+        if n == 0 || have >= 16 * 1024 * 1024 {
+            buf.truncate(have);
+            break;
+        }
+        if have == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+    }
+    String::from_utf8(buf)
+        .map_err(|e| IndexError::Io(io::Error::new(io::ErrorKind::InvalidData, e)))
 }
 
 #[cfg(test)]
