@@ -120,9 +120,15 @@ fn by_milter(port: u16, case: &Case) -> Vec<String> {
     ];
     let steps: Vec<&str> = steps.iter().map(String::as_str).collect();
     let replies = milter_client(port, &steps);
-    // "O", then one "c" for each of connect, helo, mail, rcpt, header, eoh and body; what
-    // follows is the end of the message: modifications, then its own answer.
+    // "O", then one line for each of connect, helo, mail, rcpt, header, eoh and body ("c",
+    // or "-" where the milter asked the MTA not to wait for a reply); what follows is the
+    // end of the message: modifications, then its own answer.
     assert!(replies.len() > 8, "{replies:?}");
+    assert_eq!(
+        replies[1..8],
+        ["-", "-", "c", "c", "-", "-", "-"],
+        "only MAIL and RCPT are answered before the end: {replies:?}"
+    );
     replies[8..].to_vec()
 }
 

@@ -16,9 +16,10 @@ use miltr_common::modifications::headers::{AddHeader, ChangeHeader};
 use miltr_common::modifications::quarantine::Quarantine as QuarantineMod;
 use miltr_common::modifications::ModificationResponse;
 use miltr_common::optneg::{Capability, MacroStage, OptNeg, Protocol};
-use miltr_server::{Milter, Server};
+use miltr_server::Milter;
 use tokio::sync::watch;
-use tokio_util::compat::TokioAsyncReadCompatExt;
+
+mod connection;
 
 use crate::gateway::{Gateway, HandOff, Snapshot};
 use crate::idle::{Backoff, Idle};
@@ -179,12 +180,15 @@ impl Milter for Session {
         &mut self,
         theirs: OptNeg,
     ) -> Result<OptNeg, miltr_server::Error<Self::Error>> {
-        // Everything but unknown commands: body banners matter, so no NO_BODY.
+        // Everything but unknown commands: body banners matter, so no NO_BODY. No reply to
+        // the stages whose answer is always "continue", where the MTA offers that.
         let mut ours = OptNeg {
             capabilities: Capability::SMFIF_ADDHDRS
                 | Capability::SMFIF_CHGHDRS
                 | Capability::SMFIF_QUARANTINE,
-            protocol: Protocol::NO_UNKNOWN | Protocol::SMFIP_HDR_LEADSPC,
+            protocol: Protocol::NO_UNKNOWN
+                | Protocol::SMFIP_HDR_LEADSPC
+                | (connection::NO_REPLY & theirs.protocol),
             ..OptNeg::default()
         };
         ours.macro_stages.with_stage(
@@ -197,7 +201,6 @@ impl Milter for Session {
             ],
         );
         ours.macro_stages.with_stage(MacroStage::EndOfBody, &["i"]);
-        let _ = theirs;
         Ok(ours)
     }
 
@@ -546,10 +549,9 @@ where
     let stream = Idle::new(stream, idle, Some(slot));
     tokio::spawn(async move {
         let mut session = Session::new(gateway);
-        let mut server = Server::default_postfix(&mut session);
         // Postfix times the conversation out on its side (milter_*_timeout) and tempfails.
-        if let Err(err) = server.handle_connection(stream.compat()).await {
-            tracing::info!(error = ?err, "milter connection ended with an error");
+        if let Err(err) = connection::handle(stream, &mut session).await {
+            tracing::info!(error = %err, "milter connection ended with an error");
         }
     });
 }

@@ -189,49 +189,66 @@ pub fn swaks(port: u16, args: &[&str]) -> String {
 }
 
 /// A minimal milter client in Python: runs the steps in `script` (one per line) and prints
-/// one line per reply: the reply's command letter, `closed` when the connection ended.
+/// one line per reply: the reply's command letter, `-` for a reply the milter negotiated
+/// away (it asked the MTA not to wait), `closed` when the connection ended.
 pub const MILTER_CLIENT: &str = r#"
 import socket, struct, sys
 port, steps = int(sys.argv[1]), sys.argv[2].split('\n')
 s = socket.create_connection(('127.0.0.1', port), timeout=10)
+# The replies the milter asked us not to wait for (SMFIP_NR_*), from its optneg answer.
+NR = {'connect': 0x1000, 'helo': 0x2000, 'mail': 0x4000, 'rcpt': 0x8000,
+      'header': 0x80, 'eoh': 0x40000, 'body': 0x80000}
+agreed = 0
+def closed():
+    print('closed'); sys.exit(0)
 def send(cmd, data=b''):
-    s.sendall(struct.pack('>I', len(data) + 1) + cmd + data)
+    try: s.sendall(struct.pack('>I', len(data) + 1) + cmd + data)
+    except OSError: closed()
 def recv():
     head = b''
     while len(head) < 4:
-        more = s.recv(4 - len(head))
+        try: more = s.recv(4 - len(head))
+        except OSError: return None
         if not more: return None
         head += more
     n = struct.unpack('>I', head)[0]
     body = b''
     while len(body) < n:
-        more = s.recv(n - len(body))
+        try: more = s.recv(n - len(body))
+        except OSError: return None
         if not more: return None
         body += more
     return body
-def reply():
+def reply(verb=None):
+    # A reply negotiated away: nothing to wait for ("-").
+    if verb in NR and agreed & NR[verb]:
+        print('-'); return
     while True:
         r = recv()
-        if r is None: print('closed'); sys.exit(0)
+        if r is None: closed()
         # Modification actions come before the final reply of end-of-body.
         if r[:1] in (b'h', b'm', b'q', b'+', b'-', b'e'):
             print('mod', r[:1].decode()); continue
-        print(r[:1].decode(), r[1:].split(b'\0')[0].decode(errors='replace')); return
+        print((r[:1].decode() + ' ' + r[1:].split(b'\0')[0].decode(errors='replace')).rstrip()); return
 z = lambda *xs: b''.join(x.encode() + b'\0' for x in xs)
 for step in steps:
     if not step: continue
     verb, _, arg = step.partition(' ')
     if verb == 'optneg':
-        send(b'O', struct.pack('>III', 6, 0x1ff, 0x1fffff)); recv(); print('O')
-    elif verb == 'connect': send(b'C', z('client.test')[:-1] + b'\0' + b'4' + struct.pack('>H', 25) + z(arg)); reply()
-    elif verb == 'helo': send(b'H', z(arg)); reply()
+        send(b'O', struct.pack('>III', 6, 0x1ff, 0x1fffff))
+        r = recv()
+        if r is None: closed()
+        agreed = struct.unpack('>III', r[1:13])[2]
+        print('O')
+    elif verb == 'connect': send(b'C', z('client.test')[:-1] + b'\0' + b'4' + struct.pack('>H', 25) + z(arg)); reply(verb)
+    elif verb == 'helo': send(b'H', z(arg)); reply(verb)
     elif verb == 'tls': send(b'D', b'M' + z('{tls_version}', arg, '{cipher}', 'TLS_AES_256_GCM_SHA384'))
-    elif verb == 'mail': send(b'M', z(arg)); reply()
-    elif verb == 'rcpt': send(b'R', z(arg)); reply()
+    elif verb == 'mail': send(b'M', z(arg)); reply(verb)
+    elif verb == 'rcpt': send(b'R', z(arg)); reply(verb)
     elif verb == 'header':
-        name, _, value = arg.partition(':'); send(b'L', z(name, value)); reply()
-    elif verb == 'eoh': send(b'N'); reply()
-    elif verb == 'body': send(b'B', arg.replace('|', '\r\n').encode()); reply()
+        name, _, value = arg.partition(':'); send(b'L', z(name, value)); reply(verb)
+    elif verb == 'eoh': send(b'N'); reply(verb)
+    elif verb == 'body': send(b'B', arg.replace('|', '\r\n').encode()); reply(verb)
     elif verb == 'eob': send(b'E'); reply()
     elif verb == 'quitnc': send(b'K')
     elif verb == 'abort': send(b'A')
