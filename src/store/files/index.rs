@@ -4,7 +4,7 @@
 //! rebuilt from them at any time (`markgate track reindex`). This is the only SQL in markgate.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{params, params_from_iter, Connection};
@@ -78,6 +78,10 @@ CREATE TABLE IF NOT EXISTS intents (
     queue_id TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS intents_queue_id ON intents(queue_id);
+CREATE TABLE IF NOT EXISTS files (
+    name TEXT PRIMARY KEY,
+    indexed_to INTEGER NOT NULL
+);
 ";
 
 pub use crate::store::record::INTENT;
@@ -111,64 +115,143 @@ impl Index {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
              PRAGMA secure_delete = ON;",
         )?;
+        let had_files: bool = conn.query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'files'",
+            [],
+            |r| r.get::<_, i64>(0).map(|n| n > 0),
+        )?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Index {
+        let mut index = Index {
             conn,
             dir: dir.to_path_buf(),
-        })
+        };
+        if !had_files {
+            index.note_indexed_ends()?;
+        }
+        Ok(index)
     }
 
-    /// Adds one record that starts at `offset` in `file` (a name inside the tracking dir).
-    pub fn add(
-        &mut self,
-        record: &serde_json::Value,
-        file: &str,
-        offset: u64,
-    ) -> Result<(), IndexError> {
-        let tx = self.conn.transaction()?;
-        insert(&tx, record, file, offset)?;
-        tx.commit()?;
+    /// An index made before it kept how far each file is indexed: each file's end is taken
+    /// as the end of its last indexed line, so catching up does not index a line twice.
+    fn note_indexed_ends(&mut self) -> Result<(), IndexError> {
+        let lasts: Vec<(String, i64)> = {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT file, MAX(offset) FROM records GROUP BY file")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for (file, offset) in lasts {
+            let end = match File::open(self.dir.join(&file)) {
+                Ok(f) => offset as u64 + line_at(&f, offset as u64)?.len() as u64 + 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            };
+            self.conn.execute(
+                "INSERT OR REPLACE INTO files (name, indexed_to) VALUES (?1, ?2)",
+                params![file, end as i64],
+            )?;
+        }
         Ok(())
     }
 
-    /// Adds many records in one transaction (reindexing, benchmarks).
-    pub fn add_batch<'a>(
-        &mut self,
-        records: impl IntoIterator<Item = (&'a serde_json::Value, &'a str, u64)>,
-    ) -> Result<usize, IndexError> {
-        let tx = self.conn.transaction()?;
+    /// Indexes every whole line the tracking files hold past what is indexed: how records
+    /// reach the index. The service's indexer runs it after appends (in batches, off the
+    /// sessions' path), and every search runs it first, so a search sees every record
+    /// written before it, whichever process wrote it. Each file's tail is indexed in one
+    /// transaction that re-reads how far the file is indexed, so two processes catching
+    /// up at once never index a line twice. Returns how many lines were indexed.
+    pub fn catch_up(&mut self) -> Result<usize, IndexError> {
         let mut n = 0;
-        for (record, file, offset) in records {
-            insert(&tx, record, file, offset)?;
-            n += 1;
+        for name in tracking_files(&self.dir)? {
+            n += self.catch_up_file(&name)?;
         }
+        Ok(n)
+    }
+
+    /// [`Index::catch_up`] for one file.
+    pub fn catch_up_file(&mut self, name: &str) -> Result<usize, IndexError> {
+        let path = self.dir.join(name);
+        let size = match std::fs::metadata(&path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        if size <= self.indexed_to(name)? {
+            return Ok(0);
+        }
+        let tx =
+            rusqlite::Transaction::new(&mut self.conn, rusqlite::TransactionBehavior::Immediate)?;
+        let from: u64 = tx
+            .query_row(
+                "SELECT indexed_to FROM files WHERE name = ?1",
+                params![name],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|v| v as u64)
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(0),
+                e => Err(e),
+            })?;
+        let tail = {
+            use std::os::unix::fs::FileExt;
+            let file = File::open(&path)?;
+            let size = file.metadata()?.len();
+            let mut tail = vec![0u8; size.saturating_sub(from) as usize];
+            file.read_exact_at(&mut tail, from)?;
+            tail
+        };
+        let mut offset = from;
+        let mut n = 0;
+        // Whole lines only: a line still being written is indexed next time.
+        let whole = memchr::memrchr(b'\n', &tail).map_or(0, |i| i + 1);
+        for line in tail[..whole].split_inclusive(|b| *b == b'\n') {
+            // A torn line (a restored copy's last) is skipped, as readers skip it.
+            if let Ok(record) = serde_json::from_slice::<serde_json::Value>(line) {
+                insert(&tx, &record, name, offset)?;
+                n += 1;
+            }
+            offset += line.len() as u64;
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO files (name, indexed_to) VALUES (?1, ?2)",
+            params![name, offset as i64],
+        )?;
         tx.commit()?;
         Ok(n)
     }
 
+    /// How far `name` is indexed (0: not at all).
+    fn indexed_to(&self, name: &str) -> Result<u64, IndexError> {
+        match self.conn.query_row(
+            "SELECT indexed_to FROM files WHERE name = ?1",
+            params![name],
+            |r| r.get::<_, i64>(0),
+        ) {
+            Ok(v) => Ok(v as u64),
+            Err(rusqlite::Error::QueryReturnedNoRows) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Forgets the records of a deleted tracking file.
     pub fn forget_file(&mut self, file: &str) -> Result<(), IndexError> {
-        self.conn
-            .execute("DELETE FROM records WHERE file = ?1", params![file])?;
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM records WHERE file = ?1", params![file])?;
+        tx.execute("DELETE FROM files WHERE name = ?1", params![file])?;
+        tx.commit()?;
         Ok(())
     }
 
     /// Rebuilds the index from every tracking file; returns how many records it holds.
     pub fn rebuild(&mut self) -> Result<usize, IndexError> {
-        let mut files: Vec<String> = std::fs::read_dir(&self.dir)?
-            .flatten()
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| n.starts_with("tracking-") && n.ends_with(".jsonl"))
-            .collect();
-        files.sort();
         let tx = self.conn.transaction()?;
         tx.execute("DELETE FROM intents", [])?;
         tx.execute("DELETE FROM recipients", [])?;
         tx.execute("DELETE FROM records", [])?;
-        for name in files {
-            index_file(&tx, &self.dir, &name)?;
-        }
+        tx.execute("DELETE FROM files", [])?;
         tx.commit()?;
+        self.catch_up()?;
         // Records, not lines: an intent completed by a later record is not one.
         self.count()
     }
@@ -176,9 +259,24 @@ impl Index {
     /// Indexes one tracking file afresh (after it was rewritten: its offsets moved), and
     /// checkpoints the write-ahead log so the old rows are gone from it too.
     pub fn reindex_file(&mut self, name: &str) -> Result<(), IndexError> {
-        let tx = self.conn.transaction()?;
+        // One transaction: a search in between sees the old rows or the new, never none.
+        let tx =
+            rusqlite::Transaction::new(&mut self.conn, rusqlite::TransactionBehavior::Immediate)?;
         tx.execute("DELETE FROM records WHERE file = ?1", params![name])?;
-        index_file(&tx, &self.dir, name)?;
+        tx.execute("DELETE FROM files WHERE name = ?1", params![name])?;
+        let mut offset = 0u64;
+        let text = std::fs::read(self.dir.join(name))?;
+        let whole = memchr::memrchr(b'\n', &text).map_or(0, |i| i + 1);
+        for line in text[..whole].split_inclusive(|b| *b == b'\n') {
+            if let Ok(record) = serde_json::from_slice::<serde_json::Value>(line) {
+                insert(&tx, &record, name, offset)?;
+            }
+            offset += line.len() as u64;
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO files (name, indexed_to) VALUES (?1, ?2)",
+            params![name, offset as i64],
+        )?;
         tx.commit()?;
         let _ = self
             .conn
@@ -317,23 +415,19 @@ impl Index {
     }
 }
 
-/// Adds every record line of `name` (unreadable lines, such as a torn last one, skipped).
-fn index_file(conn: &Connection, dir: &Path, name: &str) -> Result<(), IndexError> {
-    let mut reader = BufReader::new(File::open(dir.join(name))?);
-    let mut offset = 0u64;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        let n = reader.read_line(&mut line)?;
-        if n == 0 {
-            break;
-        }
-        if let Ok(record) = serde_json::from_str::<serde_json::Value>(&line) {
-            insert(conn, &record, name, offset)?;
-        }
-        offset += n as u64;
-    }
-    Ok(())
+/// The tracking files in `dir` (names), oldest first.
+pub(crate) fn tracking_files(dir: &Path) -> Result<Vec<String>, IndexError> {
+    let mut names: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.starts_with("tracking-") && n.ends_with(".jsonl"))
+            .collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    names.sort();
+    Ok(names)
 }
 
 fn insert(
@@ -454,5 +548,54 @@ mod tests {
         assert!(err.to_string().contains("markgate track reindex"), "{err}");
         index.rebuild().unwrap();
         assert!(index.search(&by_tom).unwrap().is_empty());
+    }
+
+    fn lines(n: usize, from: usize) -> String {
+        (from..from + n)
+            .map(|i| format!("{}\n", record(&format!("{i:016X}"), "jane@x")))
+            .collect()
+    }
+
+    #[test]
+    fn two_writers_catching_up_at_once_index_each_line_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tracking-2026-11-24.jsonl");
+        std::fs::write(&file, lines(200, 0)).unwrap();
+        // The service's indexer and a CLI search, each with its own connection.
+        let catch_up = || {
+            let path = dir.path().to_path_buf();
+            std::thread::spawn(move || Index::open(&path).unwrap().catch_up().unwrap())
+        };
+        let (a, b) = (catch_up(), catch_up());
+        assert_eq!(a.join().unwrap() + b.join().unwrap(), 200);
+        // A line still being written is left for next time; once whole, it is indexed.
+        let mut more = lines(1, 200);
+        let half = more.split_off(more.len() / 2);
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&file)
+            .unwrap();
+        f.write_all(more.as_bytes()).unwrap();
+        let mut index = Index::open(dir.path()).unwrap();
+        assert_eq!(index.catch_up().unwrap(), 0);
+        f.write_all(half.as_bytes()).unwrap();
+        assert_eq!(index.catch_up().unwrap(), 1);
+        assert_eq!(index.count().unwrap(), 201);
+    }
+
+    #[test]
+    fn an_index_from_before_it_kept_file_ends_is_not_indexed_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tracking-2026-11-24.jsonl"), lines(50, 0)).unwrap();
+        {
+            let mut index = Index::open(dir.path()).unwrap();
+            assert_eq!(index.catch_up().unwrap(), 50);
+            // As the version before this one left it: no `files` table.
+            index.conn.execute_batch("DROP TABLE files").unwrap();
+        }
+        let mut index = Index::open(dir.path()).unwrap();
+        assert_eq!(index.catch_up().unwrap(), 0);
+        assert_eq!(index.count().unwrap(), 50);
     }
 }

@@ -22,6 +22,8 @@ pub struct Tracking {
     /// Today's file, its day and its length (the next record's offset).
     current: Mutex<Option<(String, File, u64)>>,
     index: Mutex<Option<Index>>,
+    /// Wakes the indexer thread (started on the first append) to catch the index up.
+    indexer: Mutex<Option<std::sync::mpsc::Sender<()>>>,
 }
 
 impl Tracking {
@@ -32,6 +34,7 @@ impl Tracking {
             retention: Duration::from_secs(retention_days * 86_400),
             current: Mutex::new(None),
             index: Mutex::new(None),
+            indexer: Mutex::new(None),
         }
     }
 
@@ -39,15 +42,62 @@ impl Tracking {
         &self.dir
     }
 
-    /// Appends one record to the file of `now`'s day, then indexes it. Returns once the line
-    /// has been handed to the kernel in one write; the JSONL line is the record, so an index
-    /// failure is logged (and repaired by `track reindex`), not fatal.
+    /// Appends one record to the file of `now`'s day. Returns once the line has been
+    /// handed to the kernel in one write: the JSONL line is the record. The index follows
+    /// off this path: the indexer thread is woken to catch up (one transaction for
+    /// whatever has been appended meanwhile, shared by every session), and a search
+    /// catches up before it reads, so it never misses a record written before it.
     pub fn append_value(&self, record: &serde_json::Value, now: SystemTime) -> io::Result<()> {
-        let (file, offset) = self.write_line(record, now)?;
-        if let Err(err) = self.with_index(|index| index.add(record, &file, offset)) {
-            tracing::warn!(error = %err, "tracking index not updated; run `markgate track reindex`");
-        }
+        self.append_line(serde_json::to_vec(record)?, now)
+    }
+
+    fn append_line(&self, line: Vec<u8>, now: SystemTime) -> io::Result<()> {
+        self.write_line(line, now)?;
+        self.wake_indexer();
         Ok(())
+    }
+
+    /// Wakes (starting it the first time) the thread that catches the index up.
+    fn wake_indexer(&self) {
+        let mut guard = self.indexer.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = guard.as_ref() {
+            if tx.send(()).is_ok() {
+                return;
+            }
+        }
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let dir = self.dir.clone();
+        let spawned = std::thread::Builder::new()
+            .name("tracking-indexer".into())
+            .spawn(move || {
+                let mut index: Option<Index> = None;
+                while rx.recv().is_ok() {
+                    // Whatever arrived meanwhile is caught up in the same pass.
+                    while rx.try_recv().is_ok() {}
+                    let caught_up = match index.as_mut() {
+                        Some(i) => i.catch_up(),
+                        None => Index::open(&dir).and_then(|mut i| {
+                            let n = i.catch_up();
+                            index = Some(i);
+                            n
+                        }),
+                    };
+                    if let Err(err) = caught_up {
+                        // The records are in the files; the next pass or search retries.
+                        tracing::warn!(error = %err, "tracking index not caught up yet");
+                        index = None;
+                    }
+                }
+            });
+        match spawned {
+            Ok(_) => {
+                let _ = tx.send(());
+                *guard = Some(tx);
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "tracking indexer not started; searches catch up")
+            }
+        }
     }
 
     fn with_index<T>(
@@ -64,14 +114,23 @@ impl Tracking {
         }
     }
 
-    /// Records matching `q`, from the index.
+    /// Records matching `q`, from the index, caught up first.
     pub fn search_values(&self, q: &Query) -> Result<Vec<serde_json::Value>, IndexError> {
-        self.with_index(|index| index.search(q))
+        self.with_index(|index| {
+            index.catch_up()?;
+            index.search(q)
+        })
     }
 
-    /// Like `search`, but creates nothing: with no index yet there is nothing to find.
+    /// Whether there is anything to search: with no tracking file yet there is nothing
+    /// to find, and a search creates nothing.
+    fn anything(&self) -> Result<bool, IndexError> {
+        Ok(!super::index::tracking_files(&self.dir)?.is_empty())
+    }
+
+    /// Like `search`, but creates nothing where nothing was ever tracked.
     pub fn search_existing(&self, q: &Query) -> Result<Vec<serde_json::Value>, IndexError> {
-        if !self.dir.join("index.sqlite").is_file() {
+        if !self.anything()? {
             return Ok(Vec::new());
         }
         self.search_values(q)
@@ -82,18 +141,24 @@ impl Tracking {
         &self,
         q: &Query,
     ) -> Result<Vec<(i64, serde_json::Value)>, IndexError> {
-        if !self.dir.join("index.sqlite").is_file() {
+        if !self.anything()? {
             return Ok(Vec::new());
         }
-        self.with_index(|index| index.search_rows(q))
+        self.with_index(|index| {
+            index.catch_up()?;
+            index.search_rows(q)
+        })
     }
 
-    /// The newest indexed row (0 when there is no index yet).
+    /// The newest indexed row (0 when nothing was ever tracked).
     pub fn last_row(&self) -> Result<i64, IndexError> {
-        if !self.dir.join("index.sqlite").is_file() {
+        if !self.anything()? {
             return Ok(0);
         }
-        self.with_index(|index| index.last_row())
+        self.with_index(|index| {
+            index.catch_up()?;
+            index.last_row()
+        })
     }
 
     /// Re-indexes one rewritten tracking file.
@@ -106,8 +171,7 @@ impl Tracking {
         self.with_index(|index| index.rebuild())
     }
 
-    fn write_line(&self, record: &serde_json::Value, now: SystemTime) -> io::Result<(String, u64)> {
-        let mut line = serde_json::to_vec(record)?;
+    fn write_line(&self, mut line: Vec<u8>, now: SystemTime) -> io::Result<(String, u64)> {
         line.push(b'\n');
         let day = timefmt::date(now);
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
@@ -245,7 +309,8 @@ fn typed(value: serde_json::Value) -> TrackingRecord {
 
 impl TrackingStore for Tracking {
     fn append(&self, record: &TrackingRecord, now: SystemTime) -> io::Result<()> {
-        self.append_value(&serde_json::to_value(record)?, now)
+        // Serialized once, straight from the type.
+        self.append_line(serde_json::to_vec(record)?, now)
     }
     fn preflight(&self) -> io::Result<()> {
         Tracking::preflight(self)
