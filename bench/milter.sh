@@ -130,7 +130,7 @@ CF
 PLAIN=$(postfix_instance plain no)
 WITH=$(postfix_instance milter yes)
 
-sink_count() { grep -o '[0-9]*' "$WORK/sink.out" | tail -1 || echo 0; }
+sink_count() { tr '\r' '\n' < "$WORK/sink.out" | grep -o 'mesg=[0-9]*' | tail -1 | cut -d= -f2; }
 queue_empty() { [ -z "$(postqueue -c "$WORK/pf-$1/etc" -j 2>/dev/null)" ]; }
 
 # One round: N messages into Postfix; its rate is messages accepted per second (what the

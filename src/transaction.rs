@@ -191,8 +191,9 @@ pub fn new_queue_id() -> String {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0);
+    static PID: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mix = (u64::from(std::process::id()) << 20) ^ n;
+    let mix = (*PID.get_or_init(|| u64::from(std::process::id())) << 20) ^ n;
     format!("{:011X}{:05X}", micros & 0xFFF_FFFF_FFFF, mix & 0xFFFFF)
 }
 

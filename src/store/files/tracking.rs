@@ -16,6 +16,9 @@ use crate::store::record::{supersede_intents, TrackingRecord};
 use crate::store::{AddressMatch, Redacted, TrackingStore};
 use crate::timefmt;
 
+/// The shortest time between two passes of the indexer.
+const INDEX_INTERVAL: Duration = Duration::from_millis(50);
+
 pub struct Tracking {
     dir: PathBuf,
     retention: Duration,
@@ -87,6 +90,10 @@ impl Tracking {
                         tracing::warn!(error = %err, "tracking index not caught up yet");
                         index = None;
                     }
+                    // At most one pass per interval: under load a pass takes hundreds of
+                    // records in one transaction. (A search never waits for this: it
+                    // catches up itself.)
+                    std::thread::sleep(INDEX_INTERVAL);
                 }
             });
         match spawned {
@@ -234,10 +241,14 @@ impl Tracking {
     /// would be delivered yet answered 451 (a duplicate on retry); this makes that a
     /// race with the disk filling in between, not the normal way a full disk shows.
     pub fn preflight(&self) -> io::Result<()> {
-        if !self.dir.is_dir() {
-            create_private_dir(&self.dir)?;
+        match check_room(&self.dir) {
+            // Not made yet (the first message, or the directory was removed): make it.
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                create_private_dir(&self.dir)?;
+                check_room(&self.dir)
+            }
+            other => other,
         }
-        check_room(&self.dir)
     }
 
     /// Deletes daily files older than the retention; returns how many went.
