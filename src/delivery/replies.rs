@@ -5,7 +5,7 @@
 //! whether anything is waiting before it relies on the next reply: if so, the next hop is
 //! out of step, the transaction fails (451) and the connection is dropped.
 
-use std::time::Duration;
+use std::future::Future;
 
 use smtp_proto::response::parser::ResponseReceiver;
 use smtp_proto::Response;
@@ -69,15 +69,20 @@ impl Connection {
             return true;
         }
         let mut buf = [0u8; 512];
-        // A zero timeout polls the read once: ready data (or EOF) is unasked; nothing
-        // waiting is the normal case. Reads are cancel-safe, so nothing is lost.
-        match tokio::time::timeout(Duration::ZERO, self.client.stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => true,
-            Ok(Ok(n)) => {
+        // The read polled exactly once: ready data (or EOF) is unasked; nothing waiting is
+        // the normal case. Reads are cancel-safe, so nothing is lost. (Not a zero timeout:
+        // tokio's timer fires on its next millisecond tick, which cost every message three
+        // of them.)
+        let mut read = std::pin::pin!(self.client.stream.read(&mut buf));
+        let polled =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(read.as_mut().poll(cx))).await;
+        match polled {
+            std::task::Poll::Ready(Ok(0)) | std::task::Poll::Ready(Err(_)) => true,
+            std::task::Poll::Ready(Ok(n)) => {
                 self.pending.extend_from_slice(&buf[..n]);
                 true
             }
-            Err(_) => false,
+            std::task::Poll::Pending => false,
         }
     }
 }
