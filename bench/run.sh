@@ -22,8 +22,11 @@ N=${1:-5000}
 ROUNDS=${2:-5}
 SESSIONS=20
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/markgate-target}
-cargo build --release --locked -q
-MG="$CARGO_TARGET_DIR/release/markgate"
+# MARKGATE_BIN: measure another build (an earlier commit's) with the same harness.
+if [ -z "${MARKGATE_BIN:-}" ]; then
+  cargo build --release --locked -q
+fi
+MG="${MARKGATE_BIN:-$CARGO_TARGET_DIR/release/markgate}"
 WORK=$(mktemp -d)
 chmod 755 "$WORK"
 PIDS=()

@@ -139,15 +139,15 @@ pub fn rule_tests(snapshot: &Snapshot) -> anyhow::Result<Vec<(String, Option<Str
             (None, None) => anyhow::bail!("test `{}` has neither message nor file", test.name),
         };
         let eval = crate::cli::evaluate(snapshot, raw, &test.from, &test.to);
-        let action = eval.verdict.action.name();
+        let action = eval.verdict.action;
         let ok = action == test.expect.action
             && (test.expect.rule.is_none() || test.expect.rule == eval.verdict.rule);
         let failure = (!ok).then(|| {
             format!(
                 "expected {} {}, got {} {}",
-                test.expect.action,
+                test.expect.action.name(),
                 test.expect.rule.as_deref().unwrap_or("(any rule)"),
-                action,
+                action.name(),
                 eval.verdict.rule.as_deref().unwrap_or("(no rule)")
             )
         });

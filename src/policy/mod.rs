@@ -38,7 +38,9 @@ pub const DEFAULT_RULES: &str = include_str!("../../rules/cjsm.yaml");
 pub const DEFAULT_RULES_NAME: &str = "rules/cjsm.yaml (embedded)";
 
 /// What happens to the message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Pass,

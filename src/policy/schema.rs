@@ -161,7 +161,8 @@ fn default_from() -> String {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Expectation {
-    pub action: String,
+    /// `pass`, `reject` or `quarantine`.
+    pub action: super::Action,
     #[serde(default)]
     pub rule: Option<String>,
 }

@@ -84,10 +84,12 @@ CREATE TABLE IF NOT EXISTS files (
 );
 ";
 
+use crate::store::record::TrackingRecord;
 pub use crate::store::record::INTENT;
 
-fn text<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a str> {
-    v.get(key).and_then(|x| x.as_str())
+/// A line as a record; `None` for one that is no record (torn, or not JSON).
+fn parse(line: &[u8]) -> Option<TrackingRecord> {
+    serde_json::from_slice(line).ok()
 }
 
 impl Index {
@@ -224,7 +226,7 @@ impl Index {
         let whole = memchr::memrchr(b'\n', &tail).map_or(0, |i| i + 1);
         for line in tail[..whole].split_inclusive(|b| *b == b'\n') {
             // A torn line (a restored copy's last) is skipped, as readers skip it.
-            if let Ok(record) = serde_json::from_slice::<serde_json::Value>(line) {
+            if let Some(record) = parse(line) {
                 insert(&tx, &record, name, offset)?;
                 n += 1;
             }
@@ -285,7 +287,7 @@ impl Index {
         let text = std::fs::read(self.dir.join(name))?;
         let whole = memchr::memrchr(b'\n', &text).map_or(0, |i| i + 1);
         for line in text[..whole].split_inclusive(|b| *b == b'\n') {
-            if let Ok(record) = serde_json::from_slice::<serde_json::Value>(line) {
+            if let Some(record) = parse(line) {
                 insert(&tx, &record, name, offset)?;
             }
             offset += line.len() as u64;
@@ -302,12 +304,12 @@ impl Index {
     }
 
     /// The records matching `q`, newest first, read back from the JSONL files.
-    pub fn search(&self, q: &Query) -> Result<Vec<serde_json::Value>, IndexError> {
+    pub fn search(&self, q: &Query) -> Result<Vec<TrackingRecord>, IndexError> {
         Ok(self.search_rows(q)?.into_iter().map(|(_, r)| r).collect())
     }
 
     /// Like [`Index::search`], with each record's row id (what `after` continues from).
-    pub fn search_rows(&self, q: &Query) -> Result<Vec<(i64, serde_json::Value)>, IndexError> {
+    pub fn search_rows(&self, q: &Query) -> Result<Vec<(i64, TrackingRecord)>, IndexError> {
         let mut sql = String::from(
             "SELECT DISTINCT r.file, r.offset, r.time, r.queue_id, r.id FROM records r",
         );
@@ -405,12 +407,8 @@ impl Index {
             let Some(line) = line else { continue };
             let offset = offset as u64;
             // Cheap insurance: the line must be the record that was indexed.
-            let record = serde_json::from_str::<serde_json::Value>(&line)
-                .ok()
-                .filter(|r| {
-                    text(r, "time").unwrap_or("") == time
-                        && text(r, "queue_id") == queue_id.as_deref()
-                })
+            let record = parse(line.as_bytes())
+                .filter(|r| r.time == time && r.queue_id == queue_id)
                 .ok_or(IndexError::Stale { file, offset })?;
             out.push((id, record));
         }
@@ -449,16 +447,13 @@ pub(crate) fn tracking_files(dir: &Path) -> Result<Vec<String>, IndexError> {
 
 fn insert(
     conn: &Connection,
-    record: &serde_json::Value,
+    record: &TrackingRecord,
     file: &str,
     offset: u64,
 ) -> Result<(), IndexError> {
-    let level = record
-        .get("marking")
-        .and_then(|m| text(m, "level"))
-        .map(str::to_uppercase);
+    let level = record.marking.as_ref().map(|m| m.level.to_uppercase());
     // A record for a queue id supersedes that queue id's intent record.
-    if let Some(queue_id) = text(record, "queue_id") {
+    if let Some(queue_id) = &record.queue_id {
         conn.prepare_cached(
             "DELETE FROM records WHERE id IN (SELECT record FROM intents WHERE queue_id = ?1)",
         )?
@@ -469,29 +464,25 @@ fn insert(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
-            text(record, "time").unwrap_or(""),
-            text(record, "queue_id"),
-            text(record, "message_id"),
-            text(record, "sender").map(str::to_lowercase),
-            text(record, "action"),
-            text(record, "rule"),
-            level,
-            file,
-            offset as i64,
-        ])?;
+        record.time,
+        record.queue_id,
+        record.message_id,
+        record.sender.to_lowercase(),
+        record.action,
+        record.rule,
+        level,
+        file,
+        offset as i64,
+    ])?;
     let id = conn.last_insert_rowid();
-    if let (Some(INTENT), Some(queue_id)) = (text(record, "outcome"), text(record, "queue_id")) {
+    if let (true, Some(queue_id)) = (record.is_intent(), &record.queue_id) {
         conn.prepare_cached("INSERT INTO intents (record, queue_id) VALUES (?1, ?2)")?
             .execute(params![id, queue_id])?;
     }
-    if let Some(list) = record.get("recipients").and_then(|r| r.as_array()) {
-        let mut stmt =
-            conn.prepare_cached("INSERT INTO recipients (record, address) VALUES (?1, ?2)")?;
-        for r in list {
-            if let Some(a) = text(r, "address") {
-                stmt.execute(params![id, a.to_lowercase()])?;
-            }
-        }
+    let mut stmt =
+        conn.prepare_cached("INSERT INTO recipients (record, address) VALUES (?1, ?2)")?;
+    for a in record.addresses() {
+        stmt.execute(params![id, a.to_lowercase()])?;
     }
     Ok(())
 }
@@ -551,7 +542,10 @@ mod tests {
             sender: Some(AddressMatch::parse("tom@x")),
             ..Query::default()
         };
-        assert_eq!(index.search(&by_tom).unwrap()[0]["queue_id"], "B2");
+        assert_eq!(
+            index.search(&by_tom).unwrap()[0].queue_id.as_deref(),
+            Some("B2")
+        );
 
         // The file replaced by one whose lines differ (restored from another day's backup):
         // the offsets now land on other records, which must not be shown as tom's.
