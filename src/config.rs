@@ -134,6 +134,23 @@ pub struct Limits {
     pub spool_threshold: usize,
     /// Errors (bad commands) tolerated in one session before it is closed.
     pub max_errors: usize,
+    /// Threads that run sessions (classification of large messages has its own). 0: half
+    /// the machine's cores, at least one — markgate shares its machine with the MTA in
+    /// front of it, and on two cores a second thread only added hand-offs between them
+    /// (0.29 against 0.24 CPU s per 1,000 messages, the same rate).
+    pub worker_threads: usize,
+}
+
+impl Limits {
+    /// The session threads to start: `worker_threads`, or half the cores when it is 0.
+    pub fn workers(&self) -> usize {
+        match self.worker_threads {
+            0 => std::thread::available_parallelism()
+                .map(|n| (n.get() / 2).max(1))
+                .unwrap_or(1),
+            n => n,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -154,6 +171,7 @@ impl Default for Limits {
             data_timeout: Duration::from_secs(180),
             spool_threshold: 1024 * 1024,
             max_errors: 20,
+            worker_threads: 0,
         }
     }
 }
@@ -415,6 +433,11 @@ impl Config {
         if self.limits.max_recipients == 0 || self.limits.max_connections == 0 {
             return Err(invalid(
                 "limits.max_recipients and limits.max_connections must be positive".into(),
+            ));
+        }
+        if self.limits.worker_threads > 256 {
+            return Err(invalid(
+                "limits.worker_threads must be at most 256 (0: half the cores)".into(),
             ));
         }
         if self.upstream.address.rsplit_once(':').is_none() {

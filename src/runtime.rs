@@ -184,6 +184,7 @@ fn keep_restart_only(new: &mut Config, running: &Config) -> Vec<&'static str> {
     keep!(limits.http_max_connections, "limits.http_max_connections");
     keep!(limits.http_idle_timeout, "limits.http_idle_timeout");
     keep!(limits.milter_idle_timeout, "limits.milter_idle_timeout");
+    keep!(limits.worker_threads, "limits.worker_threads");
     changed
 }
 

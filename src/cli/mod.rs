@@ -269,6 +269,7 @@ fn run_front_end(
     // Classification of large messages runs on blocking threads; give them the stack a
     // deeply nested (but allowed) message needs.
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.limits.workers())
         .enable_all()
         .thread_stack_size(8 * 1024 * 1024)
         .build()

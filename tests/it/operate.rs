@@ -221,6 +221,7 @@ fn example_config_is_valid_and_names_every_key() {
         "max_command_length",
         "max_line_length",
         "max_connections",
+        "worker_threads",
         "command_timeout",
         "data_timeout",
         "spool_threshold",
