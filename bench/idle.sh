@@ -10,10 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CONNECTIONS=${1:-1000}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/markgate-target}
-if [ -z "${MARKGATE_BIN:-}" ]; then
-  cargo build --release --locked -q
-fi
-MG="${MARKGATE_BIN:-$CARGO_TARGET_DIR/release/markgate}"
+. bench/lib.sh
+MG=$(markgate_bin)
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -22,8 +20,6 @@ cleanup() {
 }
 trap cleanup EXIT
 ulimit -n 8192
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; return 1; }
 MG_PORT=$(port)
 cat > "$WORK/mg.yaml" <<YAML
 listen: 127.0.0.1:$MG_PORT

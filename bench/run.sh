@@ -22,37 +22,19 @@ N=${1:-5000}
 ROUNDS=${2:-5}
 SESSIONS=20
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/markgate-target}
-# MARKGATE_BIN: measure another build (an earlier commit's) with the same harness.
-if [ -z "${MARKGATE_BIN:-}" ]; then
-  cargo build --release --locked -q
-fi
-MG="${MARKGATE_BIN:-$CARGO_TARGET_DIR/release/markgate}"
+. bench/lib.sh
+MG=$(markgate_bin)
 WORK=$(mktemp -d)
 chmod 755 "$WORK"
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done
-  [ -f "$WORK/pf/etc/main.cf" ] && postfix -c "$WORK/pf/etc" stop >/dev/null 2>&1 || true
+  postfix_stop_all
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "no listener on $1" >&2; return 1; }
-
-# The benchmark message: 10 KB, RESTRICTED, signed, to a CJSM recipient (LF line ends:
-# smtp-source adds the CR itself).
-python3 - "$WORK/msg.txt" <<'EOF'
-import sys
-m = ("From: Jane Doe <jane@police.cjsm.net>\nTo: bob@cps.cjsm.net\nSubject: [RESTRICTED] Case file 4411\n"
-     "Message-ID: <bench@police.cjsm.net>\nMIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n\n"
-     "RESTRICTED\n\nDear Bob,\n\n")
-line = "Please find the witness statements and the case summary attached as discussed.\n"
-tail = "\nJane Doe\nWitness Care Unit\nTel: 020 7946 0018\nThis e-mail is intended solely for the addressee.\n"
-while len(m) + len(line) + len(tail) < 10240:
-    m += line
-open(sys.argv[1], "w").write(m + tail)
-EOF
+bench_message "$WORK/msg.txt"
 
 SINK_PORT=$(port)
 smtp-sink -u nobody -c "127.0.0.1:$SINK_PORT" 1024 >"$WORK/sink.out" 2>&1 &
@@ -108,7 +90,6 @@ delivered() {
   echo "the sink counted $((now - before)) of $N" >&2
   return 1
 }
-cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 
 declare -A RATES
 PEERS=(direct markgate)
@@ -133,42 +114,8 @@ if command -v npx >/dev/null 2>&1 && [ -d "${HARAKA_DIR:-$HOME/.cache/markgate-h
   wait_port "$HARAKA_PORT" && PEERS+=(haraka)
 fi
 PF_PORT=""
-if [ -x /usr/sbin/postfix ]; then
-  PF_PORT=$(port)
-  mkdir -p "$WORK/pf/etc" "$WORK/pf/queue" "$WORK/pf/data"
-  chown postfix "$WORK/pf/data"
-  cat > "$WORK/pf/etc/main.cf" <<EOF
-compatibility_level = 3.6
-queue_directory = $WORK/pf/queue
-data_directory = $WORK/pf/data
-mail_owner = postfix
-setgid_group = postdrop
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-myhostname = postfix.bench
-mydestination =
-mynetworks = 127.0.0.0/8
-smtpd_relay_restrictions = permit_mynetworks, reject
-relayhost = [127.0.0.1]:$SINK_PORT
-smtp_dns_support_level = disabled
-smtp_host_lookup = native
-alias_maps =
-alias_database =
-local_recipient_maps =
-maillog_file = $WORK/pf/maillog
-maillog_file_prefixes = $WORK
-default_process_limit = 100
-EOF
-  { echo "127.0.0.1:$PF_PORT inet n - n - - smtpd"
-    for s in "pickup unix n - n 60 1 pickup" "cleanup unix n - n - 0 cleanup" "qmgr unix n - n 300 1 qmgr" \
-      "tlsmgr unix - - n 1000? 1 tlsmgr" "rewrite unix - - n - - trivial-rewrite" "bounce unix - - n - 0 bounce" \
-      "defer unix - - n - 0 bounce" "trace unix - - n - 0 bounce" "verify unix - - n - 1 verify" \
-      "flush unix n - n 1000? 0 flush" "proxymap unix - - n - - proxymap" "smtp unix - - n - - smtp" \
-      "relay unix - - n - - smtp" "showq unix n - n - - showq" "error unix - - n - - error" \
-      "retry unix - - n - - error" "discard unix - - n - - discard" "anvil unix - - n - 1 anvil" \
-      "scache unix - - n - 1 scache" "postlog unix-dgram n - n - 1 postlogd"; do echo "$s"; done
-  } > "$WORK/pf/etc/master.cf"
-  if postfix -c "$WORK/pf/etc" start >/dev/null 2>&1 && wait_port "$PF_PORT"; then PEERS+=(postfix); fi
+if [ -x /usr/sbin/postfix ] && PF_PORT=$(postfix_instance relay "$SINK_PORT"); then
+  PEERS+=(postfix)
 fi
 
 peer_port() {
@@ -182,11 +129,11 @@ for r in $(seq "$ROUNDS"); do
   line="| $r"
   for p in "${PEERS[@]}"; do
     before=$(sink_count); before=${before:-0}
-    if [ "$p" = markgate ]; then t0=$(cpu_ticks "$MG_PID"); p0=$(passes); fi
+    if [ "$p" = markgate ]; then t0=$(ticks "$MG_PID"); p0=$(passes); fi
     v=$(rate "$(peer_port "$p")")
     delivered "$before" || { echo "round $r, $p: messages lost" >&2; LOST=1; }
     if [ "$p" = markgate ]; then
-      ticks=$(( $(cpu_ticks "$MG_PID") - t0 ))
+      ticks=$(( $(ticks "$MG_PID") - t0 ))
       MG_TICKS=$((MG_TICKS + ticks))
       p1=$(passes)
       if [ $((p1 - p0)) -ne "$N" ]; then

@@ -220,18 +220,7 @@ impl Index {
             file.read_exact_at(&mut tail, from)?;
             tail
         };
-        let mut offset = from;
-        let mut n = 0;
-        // Whole lines only: a line still being written is indexed next time.
-        let whole = memchr::memrchr(b'\n', &tail).map_or(0, |i| i + 1);
-        for line in tail[..whole].split_inclusive(|b| *b == b'\n') {
-            // A torn line (a restored copy's last) is skipped, as readers skip it.
-            if let Some(record) = parse(line) {
-                insert(&tx, &record, name, offset)?;
-                n += 1;
-            }
-            offset += line.len() as u64;
-        }
+        let (n, offset) = index_lines(&tx, name, &tail, from)?;
         tx.execute(
             "INSERT OR REPLACE INTO files (name, indexed_to) VALUES (?1, ?2)",
             params![name, offset as i64],
@@ -283,15 +272,8 @@ impl Index {
             rusqlite::Transaction::new(&mut self.conn, rusqlite::TransactionBehavior::Immediate)?;
         tx.execute("DELETE FROM records WHERE file = ?1", params![name])?;
         tx.execute("DELETE FROM files WHERE name = ?1", params![name])?;
-        let mut offset = 0u64;
         let text = std::fs::read(self.dir.join(name))?;
-        let whole = memchr::memrchr(b'\n', &text).map_or(0, |i| i + 1);
-        for line in text[..whole].split_inclusive(|b| *b == b'\n') {
-            if let Some(record) = parse(line) {
-                insert(&tx, &record, name, offset)?;
-            }
-            offset += line.len() as u64;
-        }
+        let (_, offset) = index_lines(&tx, name, &text, 0)?;
         tx.execute(
             "INSERT OR REPLACE INTO files (name, indexed_to) VALUES (?1, ?2)",
             params![name, offset as i64],
@@ -428,6 +410,27 @@ impl Index {
             .query_row("SELECT COUNT(*) FROM records", [], |r| r.get::<_, i64>(0))?
             as usize)
     }
+}
+
+/// Indexes the whole lines of `bytes`, which start at `from` in `name`; returns how many
+/// records it indexed and where the last whole line ended. A line still being written is
+/// left for next time; a torn one (a restored copy's last) is skipped, as readers skip it.
+fn index_lines(
+    conn: &Connection,
+    name: &str,
+    bytes: &[u8],
+    from: u64,
+) -> Result<(usize, u64), IndexError> {
+    let whole = memchr::memrchr(b'\n', bytes).map_or(0, |i| i + 1);
+    let (mut n, mut offset) = (0, from);
+    for line in bytes[..whole].split_inclusive(|b| *b == b'\n') {
+        if let Some(record) = parse(line) {
+            insert(conn, &record, name, offset)?;
+            n += 1;
+        }
+        offset += line.len() as u64;
+    }
+    Ok((n, offset))
 }
 
 /// The tracking files in `dir` (names), oldest first.

@@ -34,17 +34,10 @@ fn addresses(record: &serde_json::Value) -> Vec<String> {
 
 /// The tracking files (names), oldest first.
 fn tracking_files(dir: &Path) -> io::Result<Vec<String>> {
-    let mut names: Vec<String> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .flatten()
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| n.starts_with("tracking-") && n.ends_with(".jsonl"))
-            .collect(),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Vec::new(),
-        Err(err) => return Err(err),
-    };
-    names.sort();
-    Ok(names)
+    super::index::tracking_files(dir).map_err(|e| match e {
+        super::index::IndexError::Io(e) => e,
+        other => io::Error::other(other),
+    })
 }
 
 fn day_of(name: &str) -> &str {
