@@ -74,8 +74,12 @@ impl Connection {
         // tokio's timer fires on its next millisecond tick, which cost every message three
         // of them.)
         let mut read = std::pin::pin!(self.client.stream.read(&mut buf));
-        let polled =
-            std::future::poll_fn(|cx| std::task::Poll::Ready(read.as_mut().poll(cx))).await;
+        // Unconstrained: tokio's cooperative budget could otherwise answer Pending for
+        // bytes that are there.
+        let polled = tokio::task::unconstrained(std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(read.as_mut().poll(cx))
+        }))
+        .await;
         match polled {
             std::task::Poll::Ready(Ok(0)) | std::task::Poll::Ready(Err(_)) => true,
             std::task::Poll::Ready(Ok(n)) => {

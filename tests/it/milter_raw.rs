@@ -97,6 +97,24 @@ fn milter_commands_out_of_order_are_refused() {
     );
     assert_eq!(replies.last().unwrap(), "closed", "{replies:?}");
     assert!(mg.records().is_empty(), "{:?}", mg.records());
+    // Body bytes carried by the end-of-body command (libmilter would read them as a last
+    // chunk; they would go out unread): the connection ends, nothing is judged.
+    let replies = run(
+        mg.port,
+        &[
+            "optneg",
+            "connect 192.0.2.1",
+            "helo x.test",
+            "mail <jane@police.cjsm.net>",
+            "rcpt <bob@gmail.com>",
+            "header Subject: hello",
+            "eoh",
+            SIGNED,
+            "eobdata [SECRET] the plan|",
+        ],
+    );
+    assert_eq!(replies.last().unwrap(), "closed", "{replies:?}");
+    assert!(mg.records().is_empty(), "{:?}", mg.records());
     // A 64 KB recipient is refused, not kept.
     let long = format!("rcpt <{}@cps.cjsm.net>", "a".repeat(64 * 1024 - 100));
     let replies = run(

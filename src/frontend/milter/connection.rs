@@ -54,6 +54,13 @@ where
     loop {
         // Every whole command in hand, then one write of what they produced.
         while let Some(frame) = next_frame(&mut input)? {
+            // libmilter reads bytes sent with the end of the body as a last body chunk;
+            // the parser here would drop them, and they would be delivered unread.
+            if frame.first() == Some(&b'E') && frame.len() > 1 {
+                return Err(ConnectionError::Protocol(
+                    "end of body carrying body bytes".into(),
+                ));
+            }
             let command = ClientCommand::parse(frame)
                 .map_err(|e| ConnectionError::Protocol(format!("{e:?}")))?;
             let quit = matches!(command, ClientCommand::Quit(_));

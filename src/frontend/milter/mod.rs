@@ -312,7 +312,9 @@ impl Milter for Session {
                 .replace("\r\r\n", "\r\n")
         );
         self.write(line.as_bytes())?;
-        if own_headers::is_owned(header.name().as_bytes()) {
+        // Past the size limit nothing more is kept, not even the names (a client could
+        // otherwise stream names without end).
+        if !self.limit_hit && own_headers::is_owned(header.name().as_bytes()) {
             self.owned.push(header.name().to_string());
         }
         Ok(Continue.into())
@@ -406,15 +408,22 @@ impl Milter for Session {
 /// name's fields case-insensitively from 1; the last go first so no deletion moves the index
 /// of one still to come.
 fn delete_owned(names: &[String]) -> Vec<ChangeHeader> {
-    let mut out = Vec::new();
-    for (i, name) in names.iter().enumerate().rev() {
-        let index = names[..=i]
-            .iter()
-            .filter(|n| n.eq_ignore_ascii_case(name))
-            .count();
-        out.push(ChangeHeader::new(index as u32, name.as_bytes(), b""));
-    }
-    out
+    // Each field's index among those of its name, counted in one pass (a message can
+    // carry hundreds of thousands of such fields).
+    let mut seen: std::collections::HashMap<String, u32> = Default::default();
+    let indexed: Vec<(u32, &String)> = names
+        .iter()
+        .map(|name| {
+            let n = seen.entry(name.to_ascii_lowercase()).or_insert(0);
+            *n += 1;
+            (*n, name)
+        })
+        .collect();
+    indexed
+        .into_iter()
+        .rev()
+        .map(|(index, name)| ChangeHeader::new(index, name.as_bytes(), b""))
+        .collect()
 }
 
 /// A bound milter listener: bound before anything is spawned, so a bad address is an
@@ -554,4 +563,33 @@ where
             tracing::info!(error = %err, "milter connection ended with an error");
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn owned_fields_are_deleted_last_first_with_their_index_among_their_name() {
+        let names: Vec<String> = [
+            "X-Markgate-A",
+            "x-markgate-b",
+            "X-MARKGATE-A",
+            "X-Markgate-B",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let got: Vec<(u32, String)> = super::delete_owned(&names)
+            .iter()
+            .map(|c| (c.index(), c.name().to_string()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (2, "X-Markgate-B".to_string()),
+                (2, "X-MARKGATE-A".to_string()),
+                (1, "x-markgate-b".to_string()),
+                (1, "X-Markgate-A".to_string()),
+            ]
+        );
+    }
 }

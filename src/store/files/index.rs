@@ -70,7 +70,8 @@ CREATE TABLE IF NOT EXISTS recipients (
 CREATE INDEX IF NOT EXISTS records_time ON records(time);
 CREATE INDEX IF NOT EXISTS records_sender ON records(sender, time);
 CREATE INDEX IF NOT EXISTS records_message_id ON records(message_id);
-CREATE INDEX IF NOT EXISTS records_file ON records(file);
+CREATE INDEX IF NOT EXISTS records_file_offset ON records(file, offset);
+CREATE INDEX IF NOT EXISTS records_queue_id ON records(queue_id);
 CREATE INDEX IF NOT EXISTS recipients_address ON recipients(address);
 CREATE INDEX IF NOT EXISTS recipients_record ON recipients(record);
 CREATE TABLE IF NOT EXISTS intents (
@@ -78,6 +79,7 @@ CREATE TABLE IF NOT EXISTS intents (
     queue_id TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS intents_queue_id ON intents(queue_id);
+DROP INDEX IF EXISTS records_file;
 CREATE TABLE IF NOT EXISTS files (
     name TEXT PRIMARY KEY,
     indexed_to INTEGER NOT NULL
@@ -117,44 +119,12 @@ impl Index {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
              PRAGMA secure_delete = ON;",
         )?;
-        let had_files: bool = conn.query_row(
-            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'files'",
-            [],
-            |r| r.get::<_, i64>(0).map(|n| n > 0),
-        )?;
         conn.execute_batch(SCHEMA)?;
-        let mut index = Index {
+        let index = Index {
             conn,
             dir: dir.to_path_buf(),
         };
-        if !had_files {
-            index.note_indexed_ends()?;
-        }
         Ok(index)
-    }
-
-    /// An index made before it kept how far each file is indexed: each file's end is taken
-    /// as the end of its last indexed line, so catching up does not index a line twice.
-    fn note_indexed_ends(&mut self) -> Result<(), IndexError> {
-        let lasts: Vec<(String, i64)> = {
-            let mut stmt = self
-                .conn
-                .prepare("SELECT file, MAX(offset) FROM records GROUP BY file")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect::<Result<_, _>>()?
-        };
-        for (file, offset) in lasts {
-            let end = match File::open(self.dir.join(&file)) {
-                Ok(f) => offset as u64 + line_at(&f, offset as u64)?.len() as u64 + 1,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e.into()),
-            };
-            self.conn.execute(
-                "INSERT OR REPLACE INTO files (name, indexed_to) VALUES (?1, ?2)",
-                params![file, end as i64],
-            )?;
-        }
-        Ok(())
     }
 
     /// Indexes every whole line the tracking files hold past what is indexed: how records
@@ -178,30 +148,50 @@ impl Index {
             rows.map(|r| r.map(|(n, i)| (n, i as u64)))
                 .collect::<Result<_, _>>()?
         };
+        // Today's and yesterday's by the clock too, whatever else the directory holds (a
+        // file dated ahead by a clock that ran fast must not hide today's).
+        let now = std::time::SystemTime::now();
+        let by_clock: Vec<String> = [now, now - std::time::Duration::from_secs(86_400)]
+            .iter()
+            .map(|t| format!("tracking-{}.jsonl", crate::timefmt::date(*t)))
+            .collect();
         let newest = names.len().saturating_sub(2);
-        let mut n = 0;
+        let (mut n, mut failed) = (0, None);
         for (i, name) in names.iter().enumerate() {
-            if i >= newest || !known.contains_key(name) {
-                n += self.catch_up_file(name)?;
+            if i >= newest || !known.contains_key(name) || by_clock.contains(name) {
+                // One unreadable file (restored with the wrong owner) must not stop the
+                // others from being indexed; its error is reported once they are.
+                match self.catch_up_file(name) {
+                    Ok(k) => n += k,
+                    Err(err) => failed = failed.or(Some(err)),
+                }
             }
         }
-        Ok(n)
+        match failed {
+            Some(err) => Err(err),
+            None => Ok(n),
+        }
     }
 
-    /// [`Index::catch_up`] for one file.
+    /// [`Index::catch_up`] for one file. Indexing resumes past the file's mark and past
+    /// the last line indexed from it (so an index whose mark was never kept — made by an
+    /// earlier version, or by one still running — does not index a line twice). A file
+    /// that shrank, or whose bytes no longer end a line where indexing would resume
+    /// (rewritten, truncated, replaced), is indexed afresh from its start.
     pub fn catch_up_file(&mut self, name: &str) -> Result<usize, IndexError> {
+        use std::os::unix::fs::FileExt;
         let path = self.dir.join(name);
         let size = match std::fs::metadata(&path) {
             Ok(m) => m.len(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
             Err(e) => return Err(e.into()),
         };
-        if size <= self.indexed_to(name)? {
+        if size == self.indexed_to(name)? {
             return Ok(0);
         }
         let tx =
             rusqlite::Transaction::new(&mut self.conn, rusqlite::TransactionBehavior::Immediate)?;
-        let from: u64 = tx
+        let mark: u64 = tx
             .query_row(
                 "SELECT indexed_to FROM files WHERE name = ?1",
                 params![name],
@@ -212,14 +202,28 @@ impl Index {
                 rusqlite::Error::QueryReturnedNoRows => Ok(0),
                 e => Err(e),
             })?;
-        let tail = {
-            use std::os::unix::fs::FileExt;
-            let file = File::open(&path)?;
-            let size = file.metadata()?.len();
-            let mut tail = vec![0u8; size.saturating_sub(from) as usize];
-            file.read_exact_at(&mut tail, from)?;
-            tail
+        let file = File::open(&path)?;
+        let size = file.metadata()?.len();
+        let last: Option<i64> = tx.query_row(
+            "SELECT MAX(offset) FROM records WHERE file = ?1",
+            params![name],
+            |r| r.get(0),
+        )?;
+        let mut from = mark;
+        if let Some(last) = last {
+            let end = last as u64 + line_at(&file, last as u64)?.len() as u64 + 1;
+            from = from.max(end);
+        }
+        let ends_a_line = |at: u64| {
+            let mut byte = [0u8; 1];
+            at == 0 || (file.read_exact_at(&mut byte, at - 1).is_ok() && byte[0] == b'\n')
         };
+        if size < from || !ends_a_line(from) {
+            tx.execute("DELETE FROM records WHERE file = ?1", params![name])?;
+            from = 0;
+        }
+        let mut tail = vec![0u8; size.saturating_sub(from) as usize];
+        file.read_exact_at(&mut tail, from)?;
         let (n, offset) = index_lines(&tx, name, &tail, from)?;
         tx.execute(
             "INSERT OR REPLACE INTO files (name, indexed_to) VALUES (?1, ?2)",
@@ -455,12 +459,18 @@ fn insert(
     offset: u64,
 ) -> Result<(), IndexError> {
     let level = record.marking.as_ref().map(|m| m.level.to_uppercase());
-    // A record for a queue id supersedes that queue id's intent record.
-    if let Some(queue_id) = &record.queue_id {
-        conn.prepare_cached(
-            "DELETE FROM records WHERE id IN (SELECT record FROM intents WHERE queue_id = ?1)",
-        )?
-        .execute(params![queue_id])?;
+    if let (true, Some(queue_id)) = (record.is_intent(), &record.queue_id) {
+        // An intent whose outcome is indexed already (a file indexed afresh after the
+        // next day's file, which holds the outcome) is superseded before it is shown.
+        let done: bool = conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM records WHERE queue_id = ?1 AND id NOT IN \
+                 (SELECT record FROM intents WHERE queue_id = ?1))",
+            )?
+            .query_row(params![queue_id], |r| r.get(0))?;
+        if done {
+            return Ok(());
+        }
     }
     conn.prepare_cached(
         "INSERT INTO records (time, queue_id, message_id, sender, action, rule, level, file, offset)
@@ -478,9 +488,18 @@ fn insert(
         offset as i64,
     ])?;
     let id = conn.last_insert_rowid();
-    if let (true, Some(queue_id)) = (record.is_intent(), &record.queue_id) {
-        conn.prepare_cached("INSERT INTO intents (record, queue_id) VALUES (?1, ?2)")?
-            .execute(params![id, queue_id])?;
+    // A record for a queue id supersedes that queue id's intent records: deleted after the
+    // new row is in, so the new row never takes a deleted row's id (`--follow` continues
+    // from the highest id it has shown).
+    if let Some(queue_id) = &record.queue_id {
+        conn.prepare_cached(
+            "DELETE FROM records WHERE id IN (SELECT record FROM intents WHERE queue_id = ?1)",
+        )?
+        .execute(params![queue_id])?;
+        if record.is_intent() {
+            conn.prepare_cached("INSERT INTO intents (record, queue_id) VALUES (?1, ?2)")?
+                .execute(params![id, queue_id])?;
+        }
     }
     let mut stmt =
         conn.prepare_cached("INSERT INTO recipients (record, address) VALUES (?1, ?2)")?;
@@ -605,11 +624,81 @@ mod tests {
         {
             let mut index = Index::open(dir.path()).unwrap();
             assert_eq!(index.catch_up().unwrap(), 50);
-            // As the version before this one left it: no `files` table.
-            index.conn.execute_batch("DROP TABLE files").unwrap();
+            // As the version before this one left it: no marks kept.
+            index.conn.execute_batch("DELETE FROM files").unwrap();
         }
         let mut index = Index::open(dir.path()).unwrap();
         assert_eq!(index.catch_up().unwrap(), 0);
         assert_eq!(index.count().unwrap(), 50);
+    }
+
+    fn outcome(queue_id: &str, outcome: &str) -> String {
+        let mut r = record(queue_id, "jane@x");
+        r["outcome"] = outcome.into();
+        format!("{r}\n")
+    }
+
+    #[test]
+    fn a_file_rewritten_shorter_under_the_index_is_indexed_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tracking-2026-11-24.jsonl");
+        std::fs::write(&file, lines(10, 0)).unwrap();
+        let mut index = Index::open(dir.path()).unwrap();
+        assert_eq!(index.catch_up().unwrap(), 10);
+        // Restored from an older copy: three other records, shorter than the mark.
+        std::fs::write(&file, lines(3, 100)).unwrap();
+        assert_eq!(index.catch_up().unwrap(), 3);
+        assert_eq!(index.count().unwrap(), 3);
+        let all = index.search(&Query::default()).unwrap();
+        assert!(all
+            .iter()
+            .all(|r| r.queue_id.as_deref() >= Some("0000000000000064")));
+    }
+
+    #[test]
+    fn an_outcome_takes_a_new_row_id_so_follow_sees_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tracking-2026-11-24.jsonl");
+        std::fs::write(&file, outcome("A1", INTENT)).unwrap();
+        let mut index = Index::open(dir.path()).unwrap();
+        index.catch_up().unwrap();
+        let shown = index.last_row().unwrap();
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&file)
+            .unwrap();
+        f.write_all(outcome("A1", "delivered").as_bytes()).unwrap();
+        index.catch_up().unwrap();
+        let after = Query {
+            after: Some(shown),
+            ..Query::default()
+        };
+        let new = index.search(&after).unwrap();
+        assert_eq!(new.len(), 1, "{new:?}");
+        assert_eq!(new[0].outcome, "delivered");
+    }
+
+    #[test]
+    fn an_intent_indexed_after_its_outcome_stays_superseded() {
+        let dir = tempfile::tempdir().unwrap();
+        // Handed off before midnight, delivered after; yesterday's file indexed afresh
+        // (after a redaction) once today's is in.
+        std::fs::write(
+            dir.path().join("tracking-2026-11-25.jsonl"),
+            outcome("B2", "delivered"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("tracking-2026-11-24.jsonl"),
+            outcome("B2", INTENT),
+        )
+        .unwrap();
+        let mut index = Index::open(dir.path()).unwrap();
+        index.catch_up_file("tracking-2026-11-25.jsonl").unwrap();
+        index.reindex_file("tracking-2026-11-24.jsonl").unwrap();
+        let all = index.search(&Query::default()).unwrap();
+        assert_eq!(all.len(), 1, "{all:?}");
+        assert_eq!(all[0].outcome, "delivered");
     }
 }

@@ -207,22 +207,30 @@ impl Tracking {
         let name = format!("tracking-{day}.jsonl");
         // Another process (a `quarantine release`) may append too: take the length from
         // the file, not from what this process wrote.
-        let written = file.metadata().map(|m| m.len()).and_then(|offset| {
-            if let Err(err) = file.write_all(&line).and_then(|_| file.flush()) {
-                // A full disk can take part of the line: cut it off again, so the file
-                // never holds half a record (shrinking needs no room).
-                let _ = file.set_len(offset);
-                return Err(err);
-            }
-            // With O_APPEND the kernel put the line at the end as it was then, which may be
-            // past `offset` if another process appended in between: where it ended is
-            // exact.
-            use std::io::Seek;
-            Ok(file
-                .stream_position()
-                .map(|end| end - line.len() as u64)
-                .unwrap_or(offset))
-        });
+        // Writers in other processes (a `quarantine release`) take the same lock, so the
+        // length read here is still the end when a failed write is cut back to it: the
+        // cut never takes another writer's record with it.
+        let lock = rustix::fs::flock(&*file, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(io::Error::from);
+        let written = lock
+            .and_then(|_| file.metadata().map(|m| m.len()))
+            .and_then(|offset| {
+                if let Err(err) = file.write_all(&line).and_then(|_| file.flush()) {
+                    // A full disk can take part of the line: cut it off again, so the file
+                    // never holds half a record (shrinking needs no room).
+                    let _ = file.set_len(offset);
+                    return Err(err);
+                }
+                // With O_APPEND the kernel put the line at the end as it was then, which may be
+                // past `offset` if another process appended in between: where it ended is
+                // exact.
+                use std::io::Seek;
+                Ok(file
+                    .stream_position()
+                    .map(|end| end - line.len() as u64)
+                    .unwrap_or(offset))
+            });
+        let _ = rustix::fs::flock(&*file, rustix::fs::FlockOperation::Unlock);
         match written {
             Ok(offset) => {
                 *len = offset + line.len() as u64;

@@ -250,6 +250,7 @@ for step in steps:
     elif verb == 'eoh': send(b'N'); reply(verb)
     elif verb == 'body': send(b'B', arg.replace('|', '\r\n').encode()); reply(verb)
     elif verb == 'eob': send(b'E'); reply()
+    elif verb == 'eobdata': send(b'E', arg.replace('|', '\r\n').encode()); reply()
     elif verb == 'quitnc': send(b'K')
     elif verb == 'abort': send(b'A')
 "#;
