@@ -1,5 +1,5 @@
 //! Conditions compiled for speed: every regex of every rule goes into one `RegexSet` per
-//! kind (subject, sender, recipient, attachment name and type, caveat), so a message is
+//! kind (subject, sender, recipient, distribution list, attachment name and type, caveat), so a message is
 //! matched against all of them in one pass per string, however many rules there are. A
 //! condition then holds only indices into the per-message match results.
 
@@ -48,6 +48,7 @@ pub struct Builder {
     subject: Patterns,
     sender: Patterns,
     recipient: Patterns,
+    recipient_list: Patterns,
     attachment_name: Patterns,
     attachment_type: Patterns,
     caveat: Patterns,
@@ -60,6 +61,7 @@ pub struct Sets {
     subject: RegexSet,
     sender: RegexSet,
     recipient: RegexSet,
+    recipient_list: RegexSet,
     attachment_name: RegexSet,
     attachment_type: RegexSet,
     caveat: RegexSet,
@@ -80,6 +82,7 @@ impl Builder {
             &self.subject,
             &self.sender,
             &self.recipient,
+            &self.recipient_list,
             &self.attachment_name,
             &self.attachment_type,
             &self.caveat,
@@ -114,6 +117,7 @@ impl Builder {
             subject: self.subject.build()?,
             sender: self.sender.build()?,
             recipient: self.recipient.build()?,
+            recipient_list: self.recipient_list.build()?,
             attachment_name: self.attachment_name.build()?,
             attachment_type: self.attachment_type.build()?,
             caveat: self.caveat.build()?,
@@ -127,6 +131,7 @@ pub struct Hits {
     subject: Vec<bool>,
     sender: Vec<bool>,
     recipient: Vec<bool>,
+    recipient_list: Vec<bool>,
     attachment_name: Vec<bool>,
     attachment_type: Vec<bool>,
     caveat: Vec<bool>,
@@ -158,6 +163,13 @@ impl Sets {
                 &self.recipient,
                 f.recipients.iter().map(|(a, _)| a.as_str()),
             ),
+            recipient_list: any_of_set(
+                &self.recipient_list,
+                f.recipients
+                    .iter()
+                    .map(|(a, _)| a.as_str())
+                    .chain(c.header_recipients.iter().map(String::as_str)),
+            ),
             attachment_name: any_of_set(
                 &self.attachment_name,
                 c.attachments.iter().map(|a| a.name.as_str()),
@@ -178,6 +190,7 @@ pub struct Compiled {
     subject: Option<usize>,
     sender: Vec<usize>,
     recipient: Vec<usize>,
+    recipient_list: Vec<usize>,
     attachment_name: Vec<usize>,
     attachment_type: Vec<usize>,
     caveat: Vec<usize>,
@@ -219,6 +232,7 @@ pub fn compile(spec: &Condition, b: &mut Builder) -> Result<Compiled, String> {
             .transpose()?,
         sender: b.sender.add_all(&spec.sender)?,
         recipient: b.recipient.add_all(&spec.recipient)?,
+        recipient_list: b.recipient_list.add_all(&spec.recipient_list)?,
         attachment_name: b.attachment_name.add_all(&spec.attachment_name)?,
         attachment_type: b.attachment_type.add_all(&spec.attachment_type)?,
         caveat: b.caveat.add_all(&spec.caveat)?,
@@ -294,6 +308,10 @@ pub fn holds(c: &Compiled, f: &Facts, hits: &Hits, sets: &Sets) -> bool {
             .is_some_and(|max| marking.rank().is_none_or(|r| r > max))
         || s.size_at_least.is_some_and(|min| f.size < min)
         || s.size_at_most.is_some_and(|max| f.size > max)
+        || s.recipient_count_at_least
+            .is_some_and(|min| f.recipients.len() < min)
+        || s.addressed_count_at_least
+            .is_some_and(|min| f.classification.header_recipients.len() < min)
     {
         return false;
     }
@@ -309,6 +327,7 @@ pub fn holds(c: &Compiled, f: &Facts, hits: &Hits, sets: &Sets) -> bool {
     if !c.subject.is_none_or(|i| hits.subject[i])
         || !any_hit(&c.sender, &hits.sender)
         || !any_hit(&c.recipient, &hits.recipient)
+        || !any_hit(&c.recipient_list, &hits.recipient_list)
         || !any_hit(&c.attachment_name, &hits.attachment_name)
         || !any_hit(&c.attachment_type, &hits.attachment_type)
         || !any_hit(&c.caveat, &hits.caveat)

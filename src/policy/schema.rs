@@ -111,6 +111,16 @@ pub struct Condition {
     pub sender: Option<Vec<String>>,
     /// Any envelope recipient matches any of these regexes (case-insensitive).
     pub recipient: Option<Vec<String>>,
+    /// Need to know: at least this many envelope recipients (in this transaction; a
+    /// client that splits one message over several transactions is counted per
+    /// transaction).
+    pub recipient_count_at_least: Option<usize>,
+    /// Need to know: at least this many addresses in To, Cc and Bcc (a message *addressed*
+    /// to a crowd, whatever its envelope).
+    pub addressed_count_at_least: Option<usize>,
+    /// Need to know: an envelope recipient or an address in To, Cc or Bcc matches one of
+    /// these regexes (case-insensitive): distribution lists such as `^all-staff@`.
+    pub recipient_list: Option<Vec<String>>,
     pub null_sender: Option<bool>,
     /// Header name → regex on its decoded value; each must match some header of that name.
     pub header: Option<BTreeMap<String, String>>,
