@@ -257,13 +257,27 @@ impl Index {
 
     /// Rebuilds the index from every tracking file; returns how many records it holds.
     pub fn rebuild(&mut self) -> Result<usize, IndexError> {
-        let tx = self.conn.transaction()?;
+        // One transaction: a search meanwhile sees the old index whole, then the new one,
+        // never a part (and the service's indexer waits rather than interleave).
+        let tx =
+            rusqlite::Transaction::new(&mut self.conn, rusqlite::TransactionBehavior::Immediate)?;
         tx.execute("DELETE FROM intents", [])?;
         tx.execute("DELETE FROM recipients", [])?;
         tx.execute("DELETE FROM records", [])?;
         tx.execute("DELETE FROM files", [])?;
+        for name in tracking_files(&self.dir)? {
+            let bytes = match std::fs::read(self.dir.join(&name)) {
+                Ok(b) => b,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let (_, end) = index_lines(&tx, &name, &bytes, 0)?;
+            tx.execute(
+                "INSERT OR REPLACE INTO files (name, indexed_to) VALUES (?1, ?2)",
+                params![name, end as i64],
+            )?;
+        }
         tx.commit()?;
-        self.catch_up()?;
         // Records, not lines: an intent completed by a later record is not one.
         self.count()
     }
