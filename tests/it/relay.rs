@@ -600,3 +600,40 @@ fn a_senders_own_markgate_headers_never_reach_the_next_hop() {
         );
     }
 }
+
+/// The guidelines make delivery receipts the sender's to ask for: the DSN parameters a
+/// client gives (RET, ENVID, NOTIFY, ORCPT) reach the next hop as given, xtext kept.
+#[test]
+fn dsn_requests_reach_the_next_hop() {
+    let sink = Sink::start(&[]);
+    let mg = Markgate::start(sink.port);
+    let mut raw = Raw::connect(mg.port);
+    assert!(raw.reply().starts_with("220"));
+    assert!(raw.cmd("EHLO dsn.test").contains("DSN"));
+    let r = raw.cmd(&format!("MAIL FROM:<{FROM}> RET=HDRS ENVID=case+2B4411"));
+    assert!(r.starts_with("250"), "{r}");
+    let r =
+        raw.cmd("RCPT TO:<bob@cps.cjsm.net> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;bob@cps.cjsm.net");
+    assert!(r.starts_with("250"), "{r}");
+    assert!(raw.cmd("DATA").starts_with("354"));
+    raw.send(good_message("[OFFICIAL] receipt please").as_bytes());
+    let r = raw.cmd(".");
+    assert!(r.starts_with("250"), "{r}");
+    let dump = String::from_utf8_lossy(&sink.wait_for(1)[0]).to_string();
+    let line = |name: &str| {
+        dump.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mail = line("X-Mail-Args:");
+    assert!(
+        mail.contains("RET=HDRS") && mail.contains("ENVID=case+2B4411"),
+        "{dump}"
+    );
+    let rcpt = line("X-Rcpt-Args:");
+    assert!(
+        rcpt.contains("NOTIFY=SUCCESS,FAILURE") && rcpt.contains("ORCPT=rfc822;bob@cps.cjsm.net"),
+        "{dump}"
+    );
+}
