@@ -12,13 +12,7 @@ CONNECTIONS=${1:-1000}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/markgate-target}
 . bench/lib.sh
 MG=$(markgate_bin)
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_start
 ulimit -n 8192
 MG_PORT=$(port)
 cat > "$WORK/mg.yaml" <<YAML

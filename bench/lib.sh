@@ -1,6 +1,20 @@
-# Shared by the bench scripts (sourced, not run): the markgate build to measure, ports,
-# readiness, CPU ticks, the benchmark message, and a private Postfix instance. Expects
-# WORK (a temp dir, mode 755) and CARGO_TARGET_DIR to be set by the caller.
+# Shared by the bench scripts (sourced, not run): the work dir and its cleanup, the
+# markgate build to measure, ports, readiness, CPU ticks, the benchmark message, and a
+# private Postfix instance. Expects CARGO_TARGET_DIR to be set by the caller.
+
+# Sets WORK (a fresh dir the postfix user can traverse) and PIDS; on exit everything in
+# PIDS is stopped, every private Postfix under WORK too, and WORK removed.
+bench_start() {
+  WORK=$(mktemp -d)
+  chmod 755 "$WORK"
+  PIDS=()
+  trap bench_cleanup EXIT
+}
+bench_cleanup() {
+  for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done
+  postfix_stop_all
+  rm -rf "$WORK"
+}
 
 # MARKGATE_BIN: measure another build (an earlier commit's) with the same harness.
 markgate_bin() {

@@ -21,15 +21,7 @@ SESSIONS=20
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/markgate-target}
 . bench/lib.sh
 MG=$(markgate_bin)
-WORK=$(mktemp -d)
-chmod 755 "$WORK"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done
-  postfix_stop_all
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_start
 
 HZ=$(getconf CLK_TCK)
 bench_message "$WORK/msg.txt"

@@ -242,16 +242,7 @@ pub async fn release(
     rec.message_id = c.message_id.clone();
     rec.signature = Some(c.signature);
     rec.confidentiality_statement = Some(c.confidentiality_statement);
-    rec.matched = eval
-        .verdict
-        .matched
-        .iter()
-        .map(|h| crate::store::record::MatchedRecord {
-            id: h.id.clone(),
-            mode: h.mode.name().to_string(),
-            action: h.action.name().to_string(),
-        })
-        .collect();
+    rec.matched = crate::gateway::matched_records(&eval.verdict.matched);
     // Sent: whatever happens now, it must not be sent again, and must not be reported as
     // not released.
     let finished = claim.finish();

@@ -14,7 +14,7 @@ use std::time::{Instant, SystemTime};
 mod record;
 mod snapshot;
 
-pub use record::{client_record, marking_record};
+pub use record::{client_record, marking_record, matched_records};
 pub use snapshot::{Evaluation, Snapshot, Unclassifiable};
 
 use crate::delivery::{Delivered, NextHop, NextHopError};

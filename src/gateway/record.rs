@@ -41,6 +41,17 @@ pub fn marking_record(m: &Marking) -> MarkingRecord {
     }
 }
 
+/// Every rule hit as a record lists it.
+pub fn matched_records(hits: &[crate::policy::Hit]) -> Vec<MatchedRecord> {
+    hits.iter()
+        .map(|h| MatchedRecord {
+            id: h.id.clone(),
+            mode: h.mode.name().to_string(),
+            action: h.action.name().to_string(),
+        })
+        .collect()
+}
+
 /// The client as a record names it (HELO escaped).
 pub fn client_record(txn: &Transaction) -> ClientRecord {
     ClientRecord {
@@ -115,16 +126,7 @@ pub(super) fn record(
         confidentiality_statement: Some(c.confidentiality_statement),
         opaque: c.opaque.iter().map(|o| clean(o)).collect(),
         unknown_labels: c.unknown_labels.iter().map(|o| clean(o)).collect(),
-        matched: eval
-            .verdict
-            .matched
-            .iter()
-            .map(|h| MatchedRecord {
-                id: h.id.clone(),
-                mode: h.mode.name().to_string(),
-                action: h.action.name().to_string(),
-            })
-            .collect(),
+        matched: matched_records(&eval.verdict.matched),
         tags: eval.verdict.tags.clone(),
         action: eval.verdict.action.name().to_string(),
         rule: eval.verdict.rule.clone(),

@@ -127,11 +127,10 @@ impl Session {
     }
 
     fn spool(&mut self) -> &mut Spool {
-        let limits = &self.snapshot.config.limits;
-        let dir = self.gateway.store.spool_dir().to_path_buf();
-        let threshold = limits.spool_threshold;
+        // Called for every header and body chunk: the spool is made once per message.
+        let (gateway, threshold) = (&self.gateway, self.snapshot.config.limits.spool_threshold);
         self.spool
-            .get_or_insert_with(|| Spool::new(threshold, &dir))
+            .get_or_insert_with(|| Spool::new(threshold, gateway.store.spool_dir()))
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), MilterError> {

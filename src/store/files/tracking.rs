@@ -132,7 +132,10 @@ impl Tracking {
     /// Whether there is anything to search: with no tracking file yet there is nothing
     /// to find, and a search creates nothing.
     fn anything(&self) -> Result<bool, IndexError> {
-        Ok(!super::index::tracking_files(&self.dir)?.is_empty())
+        // An index means something was tracked; only without one is the directory listed
+        // (the catch-up that follows lists it anyway).
+        Ok(self.dir.join("index.sqlite").is_file()
+            || !super::index::tracking_files(&self.dir)?.is_empty())
     }
 
     /// Like `search`, but creates nothing where nothing was ever tracked.
