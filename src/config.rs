@@ -31,6 +31,11 @@ pub struct Config {
     /// allows those forms (sent on quoted), but never the characters a dequoting next hop
     /// misreads (`\ " ( ) [ ] < > , ; :`), nor controls or 8-bit without SMTPUTF8.
     pub strict_addresses: bool,
+    /// Per-recipient verdicts: `by_class` keeps one transaction to one recipient class
+    /// (`cjsm`, `trusted`, `external`), answering a recipient of another class `452 4.5.3`
+    /// so that the client sends it again in a transaction of its own, judged on its own.
+    /// `off`: one verdict for every recipient of a message.
+    pub split_recipients: SplitRecipients,
     /// Certificate and key for inbound STARTTLS; STARTTLS is offered only when set.
     pub tls: Option<TlsFiles>,
     pub limits: Limits,
@@ -62,6 +67,7 @@ impl Default for Config {
             relay_networks: vec![IpNet::loopback_v4(), IpNet::loopback_v6()],
             require_tls: false,
             strict_addresses: true,
+            split_recipients: SplitRecipients::ByClass,
             tls: None,
             limits: Limits::default(),
             upstream: Upstream::default(),
@@ -83,6 +89,16 @@ fn default_hostname() -> String {
         .ok()
         .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
         .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// How recipients of different classes share a transaction (`split_recipients`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SplitRecipients {
+    /// One class per transaction; the others are asked to come again (452 4.5.3).
+    ByClass,
+    /// Every recipient in one transaction, one verdict for all.
+    Off,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -77,6 +77,7 @@ pub struct Metrics {
     pub tls_expiry: Gauge<i64, AtomicI64>,
     tracking_write_errors: Counter,
     tracking_incomplete: Counter,
+    recipients_split: Counter,
     restart_required: Counter,
     /// Set when the next hop last answered; read by `/readyz`.
     pub upstream_ok_at: AtomicI64,
@@ -128,6 +129,7 @@ impl Metrics {
             tls_expiry: Gauge::default(),
             tracking_write_errors: Counter::default(),
             tracking_incomplete: Counter::default(),
+            recipients_split: Counter::default(),
             restart_required: Counter::default(),
             upstream_ok_at: AtomicI64::new(0),
             ready: AtomicBool::new(false),
@@ -233,6 +235,12 @@ impl Metrics {
             "tracking_incomplete",
             "Delivered messages whose record could not be completed (their intent record stands)",
             m.tracking_incomplete.clone(),
+        );
+        registry.register(
+            "recipients_split",
+            "Recipients answered 452 4.5.3 to come again in a transaction of their own class \
+             (split_recipients: by_class)",
+            m.recipients_split.clone(),
         );
         let build = Family::<VersionLabel, Gauge>::default();
         build
@@ -343,6 +351,10 @@ impl Metrics {
 
     pub fn restart_required(&self, keys: u64) {
         self.restart_required.inc_by(keys);
+    }
+
+    pub fn recipient_split(&self) {
+        self.recipients_split.inc();
     }
 
     pub fn tracking_incomplete(&self) {

@@ -243,6 +243,7 @@ pub async fn release(
     rec.signature = Some(c.signature);
     rec.confidentiality_statement = Some(c.confidentiality_statement);
     rec.matched = crate::gateway::matched_records(&eval.verdict.matched);
+    rec.forwarded = crate::gateway::forwarded_records(&eval);
     // Sent: whatever happens now, it must not be sent again, and must not be reported as
     // not released.
     let finished = claim.finish();

@@ -167,6 +167,15 @@ impl Reply {
     pub fn too_many_recipients(max: usize) -> Reply {
         Reply::new(452, "4.5.3", format!("Too many recipients (at most {max})"))
     }
+    /// A recipient of another class than the transaction's (`split_recipients`): the
+    /// client sends it again in a new transaction (RFC 5321 4.5.3.1.10, RFC 3463 X.5.3).
+    pub fn other_class() -> Reply {
+        Reply::new(
+            452,
+            "4.5.3",
+            "Recipients of another class go in a separate transaction",
+        )
+    }
     /// Any internal failure: the sending MTA keeps the message and retries.
     pub fn temp_failure() -> Reply {
         Reply::new(451, "4.3.0", "Local error in processing, try again later")

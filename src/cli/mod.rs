@@ -391,6 +391,7 @@ struct ClassifyOutput<'a> {
     attachments: &'a [crate::marking::classify::Attachment],
     opaque: &'a [String],
     unknown_labels: &'a [String],
+    forwarded: Vec<crate::store::record::ForwardedRecord>,
     matched: &'a [crate::policy::Hit],
     decision: Decision<'a>,
 }
@@ -435,6 +436,7 @@ fn classify(
             attachments: &eval.classification.attachments,
             opaque: &eval.classification.opaque,
             unknown_labels: &eval.classification.unknown_labels,
+            forwarded: crate::gateway::forwarded_records(&eval),
             matched: &v.matched,
             decision: Decision {
                 action: v.action,
@@ -491,6 +493,14 @@ fn classify(
     }
     for label in &eval.classification.unknown_labels {
         println!("unknown label: {}", terminal_safe(label, false));
+    }
+    for f in crate::gateway::forwarded_records(&eval) {
+        println!(
+            "forwarded:   from {} ({}) in {}",
+            terminal_safe(&f.from, false),
+            f.class,
+            terminal_safe(&f.source, false)
+        );
     }
     for (a, c) in &eval.recipients {
         println!("recipient:   {a} ({})", c.name());

@@ -14,7 +14,7 @@ use std::time::{Instant, SystemTime};
 mod record;
 mod snapshot;
 
-pub use record::{client_record, marking_record, matched_records};
+pub use record::{client_record, forwarded_records, marking_record, matched_records};
 pub use snapshot::{Evaluation, Snapshot, Unclassifiable};
 
 use crate::delivery::{Delivered, NextHop, NextHopError};
@@ -179,6 +179,7 @@ impl Gateway {
         let eval = Evaluation {
             classification: Classification::default(),
             recipients: Vec::new(),
+            forwarded_from: Vec::new(),
             verdict,
         };
         self.finish(snap, txn, &eval, Outcome::Refused, reply)

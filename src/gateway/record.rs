@@ -4,11 +4,12 @@
 
 use super::{Evaluation, Outcome, Snapshot};
 use crate::config::SubjectPolicy;
+use crate::directory::Class;
 use crate::marking::Marking;
 use crate::reply::Reply;
 use crate::store::record::{
-    ClientRecord, EvidenceRecord, MarkingRecord, MatchedRecord, NextHopRecord, RecipientRecord,
-    TlsRecord, TrackingRecord, INTENT,
+    ClientRecord, EvidenceRecord, ForwardedRecord, MarkingRecord, MatchedRecord, NextHopRecord,
+    RecipientRecord, TlsRecord, TrackingRecord, INTENT,
 };
 use crate::timefmt;
 use crate::transaction::Transaction;
@@ -59,6 +60,37 @@ pub fn client_record(txn: &Transaction) -> ClientRecord {
         helo: clean(&txn.client.helo),
     }
 }
+
+/// The earlier messages a message carried, with their senders' classes: for the record and
+/// `classify`. CJSM senders first, then trusted, then external, at most
+/// [`MAX_FORWARDED`]: a message of ten thousand quoted blocks must not make a record of
+/// megabytes, and what a reviewer needs (the CJSM correspondence) is never cut for it.
+pub fn forwarded_records(eval: &Evaluation) -> Vec<ForwardedRecord> {
+    let mut found: Vec<_> = eval
+        .classification
+        .forwarded
+        .iter()
+        .zip(&eval.forwarded_from)
+        .collect();
+    found.sort_by_key(|(_, class)| match class {
+        Class::Cjsm => 0,
+        Class::Trusted => 1,
+        Class::External => 2,
+    });
+    found
+        .into_iter()
+        .take(MAX_FORWARDED)
+        .map(|(f, class)| ForwardedRecord {
+            source: clean(&f.source),
+            from: clean(&f.from),
+            class: class.name().to_string(),
+            to: f.to.iter().take(MAX_FORWARDED).map(|t| clean(t)).collect(),
+        })
+        .collect()
+}
+
+/// The most original senders (and recipients of each) a record lists.
+pub const MAX_FORWARDED: usize = 50;
 
 pub(super) fn record(
     snap: &Snapshot,
@@ -126,6 +158,7 @@ pub(super) fn record(
         confidentiality_statement: Some(c.confidentiality_statement),
         opaque: c.opaque.iter().map(|o| clean(o)).collect(),
         unknown_labels: c.unknown_labels.iter().map(|o| clean(o)).collect(),
+        forwarded: forwarded_records(eval),
         matched: matched_records(&eval.verdict.matched),
         tags: eval.verdict.tags.clone(),
         action: eval.verdict.action.name().to_string(),

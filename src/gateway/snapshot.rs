@@ -1,9 +1,10 @@
 //! The running rules, directory and config as one value, and the pure part of the path:
 //! classify, then decide. `classify` and rule tests run it without a network.
 
-use crate::config::Config;
+use crate::config::{Config, SplitRecipients};
 use crate::directory::{Class, Directory};
 use crate::marking::classify::{Classification, Classifier};
+use crate::reply::Reply;
 use std::time::Instant;
 
 use crate::message::Spool;
@@ -25,6 +26,24 @@ impl Snapshot {
             config,
             policy,
             directory,
+        }
+    }
+
+    /// Whether a recipient may join a transaction whose first recipient is `first`: with
+    /// `split_recipients: by_class` a transaction carries one recipient class (`cjsm`,
+    /// `trusted`, `external`), so the content verdict is one class's, and a CJSM colleague
+    /// never waits on (or is refused with) an external copy. `Err` is the 452 that sends
+    /// the recipient round again in a transaction of its own (RFC 5321 4.5.3.1.10). Both
+    /// front ends call this, so they cannot split differently.
+    pub fn admit_recipient(&self, first: Option<&str>, address: &str) -> Result<(), Reply> {
+        match first {
+            Some(first)
+                if self.config.split_recipients == SplitRecipients::ByClass
+                    && self.directory.classify(first) != self.directory.classify(address) =>
+            {
+                Err(Reply::other_class())
+            }
+            _ => Ok(()),
         }
     }
 
@@ -70,16 +89,23 @@ impl Snapshot {
             .collect();
         match classified {
             Ok(classification) => {
+                let forwarded_from: Vec<Class> = classification
+                    .forwarded
+                    .iter()
+                    .map(|f| self.directory.classify(&f.from))
+                    .collect();
                 let verdict = self.policy.decide(&Facts {
                     sender: txn.envelope.sender_str(),
                     recipients: &recipients,
                     classification: &classification,
                     size: txn.message.len(),
                     tls: txn.tls.is_some(),
+                    forwarded_from: &forwarded_from,
                 });
                 Evaluation {
                     classification,
                     recipients,
+                    forwarded_from,
                     verdict,
                 }
             }
@@ -88,6 +114,7 @@ impl Snapshot {
                 Evaluation {
                     classification: Classification::default(),
                     recipients,
+                    forwarded_from: Vec::new(),
                     verdict: Verdict {
                         action: Action::Quarantine,
                         rule: Some("unclassifiable".to_string()),
@@ -119,5 +146,7 @@ pub enum Unclassifiable {
 pub struct Evaluation {
     pub classification: Classification,
     pub recipients: Vec<(String, Class)>,
+    /// The directory class of each original sender in `classification.forwarded`.
+    pub forwarded_from: Vec<Class>,
     pub verdict: Verdict,
 }

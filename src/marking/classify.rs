@@ -10,6 +10,7 @@ use regex::Regex;
 
 use super::decode;
 use super::documents;
+use super::history::{self, Forwarded};
 use super::level::{Marking, Parsed};
 use super::places;
 use super::render;
@@ -43,6 +44,9 @@ pub struct Classification {
     /// Sensitivity labels (GUIDs) found in documents that no `classifier.msip_labels`
     /// entry maps, each as `place: guid` (rules: `label_unknown: true`).
     pub unknown_labels: Vec<String>,
+    /// Earlier messages this one carries (inline forwards, quoted replies, attached
+    /// messages) with their original senders: the rules' `forwards_from`.
+    pub forwarded: Vec<Forwarded>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +153,7 @@ impl Classifier {
             deadline,
             budget: documents::Budget::new(&self.config, deadline),
             bodies: documents,
+            forwarded_seen: Default::default(),
         };
         walk.entity(&mail, "", 0)?;
         if let Some(text) = walk.first_text.take() {
@@ -175,9 +180,17 @@ struct Walk<'a> {
     budget: documents::Budget,
     /// The base64 bodies the walk kept beside the view being read (see `skeleton::View`).
     bodies: Vec<Vec<u8>>,
+    forwarded_seen: std::collections::HashSet<String>,
 }
 
 impl Walk<'_> {
+    /// Each original sender once (a text and an HTML part show the same history).
+    fn forwarded(&mut self, f: Forwarded) {
+        if self.forwarded_seen.insert(f.from.clone()) {
+            self.out.forwarded.push(f);
+        }
+    }
+
     fn add(&mut self, found: Option<Parsed>, source: &str, text: &str) {
         if let Some(parsed) = found {
             self.out.marking.add(parsed, source, text);
@@ -282,6 +295,16 @@ impl Walk<'_> {
                 let inner = mailparse::parse_mail(&view)?;
                 let n = self.out.attachments.len();
                 let prefix = format!("{prefix}attached[{n}].");
+                let to: Vec<String> = ["To", "Cc"]
+                    .iter()
+                    .flat_map(|h| inner.headers.get_all_values(h))
+                    .collect();
+                let from = inner.headers.get_first_value("From");
+                if let Some(f) =
+                    history::attached(from.as_deref(), &to, prefix.trim_end_matches('.'))
+                {
+                    self.forwarded(f);
+                }
                 // The attached message's documents are its own walk's.
                 let outer = std::mem::replace(&mut self.bodies, inner_bodies);
                 let result = self.entity(&inner, &prefix, depth + 1);
@@ -311,6 +334,9 @@ impl Walk<'_> {
                 }
                 for (parsed, raw, source) in places::history_subjects(&text) {
                     self.add(Some(parsed), &format!("{place}{source}"), &raw);
+                }
+                for f in history::inline(&text, &place) {
+                    self.forwarded(f);
                 }
                 if inline && prefix.is_empty() && self.first_text.is_none() {
                     self.first_text = Some(text);

@@ -1,11 +1,13 @@
 //! Protective markings: the model and ranking (`level`), the one grammar for marking
-//! strings (`grammar`, after one normalisation, `normalize`), one extractor per place a marking can stand (`places`), and the
+//! strings (`grammar`, after one normalisation, `normalize`), one extractor per place a marking can stand (`places`), the
+//! senders of forwarded and quoted correspondence (`history`), and the
 //! MIME walk that applies them to a message (`classify`).
 
 pub mod classify;
 pub mod decode;
 pub mod documents;
 pub mod grammar;
+pub mod history;
 pub mod level;
 pub mod normalize;
 pub mod places;

@@ -334,6 +334,11 @@ pub fn holds(c: &Compiled, f: &Facts, hits: &Hits, sets: &Sets) -> bool {
     {
         return false;
     }
+    if let Some(classes) = &s.forwards_from {
+        if !f.forwarded_from.iter().any(|c| classes.contains(c)) {
+            return false;
+        }
+    }
     if let Some(classes) = &s.recipients {
         if !classes_hold(classes, f) {
             return false;

@@ -88,6 +88,9 @@ pub struct Facts<'a> {
     pub classification: &'a Classification,
     pub size: u64,
     pub tls: bool,
+    /// The directory class of each original sender in `classification.forwarded`, in
+    /// its order.
+    pub forwarded_from: &'a [Class],
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -121,6 +121,10 @@ pub struct Condition {
     /// Need to know: an envelope recipient or an address in To, Cc or Bcc matches one of
     /// these regexes (case-insensitive): distribution lists such as `^all-staff@`.
     pub recipient_list: Option<Vec<String>>,
+    /// Forwarded correspondence: the message carries an earlier message (an inline
+    /// forward, a quoted reply with its attribution, an attached message) whose original
+    /// sender is in one of these classes, by the directory.
+    pub forwards_from: Option<Vec<Class>>,
     pub null_sender: Option<bool>,
     /// Header name → regex on its decoded value; each must match some header of that name.
     pub header: Option<BTreeMap<String, String>>,

@@ -35,6 +35,9 @@ pub struct TrackingRecord {
     pub confidentiality_statement: Option<bool>,
     pub opaque: Vec<String>,
     pub unknown_labels: Vec<String>,
+    /// Earlier messages the message carried (inline forwards, quoted replies, attached
+    /// messages): where, the original sender and its class, the original recipients.
+    pub forwarded: Vec<ForwardedRecord>,
     /// Every rule that matched, enforce or audit.
     pub matched: Vec<MatchedRecord>,
     pub tags: Vec<String>,
@@ -116,6 +119,17 @@ pub struct EvidenceRecord {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
+pub struct ForwardedRecord {
+    /// `inline-forward`, `quoted`, `attached[N]`, prefixed like marking evidence.
+    pub source: String,
+    pub from: String,
+    /// `cjsm`, `trusted` or `external`.
+    pub class: String,
+    pub to: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct MatchedRecord {
     pub id: String,
     /// `enforce` or `audit`.
@@ -174,7 +188,7 @@ mod tests {
 
     /// Lines as the gateway and the operations wrote them before the record was typed
     /// (taken from a run of that version): each reads, and a gateway record writes back
-    /// exactly as it was.
+    /// exactly as it was, bar the fields added since (empty: `forwarded`).
     const OLD_PASS: &str = include_str!("record_fixtures/pass.json");
     const OLD_REJECT: &str = include_str!("record_fixtures/reject.json");
     const OLD_RELEASE: &str = include_str!("record_fixtures/release.json");
@@ -185,7 +199,10 @@ mod tests {
         for old in [OLD_PASS, OLD_REJECT] {
             let value: serde_json::Value = serde_json::from_str(old.trim()).unwrap();
             let typed: TrackingRecord = serde_json::from_value(value.clone()).unwrap();
-            assert_eq!(serde_json::to_value(&typed).unwrap(), value);
+            let mut again = serde_json::to_value(&typed).unwrap();
+            assert_eq!(again["forwarded"], serde_json::json!([]));
+            again.as_object_mut().unwrap().remove("forwarded");
+            assert_eq!(again, value);
         }
     }
 

@@ -24,5 +24,6 @@ mod python_parity;
 mod relay;
 mod rules;
 mod session_duplex;
+mod split;
 mod store;
 mod support;

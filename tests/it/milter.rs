@@ -152,12 +152,18 @@ fn milter_and_smarthost_modes_decide_the_same() {
     for (i, file) in picks.iter().enumerate() {
         let case = manifest.iter().find(|c| c["file"] == *file).unwrap();
         let raw = std::fs::read_to_string(root.join(file)).unwrap();
-        let to: Vec<&str> = case["to"]
+        let mut to: Vec<&str> = case["to"]
             .as_array()
             .unwrap()
             .iter()
             .map(|v| v.as_str().unwrap())
             .collect();
+        // Both modes split a mixed envelope by class (the external copy comes round again
+        // later, on Postfix's retry); the fixture's verdict is the external copy's, so that
+        // copy is what is sent here.
+        if to.iter().any(|t| !t.contains(".cjsm.net")) {
+            to.retain(|t| !t.contains(".cjsm.net"));
+        }
         let from = case["from"].as_str().unwrap();
         let via_postfix = send(pf.port, from, &to, &raw);
         let (code, _) = smtplib_send(smarthost.port, from, &to, &raw);

@@ -248,11 +248,10 @@ fn postfix_as_the_next_hop_over_required_starttls_verified_against_a_test_ca() {
     });
 }
 
-/// The shipped Postfix files, loaded as they are (ports substituted) into a private Postfix
-/// that delivers to a sink: mail goes through markgate once (no loop), a refusal reaches the
-/// sending client, a hold lands in the quarantine.
-#[test]
-fn the_deploy_smarthost_files_filter_once_and_never_loop() {
+/// The shipped smarthost files loaded into a private Postfix (their ports swapped for
+/// free ones), markgate behind it, and the sink as the site's route to CJSM. `smtpd_extra`
+/// lines go under the filtering smtpd.
+pub(crate) fn deploy_smarthost(smtpd_extra: &str) -> (Sink, Markgate, Postfix) {
     let root = env!("CARGO_MANIFEST_DIR");
     let main_cf =
         std::fs::read_to_string(format!("{root}/deploy/postfix/main.cf.smarthost")).unwrap();
@@ -262,10 +261,14 @@ fn the_deploy_smarthost_files_filter_once_and_never_loop() {
     let reinject = free_port();
     let mg = Markgate::with(reinject, Opts::default());
     let mg_port = mg.port;
+    let smtpd_extra = smtpd_extra.to_string();
     let services = move |port: u16| {
         master_cf
             .replace("smtp      inet", &format!("127.0.0.1:{port} inet"))
-            .replace("127.0.0.1:10025", &format!("127.0.0.1:{mg_port}"))
+            .replace(
+                "127.0.0.1:10025\n",
+                &format!("127.0.0.1:{mg_port}\n{smtpd_extra}"),
+            )
             .replace("127.0.0.1:10026", &format!("127.0.0.1:{reinject}"))
     };
     let mut main: Vec<String> = main_cf
@@ -276,6 +279,15 @@ fn the_deploy_smarthost_files_filter_once_and_never_loop() {
     // The site's own route to CJSM: here, the sink.
     main.push(format!("relayhost = [127.0.0.1]:{}", sink.port));
     let pf = Postfix::start_with(&main, Some(&services));
+    (sink, mg, pf)
+}
+
+/// The shipped Postfix files, loaded as they are (ports substituted) into a private Postfix
+/// that delivers to a sink: mail goes through markgate once (no loop), a refusal reaches the
+/// sending client, a hold lands in the quarantine.
+#[test]
+fn the_deploy_smarthost_files_filter_once_and_never_loop() {
+    let (sink, mg, pf) = deploy_smarthost("");
 
     // Passes: delivered once, with markgate's marking header, and never back to markgate.
     let out = swaks_message(
@@ -303,6 +315,24 @@ fn the_deploy_smarthost_files_filter_once_and_never_loop() {
     let out = swaks_message(pf.port, "jane@police.cjsm.net", "bob@cps.cjsm.net", &secret);
     assert!(out.contains("<** 550 5.7.1"), "{out}");
 
+    // Split: the external recipient is answered 452 4.5.3 through the filter, for the
+    // client to send again on its own; the CJSM copy is delivered now, to Bob alone.
+    let out = swaks_message(
+        pf.port,
+        "jane@police.cjsm.net",
+        "bob@cps.cjsm.net,mate@gmail.com",
+        &message(),
+    );
+    assert!(
+        out.contains("<** 452 4.5.3 Recipients of another class"),
+        "{out}"
+    );
+    assert!(out.contains("<-  250 2.0.0 Ok: queued as"), "{out}");
+    let dumps = sink.wait_for(2);
+    let text = String::from_utf8_lossy(&dumps[1]);
+    assert!(!text.contains("mate@gmail.com"), "{text}");
+    assert_eq!(mg.records().len(), 3, "{:?}", mg.records());
+
     // Held: in markgate's quarantine, nothing delivered.
     let unmarked = message().replace("[RESTRICTED] ", "");
     let out = swaks_message(
@@ -316,7 +346,7 @@ fn the_deploy_smarthost_files_filter_once_and_never_loop() {
     let list: serde_json::Value = serde_json::from_slice(&held.stdout).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     std::thread::sleep(std::time::Duration::from_secs(1));
-    assert_eq!(sink.messages().len(), 1);
+    assert_eq!(sink.messages().len(), 2);
 }
 
 /// The shipped milter settings, loaded as they are into a private Postfix.

@@ -24,7 +24,109 @@ fn default_rules_pass_their_own_tests() {
     let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/rules/cjsm.yaml");
     let (ok, out) = check(&["--rules", rules, "--run-tests"]);
     assert!(ok, "{out}");
-    assert!(out.contains("16 passed, 0 failed"), "{out}");
+    assert!(out.contains("22 passed, 0 failed"), "{out}");
+}
+
+#[test]
+fn forwards_from_holds_by_the_original_senders_class() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("r.yaml");
+    let directory = dir.path().join("d.yaml");
+    std::fs::write(&directory, "trusted_domains: [court.example]\n").unwrap();
+    // One forward block per test: a CJSM sender, a trusted one, an outside one, none.
+    let fwd = |from: &str| {
+        format!(
+            "\"Subject: FW: x\\r\\n\\r\\nSee below.\\r\\n\\r\\nFrom: Someone <{from}>\\r\\nSent: Monday\\r\\nSubject: x\\r\\n\\r\\ntext\\r\\n\""
+        )
+    };
+    std::fs::write(
+        &rules,
+        format!(
+            "rules:
+  - id: from-cjsm
+    when: {{forwards_from: [cjsm]}}
+    action: quarantine
+  - id: from-trusted-or-external
+    when: {{forwards_from: [trusted, external]}}
+    action: quarantine
+tests:
+  - name: cjsm
+    message: {}
+    to: [a@b.cjsm.net]
+    expect: {{action: quarantine, rule: from-cjsm}}
+  - name: trusted
+    message: {}
+    to: [a@b.cjsm.net]
+    expect: {{action: quarantine, rule: from-trusted-or-external}}
+  - name: external
+    message: {}
+    to: [a@b.cjsm.net]
+    expect: {{action: quarantine, rule: from-trusted-or-external}}
+  - name: no history
+    message: \"Subject: x\\r\\n\\r\\nFrom: the desk of bob@b.cjsm.net\\r\\n\"
+    to: [a@b.cjsm.net]
+    expect: {{action: pass}}
+",
+            fwd("bob@cps.cjsm.net"),
+            fwd("clerk@court.example"),
+            fwd("mate@gmail.com"),
+        ),
+    )
+    .unwrap();
+    let (ok, out) = check(&[
+        "--rules",
+        rules.to_str().unwrap(),
+        "--directory",
+        directory.to_str().unwrap(),
+        "--run-tests",
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains("4 passed, 0 failed"), "{out}");
+}
+
+#[test]
+fn a_forward_of_cjsm_mail_outside_is_held_with_its_original_sender_in_the_record() {
+    let sink = Sink::start(&[]);
+    let mg = Markgate::start(sink.port);
+    let raw = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/forward/outlook-fw-cjsm-to-external.eml"
+    ))
+    .unwrap();
+    let (code, reply) = smtplib_send(
+        mg.port,
+        "jane@police.cjsm.net",
+        &["friend@example.com"],
+        &raw,
+    );
+    assert_eq!(code, 250, "{reply}");
+    let rec = &mg.records()[0];
+    assert_eq!(rec["action"], "quarantine", "{rec}");
+    assert_eq!(rec["rule"], "cjsm-forward-outside", "{rec}");
+    assert_eq!(
+        rec["forwarded"],
+        serde_json::json!([{
+            "source": "inline-forward",
+            "from": "bob.smith@cps.cjsm.net",
+            "class": "cjsm",
+            "to": ["jane@police.cjsm.net"],
+        }]),
+        "{rec}"
+    );
+    // classify says the same, for the reviewer at a shell.
+    let out = Command::new(bin())
+        .args(["classify", "--to", "friend@example.com"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/forward/outlook-fw-cjsm-to-external.eml"
+        ))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("forwarded:   from bob.smith@cps.cjsm.net (cjsm) in inline-forward"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -116,6 +218,7 @@ fn decide(p: &Policy, subject: &str, to: &[(&str, Class)]) -> markgate::policy::
         classification: &c,
         size: 100,
         tls: false,
+        forwarded_from: &[],
     })
 }
 

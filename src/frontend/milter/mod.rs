@@ -290,6 +290,11 @@ impl Milter for Session {
         if envelope.recipients.len() >= max {
             return Ok(reply_code(&Reply::too_many_recipients(max)));
         }
+        let first = envelope.recipients.first().map(|r| r.address());
+        if let Err(reply) = self.snapshot.admit_recipient(first, mailbox.as_str()) {
+            self.gateway.metrics.recipient_split();
+            return Ok(reply_code(&reply));
+        }
         envelope.recipients.push(Recipient::plain(mailbox));
         Ok(Continue.into())
     }

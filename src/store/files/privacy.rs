@@ -16,7 +16,8 @@ use super::tracking::Tracking;
 use crate::store::address_match::AddressMatch;
 use crate::store::{Exported, Redacted};
 
-/// Every address a record names: its sender and recipients.
+/// Every address a record names: its sender and recipients, and the original senders and
+/// recipients of the correspondence it carried (`forwarded`).
 fn addresses(record: &serde_json::Value) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(s) = record.get("sender").and_then(|s| s.as_str()) {
@@ -25,6 +26,19 @@ fn addresses(record: &serde_json::Value) -> Vec<String> {
     if let Some(list) = record.get("recipients").and_then(|r| r.as_array()) {
         for r in list {
             if let Some(a) = r.get("address").and_then(|a| a.as_str()) {
+                out.push(a.to_lowercase());
+            }
+        }
+    }
+    for f in record
+        .get("forwarded")
+        .and_then(|f| f.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let to = f.get("to").and_then(|t| t.as_array()).into_iter().flatten();
+        for a in std::iter::once(f.get("from")).flatten().chain(to) {
+            if let Some(a) = a.as_str() {
                 out.push(a.to_lowercase());
             }
         }

@@ -166,6 +166,12 @@ impl Session {
             self.reply(Reply::too_many_recipients(max));
             return Next::Read;
         }
+        let first = envelope.recipients.first().map(|r| r.address());
+        if let Err(reply) = self.snapshot.admit_recipient(first, mailbox.as_str()) {
+            self.gateway.metrics.recipient_split();
+            self.reply(reply);
+            return Next::Read;
+        }
         let notify = command::notify_param(to.flags);
         envelope.recipients.push(Recipient {
             mailbox,
