@@ -53,6 +53,9 @@ pub struct Config {
     pub classifier: ClassifierConfig,
     pub tracking: TrackingConfig,
     pub quarantine: QuarantineConfig,
+    /// Where held messages and the tracking log live: files under `state_dir` (one
+    /// machine), or PostgreSQL shared by several instances.
+    pub store: StoreConfig,
     /// Where this config came from (a path, or the embedded defaults): said at start-up.
     #[serde(skip)]
     pub source: String,
@@ -78,6 +81,7 @@ impl Default for Config {
             classifier: ClassifierConfig::default(),
             tracking: TrackingConfig::default(),
             quarantine: QuarantineConfig::default(),
+            store: StoreConfig::default(),
             source: "embedded defaults".to_string(),
         }
     }
@@ -312,6 +316,62 @@ impl Default for TrackingConfig {
     }
 }
 
+/// The `store:` section.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub backend: StoreBackend,
+    /// `postgres://user@host:port/db` (libpq's URL or `key=value` form); the password,
+    /// if any, is better given by `PGPASSWORD` or a `.pgpass` file than written here.
+    pub url: Option<String>,
+    /// Connections each instance keeps at most.
+    pub pool_size: usize,
+    pub tls: PgTls,
+    /// CA certificates (PEM) the database's certificate is checked against; the system's
+    /// roots without it.
+    pub ca_file: Option<PathBuf>,
+    /// The longest one store operation may take; past it the message is answered 451
+    /// 4.3.0 (never a pass without its record, never a hold that was not stored).
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// How long a release's claim on a held message lasts: an instance that crashed
+    /// mid-release leaves a claim another may take once it has expired.
+    #[serde(deserialize_with = "duration")]
+    pub claim_lease: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            backend: StoreBackend::Files,
+            url: None,
+            pool_size: 16,
+            tls: PgTls::Prefer,
+            ca_file: None,
+            timeout: Duration::from_secs(5),
+            claim_lease: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreBackend {
+    /// Files, JSONL and a SQLite index under `state_dir`.
+    Files,
+    /// PostgreSQL at `store.url`.
+    Postgres,
+}
+
+/// TLS to PostgreSQL, as libpq's `sslmode` names it (`prefer` tries TLS, then plain).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PgTls {
+    Required,
+    Prefer,
+    Disable,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QuarantineConfig {
@@ -464,6 +524,16 @@ impl Config {
         }
         if self.hostname.is_empty() || !self.hostname.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(invalid("hostname must be a plain host name".into()));
+        }
+        if self.store.backend == StoreBackend::Postgres && self.store.url.is_none() {
+            return Err(invalid(
+                "store.backend is postgres but store.url is not set".into(),
+            ));
+        }
+        if self.store.pool_size == 0 || self.store.timeout.is_zero() {
+            return Err(invalid(
+                "store.pool_size and store.timeout must be positive".into(),
+            ));
         }
         Ok(())
     }

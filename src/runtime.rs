@@ -45,6 +45,7 @@ pub struct Preflight {
     pub snapshot: Snapshot,
     pub acceptor: Option<tokio_rustls::TlsAcceptor>,
     pub next_hop: NextHop,
+    pub store: crate::store::Store,
 }
 
 /// Reads every file the config names. `create_state` makes a missing state dir (serve);
@@ -58,10 +59,14 @@ pub fn preflight(config: &Config, create_state: bool) -> anyhow::Result<Prefligh
     };
     let next_hop = NextHop::new(&config.upstream, &config.hostname)?;
     crate::store::Store::prepare(config, create_state)?;
+    // A database that does not answer, or whose schema is not this binary's, stops
+    // start-up here (and `check`), rather than failing every message later.
+    let store = crate::store::Store::connect(config)?;
     Ok(Preflight {
         snapshot,
         acceptor,
         next_hop,
+        store,
     })
 }
 
@@ -87,9 +92,10 @@ pub fn build(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Running> 
         snapshot,
         acceptor,
         next_hop,
+        store,
     } = preflight(config, true)?;
     note_certificate(&metrics, config);
-    let gateway = Gateway::new(snapshot, next_hop, metrics.clone());
+    let gateway = Gateway::new(snapshot, next_hop, metrics.clone(), store);
     // A read-only state dir would defer every message; say so once, at start-up, the way
     // Postfix refuses a read-only queue. A full one is left to defer per message, since
     // room may come back without a restart.
@@ -185,6 +191,7 @@ fn keep_restart_only(new: &mut Config, running: &Config) -> Vec<&'static str> {
     keep!(limits.http_idle_timeout, "limits.http_idle_timeout");
     keep!(limits.milter_idle_timeout, "limits.milter_idle_timeout");
     keep!(limits.worker_threads, "limits.worker_threads");
+    keep!(store, "store");
     changed
 }
 

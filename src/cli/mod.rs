@@ -18,6 +18,7 @@ use crate::transaction::{Envelope, Origin, Recipient, TransactionBuilder};
 
 mod docs;
 mod quarantine;
+mod store;
 mod track;
 
 pub use quarantine::QuarantineCommand;
@@ -161,6 +162,11 @@ pub enum Command {
         #[command(subcommand)]
         command: TrackCommand,
     },
+    /// Set up the shared (PostgreSQL) store.
+    Store {
+        #[command(subcommand)]
+        command: store::StoreCommand,
+    },
     /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell to complete for.
@@ -227,6 +233,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Quarantine { command } => quarantine::run(command),
         Command::Track { command } => track::run(command),
+        Command::Store { command } => store::run(command),
         Command::Completions { shell } => docs::completions(shell),
         Command::Man { out } => docs::man_pages(&out),
     }

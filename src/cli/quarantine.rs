@@ -115,7 +115,7 @@ pub fn run(command: QuarantineCommand) -> anyhow::Result<ExitCode> {
         } => {
             let config = config.load()?;
             super::state_access(&config, super::Access::Read)?;
-            let store = Store::open(&config);
+            let store = Store::connect(&config)?;
             let filter = HeldFilter {
                 since: super::time_flag(since, "--since")?,
                 sender: sender.as_deref().map(AddressMatch::parse),
@@ -159,7 +159,7 @@ pub fn run(command: QuarantineCommand) -> anyhow::Result<ExitCode> {
             let ops::Shown {
                 meta,
                 message: bytes,
-            } = ops::show(&Store::open(&config), &id)?;
+            } = ops::show(&Store::connect(&config)?, &id)?;
             if raw {
                 use std::io::Write;
                 std::io::stdout().write_all(&bytes)?;
@@ -190,7 +190,7 @@ pub fn run(command: QuarantineCommand) -> anyhow::Result<ExitCode> {
                 .build()?;
             let actor = ops::Actor::new(by, reason);
             match rt.block_on(ops::release(
-                &Store::open(&config),
+                &Store::connect(&config)?,
                 &config,
                 &id,
                 force,
@@ -217,7 +217,7 @@ pub fn run(command: QuarantineCommand) -> anyhow::Result<ExitCode> {
         } => {
             let config = config.load()?;
             super::state_access(&config, super::Access::Write)?;
-            ops::delete(&Store::open(&config), &id, &ops::Actor::new(by, reason))?;
+            ops::delete(&Store::connect(&config)?, &id, &ops::Actor::new(by, reason))?;
             println!("deleted {id}");
             Ok(ExitCode::SUCCESS)
         }
@@ -238,7 +238,7 @@ pub fn run(command: QuarantineCommand) -> anyhow::Result<ExitCode> {
             let age = humantime::parse_duration(&older_than).context("--older-than: e.g. 30d")?;
             let cutoff = std::time::SystemTime::now() - age;
             let actor = ops::Actor::new(by, reason);
-            let list = ops::purge(&Store::open(&config), cutoff, &actor, dry_run)?;
+            let list = ops::purge(&Store::connect(&config)?, cutoff, &actor, dry_run)?;
             if dry_run {
                 for m in &list {
                     println!(

@@ -103,7 +103,7 @@ pub fn run(command: TrackCommand) -> anyhow::Result<ExitCode> {
         TrackCommand::Reindex { config } => {
             let config = config.load()?;
             super::state_access(&config, super::Access::Write)?;
-            let n = Store::open(&config).tracking.reindex()?;
+            let n = Store::connect(&config)?.tracking.reindex()?;
             println!("indexed {n} records");
             return Ok(ExitCode::SUCCESS);
         }
@@ -150,7 +150,7 @@ pub fn run(command: TrackCommand) -> anyhow::Result<ExitCode> {
     };
     let config = config.load()?;
     super::state_access(&config, super::Access::Read)?;
-    let store = Store::open(&config);
+    let store = Store::connect(&config)?;
     let tracking = &store.tracking;
     let mut last = tracking.last_row()?;
     let found = crate::ops::search(&store, &q)?;
@@ -227,7 +227,7 @@ fn export(
     super::state_access(&config, super::Access::Read)?;
     let since = super::time_flag(since, "--since")?;
     let out = out.unwrap_or_else(|| default_out(address));
-    let done = crate::ops::export(&Store::open(&config), address, since.as_deref(), &out)?;
+    let done = crate::ops::export(&Store::connect(&config)?, address, since.as_deref(), &out)?;
     println!(
         "exported {} records and {} held messages naming {} into {}",
         done.records,
@@ -263,7 +263,13 @@ fn redact(
         anyhow::bail!("--reason: say why (the request's reference)");
     }
     let actor = crate::ops::Actor::new(by, Some(reason.to_string()));
-    let done = crate::ops::redact(&Store::open(&config), &config, address, &before_day, &actor)?;
+    let done = crate::ops::redact(
+        &Store::connect(&config)?,
+        &config,
+        address,
+        &before_day,
+        &actor,
+    )?;
     println!(
         "redacted {} records in {} files (now {}); {} kept under a legal hold; {} from today left until tomorrow",
         done.records, done.files, done.token, done.held_back, done.too_recent

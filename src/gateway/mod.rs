@@ -131,9 +131,14 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(snapshot: Snapshot, next_hop: NextHop, metrics: Arc<Metrics>) -> Gateway {
+    pub fn new(
+        snapshot: Snapshot,
+        next_hop: NextHop,
+        metrics: Arc<Metrics>,
+        store: Store,
+    ) -> Gateway {
         Gateway {
-            store: Store::open(&snapshot.config),
+            store,
             current: RwLock::new(Arc::new(snapshot)),
             next_hop: RwLock::new(Arc::new(next_hop)),
             metrics,

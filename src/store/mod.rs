@@ -1,12 +1,14 @@
 //! Where markgate keeps what outlives a transaction: held messages (the quarantine) and
-//! the tracking log. Everything else sees only the traits here; the one backend today,
-//! [`files`], keeps them as files, JSONL and a SQLite index under the state dir. A shared
-//! backend for several instances (PostgreSQL) is one more folder beside `files/` that
-//! implements the same traits; nothing outside `store` knows a path or a table.
+//! the tracking log. Everything else sees only the traits here. [`files`] (the default)
+//! keeps them as files, JSONL and a SQLite index under the state dir, for one machine;
+//! [`postgres`] keeps them in PostgreSQL, shared by several instances. Nothing outside
+//! `store` knows a path or a table. Either way the state dir holds the spool of large
+//! messages being received.
 
 pub mod address_match;
 pub mod files;
 pub mod held;
+pub mod postgres;
 pub mod record;
 
 use std::io;
@@ -19,7 +21,7 @@ pub use files::index::{IndexError as SearchError, Query};
 pub use held::{HeldFilter, Meta, Release};
 pub use record::TrackingRecord;
 
-use crate::config::Config;
+use crate::config::{Config, StoreBackend};
 use crate::message::Spool;
 
 /// Held messages. Every write is durable before it returns (the client is told 250 on
@@ -110,6 +112,8 @@ pub struct Store {
     pub quarantine: Arc<dyn QuarantineStore>,
     pub tracking: Arc<dyn TrackingStore>,
     files: Arc<files::Files>,
+    /// The database, when the store is PostgreSQL.
+    pg: Option<Arc<postgres::Pg>>,
 }
 
 /// How a command means to use the store (the CLI checks it can before it starts).
@@ -120,17 +124,52 @@ pub enum Access {
 }
 
 impl Store {
-    /// Opens the store the config names; creates nothing until something is written.
-    pub fn open(config: &Config) -> Store {
+    /// Opens the store the config names; creates nothing until something is written (a
+    /// database is connected on first use).
+    pub fn open(config: &Config) -> Result<Store, postgres::PgError> {
         let files = Arc::new(files::Files::new(
             &config.state_dir,
             config.tracking.retention_days,
         ));
-        Store {
-            quarantine: files.quarantine.clone(),
-            tracking: files.tracking.clone(),
-            files,
+        match config.store.backend {
+            StoreBackend::Files => Ok(Store {
+                quarantine: files.quarantine.clone(),
+                tracking: files.tracking.clone(),
+                files,
+                pg: None,
+            }),
+            StoreBackend::Postgres => {
+                let pg = postgres::Pg::open(&config.store, &config.hostname)?;
+                Ok(Store {
+                    quarantine: Arc::new(postgres::PgQuarantine::new(
+                        pg.clone(),
+                        config.store.claim_lease,
+                    )),
+                    tracking: Arc::new(postgres::PgTracking::new(
+                        pg.clone(),
+                        config.tracking.retention_days,
+                    )),
+                    files,
+                    pg: Some(pg),
+                })
+            }
         }
+    }
+
+    /// Opens the store and, for PostgreSQL, checks that the database answers and has this
+    /// binary's schema: what `serve`, `milter` and every command that reads or writes the
+    /// store do first.
+    pub fn connect(config: &Config) -> Result<Store, postgres::PgError> {
+        let store = Store::open(config)?;
+        if let Some(pg) = &store.pg {
+            pg.check_schema()?;
+        }
+        Ok(store)
+    }
+
+    /// The database, when the store is PostgreSQL (`store migrate`, start-up's check).
+    pub fn postgres(&self) -> Option<&postgres::Pg> {
+        self.pg.as_deref()
     }
 
     /// Where a message larger than the spool threshold is written while it is received.
@@ -146,7 +185,7 @@ impl Store {
 
     /// Whether a message could be tracked now: for `/readyz`.
     pub fn ready(&self) -> bool {
-        self.files.ready()
+        self.files.ready() && (self.pg.is_none() || self.tracking.preflight().is_ok())
     }
 
     /// Refuses a command that would leave files the service cannot use (run as another
@@ -157,11 +196,20 @@ impl Store {
 
     /// Exports every record and held message naming `address` (since `since`) to `out`.
     pub fn export(&self, address: &str, since: Option<&str>, out: &Path) -> io::Result<Exported> {
+        if self.pg.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "track export is not available on the PostgreSQL store yet",
+            ));
+        }
         self.files.export(address, since, out)
     }
 
     /// Describes where the store is, for messages to an operator.
     pub fn describe(&self) -> String {
-        self.files.describe()
+        match &self.pg {
+            Some(_) => "the PostgreSQL store (store.url)".to_string(),
+            None => self.files.describe(),
+        }
     }
 }

@@ -19,6 +19,7 @@ mod next_hop_step;
 mod operate;
 mod parity;
 mod postfix;
+mod postgres;
 mod privacy;
 mod python_parity;
 mod relay;

@@ -125,7 +125,7 @@ async fn a_secret_message_fed_one_byte_at_a_time_is_refused_and_tracked() {
     }
     let reply = s.reply().await;
     assert!(reply.starts_with("550 5.7.1"), "{reply}");
-    let records = Store::open(&s.config).tracking.records().unwrap();
+    let records = Store::open(&s.config).unwrap().tracking.records().unwrap();
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0].action, "reject");
     assert_eq!(records[0].rule.as_deref(), Some("above-restricted"));

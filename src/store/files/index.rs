@@ -17,6 +17,9 @@ pub enum IndexError {
     Sql(#[from] rusqlite::Error),
     #[error("tracking index: {0}")]
     Io(#[from] io::Error),
+    /// The shared store (PostgreSQL) could not answer; its error says why.
+    #[error("{0}")]
+    Store(#[source] io::Error),
     /// The index points at a line that is not the record it indexed (a tracking file edited,
     /// restored from backup or replaced): searching on would show the wrong records.
     #[error(

@@ -264,6 +264,18 @@ impl Markgate {
 
     /// Every tracking record written so far.
     pub fn records(&self) -> Vec<serde_json::Value> {
+        let config = markgate::config::Config::load(&self.config).unwrap();
+        if config.store.backend == markgate::config::StoreBackend::Postgres {
+            // Through the store, as search reads them.
+            let store = markgate::store::Store::open(&config).unwrap();
+            return store
+                .tracking
+                .records()
+                .unwrap()
+                .iter()
+                .map(|r| serde_json::to_value(r).expect("a record serializes"))
+                .collect();
+        }
         let dir = self.state().join("tracking");
         let mut out = Vec::new();
         if let Ok(entries) = std::fs::read_dir(dir) {

@@ -70,6 +70,7 @@ impl InProcess {
     /// outcome is recorded).
     pub fn records(&self) -> Vec<TrackingRecord> {
         Store::open(&self.config)
+            .expect("store")
             .tracking
             .records()
             .expect("records")

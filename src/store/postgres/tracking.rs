@@ -1,0 +1,358 @@
+//! The tracking log in PostgreSQL: one row per record, the typed record as `jsonb` with
+//! the searched fields beside it, in daily partitions. A record is committed before the
+//! reply it stands for; an outcome record removes its intent in the same transaction, so
+//! a search never shows both.
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::{Params, Pg, PgError};
+use crate::store::files::index::{IndexError, Query};
+use crate::store::record::{TrackingRecord, INTENT};
+use crate::store::{AddressMatch, Redacted, TrackingStore};
+
+pub struct PgTracking {
+    pg: Arc<Pg>,
+    retention_days: u64,
+}
+
+impl PgTracking {
+    pub fn new(pg: Arc<Pg>, retention_days: u64) -> PgTracking {
+        PgTracking { pg, retention_days }
+    }
+
+    /// Creates the daily partitions from yesterday to a week ahead and drops those past
+    /// the retention, on one instance at a time (an advisory lock; the others skip).
+    /// Returns how many days were dropped.
+    pub fn upkeep(&self, now: SystemTime) -> Result<usize, PgError> {
+        let days: Vec<(String, String)> = (-1i64..=7)
+            .map(|d| {
+                let at = shift(now, d);
+                (crate::timefmt::date(at), crate::timefmt::date(shift(at, 1)))
+            })
+            .collect();
+        let cutoff = crate::timefmt::date(
+            now - Duration::from_secs(self.retention_days.saturating_mul(86_400)),
+        );
+        self.pg.run(move |client| async move {
+            let locked: bool = client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&super::schema::LOCK])
+                .await?
+                .get(0);
+            if !locked {
+                return Ok(0);
+            }
+            let result = async {
+                for (day, next) in &days {
+                    let name = format!("tracking_{}", day.replace('-', ""));
+                    let sql = format!(
+                        "CREATE TABLE IF NOT EXISTS {name} PARTITION OF tracking \
+                         FOR VALUES FROM ('{day}') TO ('{next}')"
+                    );
+                    if let Err(err) = client.batch_execute(&sql).await {
+                        // Rows for that day already sit in the default partition: they
+                        // are kept there; nothing is lost.
+                        tracing::warn!(partition = %name, error = %err, "tracking partition not created");
+                    }
+                }
+                let names: Vec<String> = client
+                    .query(
+                        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+                         WHERE i.inhparent = 'tracking'::regclass",
+                        &[],
+                    )
+                    .await?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                let mut dropped = 0;
+                for name in names {
+                    let Some(day) = partition_day(&name) else {
+                        continue;
+                    };
+                    if day < cutoff {
+                        client
+                            .batch_execute(&format!("DROP TABLE IF EXISTS {name}"))
+                            .await?;
+                        dropped += 1;
+                    }
+                }
+                client
+                    .execute(
+                        "DELETE FROM tracking_default WHERE time < ($1::text)::timestamptz",
+                        &[&cutoff],
+                    )
+                    .await?;
+                Ok(dropped)
+            }
+            .await;
+            let _ = client
+                .execute("SELECT pg_advisory_unlock($1)", &[&super::schema::LOCK])
+                .await;
+            result
+        })
+    }
+
+    fn rows(&self, q: &Query) -> Result<Vec<(i64, TrackingRecord)>, PgError> {
+        let q = q.clone();
+        self.pg.run(move |client| async move {
+            let (sql, args) = search_sql(&q);
+            let params: Params = args
+                .iter()
+                .map(|a| a as &(dyn tokio_postgres::types::ToSql + Sync))
+                .collect();
+            let rows = client.query(&sql, &params).await?;
+            rows.iter()
+                .map(|r| {
+                    let id: i64 = r.get(0);
+                    let record: serde_json::Value = r.get(1);
+                    Ok((id, serde_json::from_value(record)?))
+                })
+                .collect()
+        })
+    }
+}
+
+/// `tracking_20261202` → `2026-12-02`.
+fn partition_day(name: &str) -> Option<String> {
+    let d = name.strip_prefix("tracking_")?;
+    if d.len() != 8 || !d.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(format!("{}-{}-{}", &d[..4], &d[4..6], &d[6..]))
+}
+
+fn shift(t: SystemTime, days: i64) -> SystemTime {
+    let d = Duration::from_secs(days.unsigned_abs() * 86_400);
+    if days < 0 {
+        t - d
+    } else {
+        t + d
+    }
+}
+
+/// An address condition on a text column, or on any element of a text[] column (an exact
+/// address there uses the GIN index), with its one argument as parameter `$n`.
+fn address_sql(m: &AddressMatch, column: &str, array: bool, n: usize) -> (String, String) {
+    let p = format!("${n}::text");
+    let (test, arg) = match m {
+        AddressMatch::Exact(e) if array => return (format!("{column} @> ARRAY[{p}]"), e.clone()),
+        AddressMatch::Exact(e) => (format!("= {p}"), e.clone()),
+        AddressMatch::Domain(d) => {
+            let escaped: String = d
+                .chars()
+                .flat_map(|c| match c {
+                    '%' | '_' | '\\' => vec!['\\', c],
+                    c => vec![c],
+                })
+                .collect();
+            (format!("LIKE {p} ESCAPE '\\'"), format!("%@{escaped}"))
+        }
+        AddressMatch::Contains(s) => (
+            format!("LIKE '%' || {p} || '%'"),
+            s.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_"),
+        ),
+    };
+    if array {
+        (
+            format!("EXISTS (SELECT 1 FROM unnest({column}) a WHERE a {test})"),
+            arg,
+        )
+    } else {
+        (format!("{column} {test}"), arg)
+    }
+}
+
+/// The query for `q`: the same filters as the files store's index, newest first (oldest
+/// first by row with `after`).
+fn search_sql(q: &Query) -> (String, Vec<String>) {
+    let mut args: Vec<String> = Vec::new();
+    let mut conds: Vec<String> = Vec::new();
+    if let Some(r) = &q.recipient {
+        let (c, a) = address_sql(r, "recipients", true, args.len() + 1);
+        args.push(a);
+        conds.push(c);
+    }
+    if let Some(s) = &q.sender {
+        let (c, a) = address_sql(s, "sender", false, args.len() + 1);
+        args.push(a);
+        conds.push(c);
+    }
+    if let Some(id) = &q.message_id {
+        let bare = id.trim().trim_start_matches('<').trim_end_matches('>');
+        args.push(format!("<{bare}>"));
+        args.push(bare.to_string());
+        conds.push(format!(
+            "message_id IN (${}::text, ${}::text)",
+            args.len() - 1,
+            args.len()
+        ));
+    }
+    for (col, val) in [
+        ("action", &q.action),
+        ("rule", &q.rule),
+        ("level", &q.level.as_ref().map(|s| s.to_uppercase())),
+    ] {
+        if let Some(v) = val {
+            args.push(v.clone());
+            conds.push(format!("{col} = ${}::text", args.len()));
+        }
+    }
+    if let Some(since) = &q.since {
+        args.push(since.clone());
+        conds.push(format!("time >= (${}::text)::timestamptz", args.len()));
+    }
+    if let Some(until) = &q.until {
+        args.push(until.clone());
+        conds.push(format!("time < (${}::text)::timestamptz", args.len()));
+    }
+    if let Some(after) = q.after {
+        conds.push(format!("id > {after}"));
+    }
+    let mut sql = String::from("SELECT id, record FROM tracking");
+    if !conds.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conds.join(" AND "));
+    }
+    if q.after.is_some() {
+        sql.push_str(" ORDER BY id");
+    } else {
+        sql.push_str(" ORDER BY time DESC, id DESC");
+    }
+    if let Some(limit) = q.limit {
+        sql.push_str(&format!(" LIMIT {limit}"));
+    }
+    (sql, args)
+}
+
+fn store_error(e: PgError) -> IndexError {
+    IndexError::Store(e.into())
+}
+
+impl TrackingStore for PgTracking {
+    fn append(&self, record: &TrackingRecord, _now: SystemTime) -> io::Result<()> {
+        let value = serde_json::to_value(record)?;
+        let r = record.clone();
+        self.pg
+            .run(move |mut client| async move {
+                let tx = client.transaction().await?;
+                let recipients: Vec<String> =
+                    r.recipients.iter().map(|x| x.address.to_lowercase()).collect();
+                tx.execute(
+                    "INSERT INTO tracking (time, queue_id, message_id, sender, recipients, action, rule, level, outcome, record) \
+                     VALUES (($1::text)::timestamptz, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    &[
+                        &r.time,
+                        &r.queue_id,
+                        &r.message_id,
+                        &r.sender.to_lowercase(),
+                        &recipients,
+                        &r.action,
+                        &r.rule,
+                        &r.level().to_string(),
+                        &r.outcome,
+                        &value,
+                    ],
+                )
+                .await?;
+                if !r.is_intent() {
+                    if let Some(q) = &r.queue_id {
+                        tx.execute(
+                            "DELETE FROM tracking WHERE queue_id = $1 AND outcome = $2",
+                            &[q, &INTENT],
+                        )
+                        .await?;
+                    }
+                }
+                tx.commit().await?;
+                Ok(())
+            })
+            .map_err(io::Error::from)
+    }
+
+    fn preflight(&self) -> io::Result<()> {
+        self.pg
+            .run(|client| async move {
+                let ro: String = client
+                    .query_one("SELECT current_setting('transaction_read_only')", &[])
+                    .await?
+                    .get(0);
+                if ro == "on" {
+                    return Err(PgError::Schema(
+                        "the database is read-only (a standby?): nothing can be tracked".into(),
+                    ));
+                }
+                Ok(())
+            })
+            .map_err(io::Error::from)
+    }
+
+    fn search(&self, q: &Query) -> Result<Vec<TrackingRecord>, IndexError> {
+        Ok(self
+            .rows(q)
+            .map_err(store_error)?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect())
+    }
+
+    fn search_rows(&self, q: &Query) -> Result<Vec<(i64, TrackingRecord)>, IndexError> {
+        self.rows(q).map_err(store_error)
+    }
+
+    fn last_row(&self) -> Result<i64, IndexError> {
+        self.pg
+            .run(|client| async move {
+                let id: Option<i64> = client
+                    .query_one("SELECT max(id) FROM tracking", &[])
+                    .await?
+                    .get(0);
+                Ok(id.unwrap_or(0))
+            })
+            .map_err(store_error)
+    }
+
+    fn purge_older_than(&self, now: SystemTime) -> io::Result<usize> {
+        self.upkeep(now).map_err(io::Error::from)
+    }
+
+    fn reindex(&self) -> Result<usize, IndexError> {
+        // The rows are the index: nothing to rebuild; say how many there are.
+        self.pg
+            .run(|client| async move {
+                let n: i64 = client
+                    .query_one("SELECT count(*) FROM tracking", &[])
+                    .await?
+                    .get(0);
+                Ok(n as usize)
+            })
+            .map_err(store_error)
+    }
+
+    fn records(&self) -> io::Result<Vec<TrackingRecord>> {
+        let mut rows = self
+            .rows(&Query {
+                after: Some(0),
+                ..Query::default()
+            })
+            .map_err(io::Error::from)?;
+        rows.sort_by_key(|(id, _)| *id);
+        Ok(rows.into_iter().map(|(_, r)| r).collect())
+    }
+
+    fn redact(
+        &self,
+        _address: &str,
+        _before_day: &str,
+        _today: &str,
+        _holds: &[AddressMatch],
+    ) -> io::Result<Redacted> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "track redact is not available on the PostgreSQL store yet",
+        ))
+    }
+}

@@ -1,0 +1,234 @@
+//! The PostgreSQL store against a real PostgreSQL started by the test: the schema checks,
+//! two `markgate serve` sharing one database (a message held by one is listed, shown and
+//! released by the other, and two concurrent releases deliver once), and the database
+//! going away mid-run (nothing passes untracked, nothing is lost, both recover).
+
+use std::time::Duration;
+
+use crate::support::*;
+
+const FROM: &str = "jane@police.cjsm.net";
+
+fn unmarked(n: usize) -> String {
+    format!("From: jane@police.cjsm.net\r\nTo: friend@example.com\r\nSubject: lunch {n}\r\nMessage-ID: <pg-{n}@police.cjsm.net>\r\n\r\nSee you at noon.\r\n\r\nJane Doe\r\nTel: 020 7946 0018\r\n")
+}
+
+fn on(pg: &Postgres, sink_port: u16) -> Markgate {
+    Markgate::with(
+        sink_port,
+        Opts {
+            top: pg.store_yaml(),
+            ..Opts::default()
+        },
+    )
+}
+
+fn json_out(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn serve_refuses_a_database_without_this_binarys_schema() {
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir: {}\nlisten: 127.0.0.1:0\n{}\n",
+            dir.path().join("state").display(),
+            pg.store_yaml()[0]
+        ),
+    )
+    .unwrap();
+    let serve = |args: &[&str]| {
+        let out = std::process::Command::new(bin())
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, err) = serve(&["serve"]);
+    assert!(!ok);
+    assert!(err.contains("run `markgate store migrate`"), "{err}");
+    let (ok, err) = serve(&["check"]);
+    assert!(!ok && err.contains("store migrate"), "{err}");
+    pg.migrate();
+    let (ok, err) = serve(&["check"]);
+    assert!(ok, "{err}");
+    // A newer markgate migrated it further: this one must not write it.
+    pg.psql(
+        "markgate",
+        "INSERT INTO markgate_schema (version) VALUES (99)",
+    );
+    let (ok, err) = serve(&["serve"]);
+    assert!(!ok);
+    assert!(err.contains("newer than this markgate"), "{err}");
+}
+
+#[test]
+fn two_instances_share_tracking_and_the_quarantine_and_release_once() {
+    let pg = Postgres::start();
+    pg.migrate();
+    let sink = Sink::start(&[]);
+    let a = on(&pg, sink.port);
+    let b = on(&pg, sink.port);
+
+    // A pass through A, tracked where B searches.
+    let (code, reply) = smtplib_send(
+        a.port,
+        FROM,
+        &["bob@cps.cjsm.net"],
+        &good_message("[OFFICIAL] via A"),
+    );
+    assert_eq!(code, 250, "{reply}");
+    sink.wait_for(1);
+    let found = json_out(&b.cli(&["track", "search", "--json", "--sender", "@police.cjsm.net"]));
+    assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
+    assert_eq!(found[0]["action"], "pass");
+    assert_eq!(
+        found[0]["outcome"], "delivered",
+        "the intent gave way to its outcome"
+    );
+    let mid = format!("{}@test", "[OFFICIAL] via A".len());
+    let by_id = json_out(&b.cli(&["track", "search", "--json", "--message-id", &mid]));
+    assert_eq!(by_id.as_array().unwrap().len(), 1, "{by_id}");
+
+    // Held by A; listed and shown by B.
+    let (code, reply) = smtplib_send(a.port, FROM, &["friend@example.com"], &unmarked(1));
+    assert_eq!(code, 250, "{reply}");
+    assert!(reply.contains("held for review"), "{reply}");
+    let list = json_out(&b.cli(&["quarantine", "list", "--json"]));
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    let shown = b.cli(&["quarantine", "show", "--raw", &id]);
+    assert_eq!(
+        String::from_utf8_lossy(&shown.stdout),
+        unmarked(1),
+        "byte for byte"
+    );
+
+    // Released from A and from B at once: one delivers, the other is told it is taken.
+    let release = |mg: &Markgate| {
+        mg.cli(&[
+            "quarantine",
+            "release",
+            "--by",
+            "analyst",
+            "--reason",
+            "ok",
+            &id,
+        ])
+    };
+    let (ra, rb) = std::thread::scope(|s| {
+        let ha = s.spawn(|| release(&a));
+        let hb = s.spawn(|| release(&b));
+        (ha.join().unwrap(), hb.join().unwrap())
+    });
+    let oks = [&ra, &rb].iter().filter(|o| o.status.success()).count();
+    assert_eq!(
+        oks,
+        1,
+        "A: {}\nB: {}",
+        String::from_utf8_lossy(&ra.stderr),
+        String::from_utf8_lossy(&rb.stderr)
+    );
+    sink.wait_for(2);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(sink.messages().len(), 2, "released exactly once");
+    assert_eq!(
+        json_out(&a.cli(&["quarantine", "list", "--json"]))
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    let released: Vec<_> = a
+        .records()
+        .into_iter()
+        .filter(|r| r["outcome"] == "released")
+        .collect();
+    assert_eq!(released.len(), 1, "{released:?}");
+    assert_eq!(
+        pg.psql("markgate", "SELECT state || ' ' || by_whom FROM audit"),
+        "released analyst"
+    );
+}
+
+#[test]
+fn the_database_going_away_fails_closed_and_both_recover_without_a_restart() {
+    let pg = Postgres::start();
+    pg.migrate();
+    let sink = Sink::start(&[]);
+    let a = on(&pg, sink.port);
+    let b = on(&pg, sink.port);
+    let mut accepted = 0;
+    let mut deferred = 0;
+    // Twenty messages, alternating instances and pass / hold, the database gone for the
+    // middle ten: each is accepted (delivered or held, and tracked) or deferred (the
+    // client keeps it), never accepted untracked.
+    for i in 0..20 {
+        if i == 5 {
+            pg.down();
+        }
+        if i == 15 {
+            pg.up();
+        }
+        let mg = if i % 2 == 0 { &a } else { &b };
+        let (code, reply) = if i % 4 < 2 {
+            smtplib_send(
+                mg.port,
+                FROM,
+                &["bob@cps.cjsm.net"],
+                &good_message(&format!("[OFFICIAL] n{i}")),
+            )
+        } else {
+            smtplib_send(mg.port, FROM, &["friend@example.com"], &unmarked(i))
+        };
+        match code {
+            250 => accepted += 1,
+            451 => {
+                assert!(reply.starts_with("4.3.0"), "{reply}");
+                assert!(
+                    (5..15).contains(&i),
+                    "deferred with the database up: {i} {reply}"
+                );
+                deferred += 1;
+            }
+            _ => panic!("message {i}: {code} {reply}"),
+        }
+        if i == 7 {
+            // Not ready while the database is away.
+            let (status, _) = http_get(a.metrics_port, "/readyz");
+            assert_eq!(status, 503);
+        }
+    }
+    assert_eq!(
+        deferred, 10,
+        "every message with the database down was deferred"
+    );
+    assert_eq!(accepted, 10);
+    // Every accepted message is tracked, and every held one is in the database.
+    let records = a.records();
+    assert_eq!(records.len(), accepted, "{records:?}");
+    let held = records
+        .iter()
+        .filter(|r| r["action"] == "quarantine")
+        .count();
+    let listed = json_out(&b.cli(&["quarantine", "list", "--json"]));
+    assert_eq!(listed.as_array().unwrap().len(), held);
+    assert_eq!(sink.wait_for(accepted - held).len(), accepted - held);
+    eventually(10, "ready again", || {
+        http_get(a.metrics_port, "/readyz").0 == 200
+    });
+}
