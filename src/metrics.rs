@@ -47,6 +47,10 @@ struct FaultLabel {
     fault: String,
 }
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: String,
 }
@@ -78,6 +82,9 @@ pub struct Metrics {
     tracking_write_errors: Counter,
     tracking_incomplete: Counter,
     recipients_split: Counter,
+    /// Store operations that failed (the PostgreSQL store counts them itself).
+    pub store_errors: Counter,
+    store_pool: Family<StateLabel, Gauge>,
     restart_required: Counter,
     /// Set when the next hop last answered; read by `/readyz`.
     pub upstream_ok_at: AtomicI64,
@@ -130,6 +137,8 @@ impl Metrics {
             tracking_write_errors: Counter::default(),
             tracking_incomplete: Counter::default(),
             recipients_split: Counter::default(),
+            store_errors: Counter::default(),
+            store_pool: Family::default(),
             restart_required: Counter::default(),
             upstream_ok_at: AtomicI64::new(0),
             ready: AtomicBool::new(false),
@@ -235,6 +244,16 @@ impl Metrics {
             "tracking_incomplete",
             "Delivered messages whose record could not be completed (their intent record stands)",
             m.tracking_incomplete.clone(),
+        );
+        registry.register(
+            "store_errors",
+            "Operations on the shared (PostgreSQL) store that failed or timed out",
+            m.store_errors.clone(),
+        );
+        registry.register(
+            "store_pool_connections",
+            "The shared store's connection pool: open, idle, and callers waiting for one",
+            m.store_pool.clone(),
         );
         registry.register(
             "recipients_split",
@@ -353,6 +372,17 @@ impl Metrics {
         self.restart_required.inc_by(keys);
     }
 
+    /// The shared store's pool, as read at scrape time.
+    pub fn store_pool(&self, open: usize, idle: usize, waiting: usize) {
+        for (state, n) in [("open", open), ("idle", idle), ("waiting", waiting)] {
+            self.store_pool
+                .get_or_create(&StateLabel {
+                    state: state.to_string(),
+                })
+                .set(n as i64);
+        }
+    }
+
     pub fn recipient_split(&self) {
         self.recipients_split.inc();
     }
@@ -464,10 +494,16 @@ pub async fn serve(
                 async move {
                     // Releases and deletes happen in other processes (the CLI): the
                     // quarantine gauges are read at scrape time, so they follow every change.
-                    let usage = tokio::task::spawn_blocking(move || store.quarantine.usage()).await;
-                    if let Ok((n, bytes)) = usage {
+                    let usage = tokio::task::spawn_blocking(move || {
+                        (store.quarantine.usage(), store.pool_status())
+                    })
+                    .await;
+                    if let Ok(((n, bytes), pool)) = usage {
                         m.quarantine_messages.set(n);
                         m.quarantine_bytes.set(bytes);
+                        if let Some((open, idle, waiting)) = pool {
+                            m.store_pool(open, idle, waiting);
+                        }
                     }
                     (
                         [(
@@ -494,7 +530,9 @@ pub async fn serve(
                     // defer every message on is not ready.
                     let ready = tokio::task::spawn_blocking(move || store.ready()).await;
                     if !ready.unwrap_or(false) {
-                        problems.push("state dir not writable or below its free-space floor");
+                        problems.push(
+                            "state dir not writable or below its free-space floor, or the store's database not answering",
+                        );
                     }
                     if unix_now() - r.upstream_ok_at.load(Ordering::Relaxed) > 60 {
                         problems.push("next hop not reached in the last minute");

@@ -11,7 +11,7 @@ use crate::mailbox::Mailbox;
 use crate::message::Spool;
 use crate::policy::Action;
 use crate::store::record::{NextHopRecord, RecipientRecord, TrackingRecord};
-use crate::store::{HeldFilter, Meta, Release, Store};
+use crate::store::{Done, HeldFilter, Meta, Release, Store};
 use crate::timefmt;
 use crate::transaction::{Envelope, Origin, Recipient, TransactionBuilder};
 
@@ -246,7 +246,11 @@ pub async fn release(
     rec.forwarded = crate::gateway::forwarded_records(&eval);
     // Sent: whatever happens now, it must not be sent again, and must not be reported as
     // not released.
-    let finished = claim.finish();
+    let finished = claim.finish(&Done {
+        outcome: "released",
+        by: &actor.by,
+        reason: actor.reason.as_deref(),
+    });
     let recorded = store.tracking.append(&rec, now);
     let problem = match (finished, recorded) {
         (Ok(()), Ok(())) => None,
@@ -286,7 +290,13 @@ fn remove(
         .tracking
         .append(&record(&meta, action, outcome, actor, now), now)
         .map_err(OpError::Tracking)?;
-    claim.finish().map_err(OpError::Store)?;
+    claim
+        .finish(&Done {
+            outcome,
+            by: &actor.by,
+            reason: actor.reason.as_deref(),
+        })
+        .map_err(OpError::Store)?;
     Ok(meta)
 }
 

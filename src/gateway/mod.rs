@@ -137,6 +137,7 @@ impl Gateway {
         metrics: Arc<Metrics>,
         store: Store,
     ) -> Gateway {
+        store.count_errors(metrics.store_errors.clone());
         Gateway {
             store,
             current: RwLock::new(Arc::new(snapshot)),

@@ -41,6 +41,14 @@ pub struct Release {
     pub state: String,
 }
 
+/// How a claim ended, for the audit: `released`, `deleted` or `purged`, by whom, why.
+#[derive(Debug, Clone, Copy)]
+pub struct Done<'a> {
+    pub outcome: &'a str,
+    pub by: &'a str,
+    pub reason: Option<&'a str>,
+}
+
 /// Which held messages a listing wants; every field given must match.
 #[derive(Debug, Clone, Default)]
 pub struct HeldFilter {

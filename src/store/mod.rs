@@ -18,7 +18,7 @@ use std::time::SystemTime;
 
 pub use address_match::AddressMatch;
 pub use files::index::{IndexError as SearchError, Query};
-pub use held::{HeldFilter, Meta, Release};
+pub use held::{Done, HeldFilter, Meta, Release};
 pub use record::TrackingRecord;
 
 use crate::config::{Config, StoreBackend};
@@ -53,8 +53,9 @@ pub trait Claim {
     fn message(&self) -> io::Result<Vec<u8>>;
     /// Writes the claim's metadata durably (e.g. that sending has begun).
     fn save(&self) -> io::Result<()>;
-    /// Done with it (sent, deleted or purged): it leaves the quarantine.
-    fn finish(self: Box<Self>) -> io::Result<()>;
+    /// Done with it (sent, deleted or purged): it leaves the quarantine; `done` is the
+    /// audit of who did it and why (a shared store keeps it with the state change).
+    fn finish(self: Box<Self>, done: &Done) -> io::Result<()>;
 }
 
 /// The tracking log.
@@ -165,6 +166,50 @@ impl Store {
             pg.check_schema()?;
         }
         Ok(store)
+    }
+
+    /// Copies a files store (a state dir's tracking history and held messages) into this
+    /// PostgreSQL store; idempotent, so an interrupted import is simply run again.
+    /// (records new, held messages new).
+    pub fn import_files(
+        &self,
+        state_dir: &Path,
+        retention_days: u64,
+    ) -> anyhow::Result<(usize, usize)> {
+        use anyhow::Context;
+        let Some(pg) = &self.pg else {
+            anyhow::bail!("store.backend is files: import copies a state dir into PostgreSQL");
+        };
+        files::Files::check_access(state_dir, Access::Read)?;
+        let from = files::Files::new(state_dir, retention_days);
+        let records = from
+            .tracking
+            .records()
+            .with_context(|| format!("reading the tracking log in {}", state_dir.display()))?;
+        let tracking = postgres::PgTracking::new(pg.clone(), retention_days);
+        // Partitions for the days being copied are made as the rows arrive (the default
+        // partition takes any day housekeeping has not made).
+        let added = tracking.import(&records)?;
+        let quarantine =
+            postgres::PgQuarantine::new(pg.clone(), std::time::Duration::from_secs(600));
+        let mut held = 0;
+        for meta in from.quarantine.list()? {
+            let body = from.quarantine.message(&meta.id)?;
+            held += quarantine.import(&meta, body)? as usize;
+        }
+        Ok((added, held))
+    }
+
+    /// The connection pool's (open, idle, waiting), for PostgreSQL.
+    pub fn pool_status(&self) -> Option<(usize, usize, usize)> {
+        self.pg.as_ref().map(|pg| pg.pool_status())
+    }
+
+    /// Counts the shared store's failed operations in `counter` from now on.
+    pub fn count_errors(&self, counter: prometheus_client::metrics::counter::Counter) {
+        if let Some(pg) = &self.pg {
+            let _ = pg.errors.set(counter);
+        }
     }
 
     /// The database, when the store is PostgreSQL (`store migrate`, start-up's check).

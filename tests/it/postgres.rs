@@ -232,3 +232,73 @@ fn the_database_going_away_fails_closed_and_both_recover_without_a_restart() {
         http_get(a.metrics_port, "/readyz").0 == 200
     });
 }
+
+#[test]
+fn a_files_store_is_imported_once_however_often_the_import_runs() {
+    // A site on the files store: a pass, a refusal and a hold.
+    let sink = Sink::start(&[]);
+    let old = Markgate::start(sink.port);
+    assert_eq!(
+        smtplib_send(
+            old.port,
+            FROM,
+            &["bob@cps.cjsm.net"],
+            &good_message("[OFFICIAL] old")
+        )
+        .0,
+        250
+    );
+    assert_eq!(
+        smtplib_send(
+            old.port,
+            FROM,
+            &["bob@cps.cjsm.net"],
+            &good_message("[SECRET] old")
+        )
+        .0,
+        550
+    );
+    assert_eq!(
+        smtplib_send(old.port, FROM, &["friend@example.com"], &unmarked(7)).0,
+        250
+    );
+    let before = old.records();
+    assert_eq!(before.len(), 3);
+    let state = old.state();
+
+    let pg = Postgres::start();
+    pg.migrate();
+    let new = on(&pg, sink.port);
+    let import = || {
+        let out = new.cli(&[
+            "store",
+            "import",
+            "--from-state-dir",
+            state.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(import().contains("ok: 3 tracking records and 1 held messages copied"));
+    // Run again (as after an interruption): nothing is copied twice.
+    assert!(import().contains("ok: 0 tracking records and 0 held messages copied"));
+    let after = new.records();
+    assert_eq!(after, before, "the history as it was");
+    // The held message is the new store's to release.
+    let list = json_out(&new.cli(&["quarantine", "list", "--json"]));
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    let id = list[0]["id"].as_str().unwrap();
+    let raw = new.cli(&["quarantine", "show", "--raw", id]);
+    assert_eq!(String::from_utf8_lossy(&raw.stdout), unmarked(7));
+    let out = new.cli(&["quarantine", "release", "--by", "analyst", id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sink.wait_for(2).len(), 2);
+}

@@ -13,10 +13,48 @@ fn unmarked() -> String {
     "From: jane@police.cjsm.net\r\nTo: friend@example.com\r\nSubject: lunch\r\nMessage-ID: <lunch-1@police.cjsm.net>\r\n\r\nSee you at noon.\r\n\r\nJane Doe\r\nTel: 020 7946 0018\r\n".to_string()
 }
 
+/// The behavioural suite runs on both backends: the default files store, and PostgreSQL
+/// (a cluster of the test's own).
+enum Backend {
+    Files,
+    Postgres(Postgres),
+}
+
+impl Backend {
+    fn postgres() -> Backend {
+        let pg = Postgres::start();
+        pg.migrate();
+        Backend::Postgres(pg)
+    }
+
+    fn serve(&self, sink_port: u16) -> Markgate {
+        let top = match self {
+            Backend::Files => Vec::new(),
+            Backend::Postgres(pg) => pg.store_yaml(),
+        };
+        Markgate::with(
+            sink_port,
+            Opts {
+                top,
+                ..Opts::default()
+            },
+        )
+    }
+}
+
 #[test]
 fn quarantine_list_show_release_reaches_the_sink() {
+    list_show_release(Backend::Files);
+}
+
+#[test]
+fn quarantine_list_show_release_reaches_the_sink_on_postgres() {
+    list_show_release(Backend::postgres());
+}
+
+fn list_show_release(backend: Backend) {
     let sink = Sink::start(&[]);
-    let mg = Markgate::start(sink.port);
+    let mg = backend.serve(sink.port);
     // With a forged release header: kept in the stored copy, gone from the released one.
     let held = unmarked().replacen("Subject:", "X-Markgate-Released: by nobody\r\nSubject:", 1);
     let (code, text) = smtplib_send(mg.port, FROM, &["friend@example.com"], &held);
@@ -175,8 +213,33 @@ fn tracking_write_failure_fails_closed_with_451() {
 
 #[test]
 fn every_action_and_audit_hit_is_tracked_and_searchable() {
+    let mg = every_action_tracked_on(&Backend::Files);
+    // The index is rebuilt from the JSONL files alone.
+    std::fs::remove_file(mg.state().join("tracking/index.sqlite")).unwrap();
+    let _ = std::fs::remove_file(mg.state().join("tracking/index.sqlite-wal"));
+    let _ = std::fs::remove_file(mg.state().join("tracking/index.sqlite-shm"));
+    let out = mg.cli(&["track", "reindex"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("indexed 3 records"));
+    let by = |args: &[&str]| {
+        json_out(&mg.cli(&[&["track", "search", "--json"][..], args].concat()))
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(by(&["--sender", "jane@police.cjsm.net"]), 3);
+    assert_eq!(by(&["--action", "quarantine"]), 1);
+}
+
+#[test]
+fn every_action_and_audit_hit_is_tracked_and_searchable_on_postgres() {
+    let backend = Backend::postgres();
+    // The gateway goes before its database.
+    drop(every_action_tracked_on(&backend));
+}
+
+fn every_action_tracked_on(backend: &Backend) -> Markgate {
     let sink = Sink::start(&[]);
-    let mg = Markgate::start(sink.port);
+    let mg = backend.serve(sink.port);
     let cjsm = "bob@cps.cjsm.net";
     // pass (with the confidentiality-statement audit hit), reject, quarantine
     let mut no_statement = good_message("[OFFICIAL] audit");
@@ -219,14 +282,12 @@ fn every_action_and_audit_hit_is_tracked_and_searchable() {
     assert_eq!(by(&["--rule", "above-restricted"]), 1);
     assert_eq!(by(&["--since", "2000-01-01", "--until", "2100-01-01"]), 3);
     assert_eq!(by(&["--until", "2000-01-01"]), 0);
-    // The index is rebuilt from the JSONL files alone.
-    std::fs::remove_file(mg.state().join("tracking/index.sqlite")).unwrap();
-    let _ = std::fs::remove_file(mg.state().join("tracking/index.sqlite-wal"));
-    let _ = std::fs::remove_file(mg.state().join("tracking/index.sqlite-shm"));
-    let out = mg.cli(&["track", "reindex"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("indexed 3 records"));
-    assert_eq!(by(&["--sender", "jane@police.cjsm.net"]), 3);
-    assert_eq!(by(&["--action", "quarantine"]), 1);
+    assert_eq!(by(&["--sender", "@police.cjsm.net"]), 3);
+    assert_eq!(by(&["--sender", "cjsm"]), 3);
+    assert_eq!(by(&["--recipient", "@example.com"]), 1);
+    assert_eq!(by(&["--recipient", "example"]), 1);
+    assert_eq!(by(&["--limit", "2"]), 2);
+    mg
 }
 
 #[test]

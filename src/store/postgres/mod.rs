@@ -79,6 +79,8 @@ pub struct Pg {
     timeout: Duration,
     /// This instance's name in claims (host and process), so a claim names who holds it.
     pub(crate) instance: String,
+    /// `markgate_store_errors_total`, once the gateway attaches it.
+    pub(crate) errors: std::sync::OnceLock<prometheus_client::metrics::counter::Counter>,
 }
 
 impl Pg {
@@ -132,6 +134,7 @@ impl Pg {
             pool,
             timeout: config.timeout,
             instance: format!("{hostname}:{}", std::process::id()),
+            errors: std::sync::OnceLock::new(),
         }))
     }
 
@@ -157,10 +160,16 @@ impl Pg {
             let _ = tx.send(result);
         });
         // The task answers within the timeout; a little more covers a busy runtime.
-        match rx.recv_timeout(timeout + Duration::from_secs(1)) {
+        let result = match rx.recv_timeout(timeout + Duration::from_secs(1)) {
             Ok(result) => result,
             Err(_) => Err(PgError::Timeout(timeout)),
+        };
+        if result.is_err() {
+            if let Some(counter) = self.errors.get() {
+                counter.inc();
+            }
         }
+        result
     }
 
     /// Pool use: (connections open, connections idle, callers waiting).

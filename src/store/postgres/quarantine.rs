@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Pg, PgError};
 use crate::message::Spool;
-use crate::store::{Claim, HeldFilter, Meta, QuarantineStore};
+use crate::store::{Claim, Done, HeldFilter, Meta, QuarantineStore};
 
 pub struct PgQuarantine {
     pg: Arc<Pg>,
@@ -23,6 +23,49 @@ pub struct PgQuarantine {
 impl PgQuarantine {
     pub fn new(pg: Arc<Pg>, lease: Duration) -> PgQuarantine {
         PgQuarantine { pg, lease }
+    }
+}
+
+impl PgQuarantine {
+    /// Copies a held message in (a files store being moved here), with its metadata as it
+    /// is; one already here is left alone, so an interrupted import is run again. Whether
+    /// it was new.
+    pub fn import(&self, meta: &Meta, body: Vec<u8>) -> io::Result<bool> {
+        if let Some(e) = bad_id(&meta.id) {
+            return Err(e);
+        }
+        let value = serde_json::to_value(meta)?;
+        let meta = meta.clone();
+        self.pg
+            .run(move |mut client| async move {
+                let tx = client.transaction().await?;
+                let recipients: Vec<String> =
+                    meta.recipients.iter().map(|r| r.to_lowercase()).collect();
+                let n = tx
+                    .execute(
+                        "INSERT INTO quarantine (id, time, sender, recipients, size, meta) \
+                         VALUES ($1, ($2::text)::timestamptz, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+                        &[
+                            &meta.id,
+                            &meta.time,
+                            &meta.sender.to_lowercase(),
+                            &recipients,
+                            &(meta.size as i64),
+                            &value,
+                        ],
+                    )
+                    .await?;
+                if n == 1 {
+                    tx.execute(
+                        "INSERT INTO quarantine_body (id, body) VALUES ($1, $2)",
+                        &[&meta.id, &body],
+                    )
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(n == 1)
+            })
+            .map_err(io::Error::from)
     }
 }
 
@@ -264,13 +307,15 @@ impl Claim for PgClaim {
             Err(lost(&self.meta.id))
         }
     }
-    fn finish(mut self: Box<Self>) -> io::Result<()> {
-        let state = if self.meta.released.is_some() {
+    fn finish(mut self: Box<Self>, done: &Done) -> io::Result<()> {
+        let state = if done.outcome == "released" {
             "released"
         } else {
             "deleted"
         };
-        let by = self.meta.released.as_ref().map(|r| r.by.clone());
+        let audit = done.outcome.to_string();
+        let by = done.by.to_string();
+        let reason = done.reason.map(str::to_string);
         let (key, token, instance) = (
             self.meta.id.clone(),
             self.token.clone(),
@@ -292,8 +337,8 @@ impl Claim for PgClaim {
                     tx.execute("DELETE FROM quarantine_body WHERE id = $1", &[&key])
                         .await?;
                     tx.execute(
-                        "INSERT INTO audit (state, queue_id, by_whom, instance) VALUES ($1, $2, $3, $4)",
-                        &[&state, &key, &by, &instance],
+                        "INSERT INTO audit (state, queue_id, by_whom, reason, instance) VALUES ($1, $2, $3, $4, $5)",
+                        &[&audit, &key, &by, &reason, &instance],
                     )
                     .await?;
                 }

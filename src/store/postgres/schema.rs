@@ -27,7 +27,10 @@ CREATE TABLE tracking (
     level text NOT NULL,
     outcome text NOT NULL,
     record jsonb NOT NULL,
-    PRIMARY KEY (time, id)
+    -- sha256 of the record as written: a record imported twice is stored once.
+    digest text NOT NULL,
+    PRIMARY KEY (time, id),
+    UNIQUE (time, digest)
 ) PARTITION BY RANGE (time);
 -- Rows no daily partition takes (a clock far off): kept, never refused.
 CREATE TABLE tracking_default PARTITION OF tracking DEFAULT;

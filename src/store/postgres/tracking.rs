@@ -114,6 +114,96 @@ impl PgTracking {
     }
 }
 
+/// A record as a row: the searched fields beside the record itself.
+struct Row {
+    record: TrackingRecord,
+    value: serde_json::Value,
+    digest: String,
+    recipients: Vec<String>,
+    sender: String,
+    level: String,
+}
+
+impl Row {
+    fn of(record: &TrackingRecord) -> io::Result<Row> {
+        use sha2::Digest;
+        let bytes = serde_json::to_vec(record)?;
+        Ok(Row {
+            value: serde_json::from_slice(&bytes)?,
+            digest: format!("{:x}", sha2::Sha256::digest(&bytes)),
+            recipients: record
+                .recipients
+                .iter()
+                .map(|x| x.address.to_lowercase())
+                .collect(),
+            sender: record.sender.to_lowercase(),
+            level: record.level().to_string(),
+            record: record.clone(),
+        })
+    }
+
+    /// Inserts the row (once: the same record again is a no-op) and, for an outcome,
+    /// removes its intent; whether it was new.
+    async fn insert(&self, tx: &tokio_postgres::Transaction<'_>) -> Result<bool, PgError> {
+        let r = &self.record;
+        let n = tx
+            .execute(
+                "INSERT INTO tracking (time, queue_id, message_id, sender, recipients, action, rule, level, outcome, record, digest) \
+                 VALUES (($1::text)::timestamptz, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                 ON CONFLICT (time, digest) DO NOTHING",
+                &[
+                    &r.time,
+                    &r.queue_id,
+                    &r.message_id,
+                    &self.sender,
+                    &self.recipients,
+                    &r.action,
+                    &r.rule,
+                    &self.level,
+                    &r.outcome,
+                    &self.value,
+                    &self.digest,
+                ],
+            )
+            .await?;
+        if !r.is_intent() {
+            if let Some(q) = &r.queue_id {
+                tx.execute(
+                    "DELETE FROM tracking WHERE queue_id = $1 AND outcome = $2",
+                    &[q, &INTENT],
+                )
+                .await?;
+            }
+        }
+        Ok(n == 1)
+    }
+}
+
+impl PgTracking {
+    /// Copies records in (a files store being moved here), a thousand to a transaction;
+    /// a record already here is skipped, so an interrupted import is run again. How many
+    /// were new.
+    pub fn import(&self, records: &[TrackingRecord]) -> io::Result<usize> {
+        let mut added = 0;
+        for chunk in records.chunks(1000) {
+            let rows = chunk.iter().map(Row::of).collect::<io::Result<Vec<_>>>()?;
+            added += self
+                .pg
+                .run(move |mut client| async move {
+                    let tx = client.transaction().await?;
+                    let mut n = 0;
+                    for row in &rows {
+                        n += row.insert(&tx).await? as usize;
+                    }
+                    tx.commit().await?;
+                    Ok(n)
+                })
+                .map_err(io::Error::from)?;
+        }
+        Ok(added)
+    }
+}
+
 /// `tracking_20261202` → `2026-12-02`.
 fn partition_day(name: &str) -> Option<String> {
     let d = name.strip_prefix("tracking_")?;
@@ -234,39 +324,11 @@ fn store_error(e: PgError) -> IndexError {
 
 impl TrackingStore for PgTracking {
     fn append(&self, record: &TrackingRecord, _now: SystemTime) -> io::Result<()> {
-        let value = serde_json::to_value(record)?;
-        let r = record.clone();
+        let row = Row::of(record)?;
         self.pg
             .run(move |mut client| async move {
                 let tx = client.transaction().await?;
-                let recipients: Vec<String> =
-                    r.recipients.iter().map(|x| x.address.to_lowercase()).collect();
-                tx.execute(
-                    "INSERT INTO tracking (time, queue_id, message_id, sender, recipients, action, rule, level, outcome, record) \
-                     VALUES (($1::text)::timestamptz, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                    &[
-                        &r.time,
-                        &r.queue_id,
-                        &r.message_id,
-                        &r.sender.to_lowercase(),
-                        &recipients,
-                        &r.action,
-                        &r.rule,
-                        &r.level().to_string(),
-                        &r.outcome,
-                        &value,
-                    ],
-                )
-                .await?;
-                if !r.is_intent() {
-                    if let Some(q) = &r.queue_id {
-                        tx.execute(
-                            "DELETE FROM tracking WHERE queue_id = $1 AND outcome = $2",
-                            &[q, &INTENT],
-                        )
-                        .await?;
-                    }
-                }
+                row.insert(&tx).await?;
                 tx.commit().await?;
                 Ok(())
             })
