@@ -88,7 +88,10 @@ impl Snapshot {
             })
             .collect();
         match classified {
-            Ok(classification) => {
+            Ok(mut classification) => {
+                // Nor is the envelope sender's own history someone else's correspondence.
+                let own = txn.envelope.sender_str().to_ascii_lowercase();
+                classification.forwarded.retain(|f| f.from != own);
                 let forwarded_from: Vec<Class> = classification
                     .forwarded
                     .iter()

@@ -60,6 +60,9 @@ pub enum ClassifyError {
     Walk(#[from] WalkError),
 }
 
+/// Distinct original senders read from a message's history.
+const MAX_SENDERS: usize = 10_000;
+
 /// Parts visited before a message counts as too complex (and so is never passed blind).
 const MAX_PARTS: usize = 5000;
 
@@ -161,6 +164,15 @@ impl Classifier {
             out.signature = has_signature(places::new_text(&text));
             out.confidentiality_statement = self.has_statement(&text);
         }
+        // The sender's own earlier messages, quoted back in a thread, are not correspondence
+        // received from someone else.
+        if let Some(own) = mail
+            .headers
+            .get_first_value("From")
+            .and_then(|v| history::sender_address(&v))
+        {
+            out.forwarded.retain(|f| f.from != own);
+        }
         Ok(out)
     }
 
@@ -184,8 +196,19 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
-    /// Each original sender once (a text and an HTML part show the same history).
+    /// Each original sender once (a text and an HTML part show the same history), at most
+    /// [`MAX_SENDERS`]: past that the history is not all read, which is opaque (held on
+    /// the way out), not a reason to keep growing.
     fn forwarded(&mut self, f: Forwarded) {
+        if self.forwarded_seen.len() >= MAX_SENDERS {
+            if self.forwarded_seen.len() == MAX_SENDERS {
+                self.forwarded_seen.insert(String::new());
+                self.out.opaque.push(format!(
+                    "history: more than {MAX_SENDERS} earlier senders, not all read"
+                ));
+            }
+            return;
+        }
         if self.forwarded_seen.insert(f.from.clone()) {
             self.out.forwarded.push(f);
         }

@@ -26,23 +26,23 @@ pub struct Forwarded {
 
 /// The `From:` line of a history block, in the languages mail clients write it.
 static FROM_LINE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)^\s*((?:>\s*)*)\*{0,2}(?:from|von|de|van|da|fra|från|od|lähettäjä|feladó)\*{0,2}\s*:\s*(.*)$")
+    Regex::new(r"(?i)^\s*((?:>\s*)*)\*{0,2}(?:from|von|de|van|da|fra|från|od|lähettäjä|feladó|oddi wrth|от|kimden|差出人|发件人|寄件者)\*{0,2}\s*[:：]\s*(.*)$")
         .expect("history from regex")
 });
 /// Another header line of the same block: what makes a `From:` line a block's.
 static BLOCK_LINE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)^\s*(?:>\s*)*\*{0,2}(?:sent|gesendet|envoyé|enviado|verzonden|inviato|sendt|skickat|wysłano|date|datum|fecha|data|subject|betreff|objet|asunto|onderwerp|oggetto|assunto|emne|ämne|aihe|temat|tárgy)\*{0,2}\s*:")
+    Regex::new(r"(?i)^\s*(?:>\s*)*\*{0,2}(?:sent|gesendet|envoyé|enviado|verzonden|inviato|sendt|skickat|wysłano|anfonwyd|отправлено|gönderildi|送信日時|发送时间|date|datum|fecha|data|dyddiad|subject|betreff|objet|asunto|onderwerp|oggetto|assunto|emne|ämne|aihe|temat|tárgy|pwnc|тема|konu|件名|主题|to|an|à|para|aan|til|till|at|кому|kime|cc)\*{0,2}\s*[:：]|^\s*(?:>\s*)*-{2,}\s*(?:original message|forwarded message|ursprüngliche nachricht|message d'origine|mensaje original|oorspronkelijk bericht|messaggio originale)")
         .expect("history block regex")
 });
 /// Recipient lines of a block.
 static TO_LINE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)^\s*(?:>\s*)*\*{0,2}(?:to|an|à|a|para|aan|til|till|do|cc|kopie|copie)\*{0,2}\s*:\s*(.*)$")
+    Regex::new(r"(?i)^\s*(?:>\s*)*\*{0,2}(?:to|an|à|a|para|aan|til|till|do|at|кому|kime|cc|kopie|copie)\*{0,2}\s*[:：]\s*(.*)$")
         .expect("history to regex")
 });
 /// A reply attribution: `On Mon, 1 Dec 2026, Bob <bob@x> wrote:` and its translations
 /// (German puts the sender after the verb: `Am … schrieb Bob <bob@x>:`).
 static ATTRIBUTION: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\b(?:wrote|schrieb|a écrit|escribió|schreef|ha scritto|escreveu|skrev|napisał|kirjoitti)(?:\s+[^:]{0,120})?:\s*$")
+    Regex::new(r"(?i)\b(?:wrote|schrieb|a écrit|escribió|schreef|ha scritto|escreveu|skrev|napisał(?:\(a\))?|napsal(?:\(a\))?|kirjoitti|ysgrifennodd|написал(?:\(а\))?|yazdı|ezt írta|写道)(?:\s+[^:：]{0,120})?[:：]\s*$")
         .expect("history attribution regex")
 });
 /// An address as history blocks write it: `<a@b>`, `[mailto:a@b]`, `(a@b)` or bare.
@@ -50,6 +50,21 @@ static ADDRESS: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)(?:mailto:)?([a-z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)+)")
         .expect("history address regex")
 });
+
+/// The address a `From:` value names: the one in `<…>` or `[mailto:…]` when there is one
+/// (a display name may itself look like an address: `bob@x <bob@x.cjsm.net>`), else the
+/// first.
+pub fn sender_address(value: &str) -> Option<String> {
+    let all = addresses(value);
+    let bracketed = ADDRESS.captures_iter(value).find_map(|c| {
+        let m = c.get(0)?;
+        let before = value[..m.start()].trim_end();
+        (before.ends_with('<') || before.ends_with('[') || m.as_str().starts_with("mailto:"))
+            .then(|| c.get(1).map(|a| a.as_str().to_ascii_lowercase()))
+            .flatten()
+    });
+    bracketed.or_else(|| all.into_iter().next())
+}
 
 fn addresses(text: &str) -> Vec<String> {
     let mut found: Vec<String> = ADDRESS
@@ -59,6 +74,20 @@ fn addresses(text: &str) -> Vec<String> {
         .collect();
     found.dedup();
     found
+}
+
+/// Whether another header line of a history block is among the five non-blank lines
+/// either side of line `i` (an HTML table of headers renders with blank lines between
+/// its cells).
+fn near_block_line(lines: &[&str], i: usize) -> bool {
+    let before = lines[i.saturating_sub(20)..i].iter().rev();
+    let after = lines[(i + 1).min(lines.len())..(i + 21).min(lines.len())].iter();
+    let near = |it: &mut dyn Iterator<Item = &&str>| {
+        it.filter(|l| !l.trim().is_empty())
+            .take(5)
+            .any(|l| BLOCK_LINE.is_match(l))
+    };
+    near(&mut before.into_iter()) || near(&mut after.into_iter())
 }
 
 /// The earlier messages written inline in `text` (a body or a text attachment), each with
@@ -74,14 +103,21 @@ pub fn inline(text: &str, place: &str) -> Vec<Forwarded> {
         }
         if let Some(caps) = FROM_LINE.captures(line) {
             let lines = lines.get_or_insert_with(|| text.lines().collect());
-            let block = &lines[i.saturating_sub(5)..(i + 6).min(lines.len())];
-            if !block.iter().any(|l| BLOCK_LINE.is_match(l)) {
+            if !near_block_line(lines, i) {
                 continue;
             }
-            let Some(from) = caps
-                .get(2)
-                .and_then(|v| addresses(v.as_str()).into_iter().next())
-            else {
+            // Outlook wraps a long `From:` value (a CJSM address is long), and an HTML
+            // table puts the value in a cell of its own: the next non-blank line then holds
+            // the address, if it is not the block's next header.
+            let value = caps.get(2).map(|v| v.as_str()).unwrap_or("");
+            let from = sender_address(value).or_else(|| {
+                lines[i + 1..(i + 4).min(lines.len())]
+                    .iter()
+                    .find(|l| !l.trim().is_empty())
+                    .filter(|l| !BLOCK_LINE.is_match(l) && !FROM_LINE.is_match(l))
+                    .and_then(|l| sender_address(l))
+            });
+            let Some(from) = from else {
                 continue;
             };
             let quoted = caps.get(1).is_some_and(|q| !q.as_str().is_empty());
@@ -100,8 +136,15 @@ pub fn inline(text: &str, place: &str) -> Vec<Forwarded> {
         } else if line.len() < 300 && ATTRIBUTION.is_match(line) {
             // The attribution may be wrapped over two lines by the client.
             let lines = lines.get_or_insert_with(|| text.lines().collect());
+            // Only an attribution without an address borrows the line before, and only one
+            // that is not a sentence of its own.
             let joined = match i.checked_sub(1).map(|p| lines[p]) {
-                Some(prev) if !prev.trim().is_empty() && prev.len() < 200 => {
+                Some(prev)
+                    if addresses(line).is_empty()
+                        && !prev.trim().is_empty()
+                        && !prev.trim_end().ends_with(['.', '!', '?', ':'])
+                        && prev.len() < 200 =>
+                {
                     format!("{prev} {line}")
                 }
                 _ => line.to_string(),
@@ -121,7 +164,7 @@ pub fn inline(text: &str, place: &str) -> Vec<Forwarded> {
 /// An attached message's sender and recipients, from its own (decoded) headers; `place`
 /// names the attachment (`attached[0]`).
 pub fn attached(from: Option<&str>, to: &[String], place: &str) -> Option<Forwarded> {
-    let from = addresses(from?).into_iter().next()?;
+    let from = sender_address(from?)?;
     Some(Forwarded {
         source: place.to_string(),
         from,
@@ -176,6 +219,27 @@ mod tests {
         );
         let german = "Am 30.11.2026 um 10:00 schrieb Bob <bob@cps.cjsm.net>:\n> text\n";
         assert_eq!(senders(german)[0].1, "bob@cps.cjsm.net");
+    }
+
+    #[test]
+    fn what_the_adversary_found() {
+        let wrapped = "From: Smith, Robert (CPS Area Team)\n<robert.smith@cps.gov.uk.cjsm.net>\nSent: Monday\nSubject: x\n";
+        assert_eq!(senders(wrapped)[0].1, "robert.smith@cps.gov.uk.cjsm.net");
+        let table = "From:\nBob <bob@cps.cjsm.net>\nDate:\nMonday\n";
+        assert_eq!(senders(table)[0].1, "bob@cps.cjsm.net");
+        let display = "From: bob.smith@cps.gov.uk <bob.smith@cps.gov.uk.cjsm.net>\nSent: Monday\n";
+        assert_eq!(senders(display)[0].1, "bob.smith@cps.gov.uk.cjsm.net");
+        let welsh = "Oddi wrth: Bob <bob@cps.cjsm.net>\nAnfonwyd: Dydd Llun\nAt: Jane\nPwnc: x\n";
+        assert_eq!(senders(welsh)[0].1, "bob@cps.cjsm.net");
+        let short =
+            "-----Original Message-----\nFrom: bob@cps.cjsm.net\nTo: jane@police.cjsm.net\n";
+        assert_eq!(senders(short)[0].1, "bob@cps.cjsm.net");
+        let polish = "W dniu 1.12.2026 Bob <bob@cps.cjsm.net> napisał(a):\n> x\n";
+        assert_eq!(senders(polish)[0].1, "bob@cps.cjsm.net");
+        let prose = "Contact bob@cps.cjsm.net for the file.\nThe defendant wrote:\n> x\n";
+        assert!(senders(prose).is_empty(), "{:?}", senders(prose));
+        let cells = "-------- Forwarded Message --------\n\n\n\nSubject: \n\nHearing\n\n\n\nDate: \n\nTue\n\n\n\nFrom: \n\nBob Smith <bob@cps.cjsm.net>\n\n\n\nTo: \n\nJane\n";
+        assert_eq!(senders(cells)[0].1, "bob@cps.cjsm.net");
     }
 
     #[test]
