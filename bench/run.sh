@@ -14,6 +14,7 @@
 # system from /proc/PID/stat) per round and overall, and its peak RSS.
 #
 #   bench/run.sh [MESSAGES] [ROUNDS]        (defaults 5000 and 5)
+#   MARKGATE_BENCH_STORE=postgres bench/run.sh ...   (the PostgreSQL store, on this machine)
 #
 # Needs postfix (smtp-source, smtp-sink) and python3; node/npm for Haraka. Loopback only.
 set -euo pipefail
@@ -35,6 +36,10 @@ wait_port "$SINK_PORT"
 
 MG_PORT=$(port)
 METRICS_PORT=$(port)
+STORE_LINE=""
+if [ "${MARKGATE_BENCH_STORE:-files}" = postgres ]; then
+  STORE_LINE=$(pg_start "$MG")
+fi
 cat > "$WORK/mg.yaml" <<EOF
 listen: 127.0.0.1:$MG_PORT
 metrics_listen: 127.0.0.1:$METRICS_PORT
@@ -42,6 +47,7 @@ state_dir: $WORK/state
 upstream: {address: "127.0.0.1:$SINK_PORT", tls: none}
 tracking: {subject: hash}
 limits: {max_connections: 1024, max_connections_per_client: 1024}
+$STORE_LINE
 EOF
 MARKGATE_LOG=warn "$MG" serve --config "$WORK/mg.yaml" 2>"$WORK/mg.log" &
 MG_PID=$!

@@ -8,6 +8,15 @@
 //!   MARKGATE_BENCH_RECORDS=18000000 cargo bench --bench tracking
 //!   MARKGATE_BENCH_DIR=/var/tmp/mg-18m  (keep the generated store; reused when it matches)
 //!
+//! The PostgreSQL store, by the same queries through its `TrackingStore`:
+//!
+//!   MARKGATE_BENCH_STORE=postgres MARKGATE_BENCH_PG_URL=postgres://postgres@127.0.0.1:P/markgate \
+//!     [MARKGATE_BENCH_PG_COLD='command that restarts the server'] cargo bench --bench tracking
+//!
+//! (a migrated database; the records are generated in the server, one day's partition at a
+//! time, and kept: a database already holding `n` records is reused). Cold there means the
+//! server restarted (its shared buffers emptied) and the page cache dropped before each query.
+//!
 //! Defaults to 1,800,000 records (36 days). 5,000 senders and 20,000 recipients, so a
 //! sender has N/5,000 records (3,600 at 18 M). Prints median and p95 per query kind, warm
 //! and — where the page cache can be dropped (`/proc/sys/vm/drop_caches`, root) — cold.
@@ -16,6 +25,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
+use markgate::config::{Config, PgTls, StoreBackend};
 use markgate::store::files::index::Index;
 use markgate::store::files::Tracking;
 use markgate::store::record::{MarkingRecord, RecipientRecord, TrackingRecord};
@@ -203,12 +213,16 @@ fn kinds(n: usize) -> Vec<Kind> {
 
 /// Runs every query once (dropping the page cache before each when `cold`); median and
 /// p95. Panics on a result count that is not what was generated.
-fn time_kind(tracking: &Tracking, kind: &Kind, cold: bool) -> (Duration, Duration, usize) {
+fn time_kind(
+    tracking: &dyn TrackingStore,
+    kind: &Kind,
+    cold: Option<&dyn Fn()>,
+) -> (Duration, Duration, usize) {
     let mut times = Vec::new();
     let mut returned = 0;
     for (q, expected) in &kind.queries {
-        if cold {
-            drop_caches();
+        if let Some(cool) = cold {
+            cool();
         }
         let started = Instant::now();
         let found = tracking.search(q).expect("search");
@@ -240,11 +254,136 @@ fn bytes_of(dir: &Path, prefix: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The generator's records, made in the server: the same fields `record(k)` has.
+const PG_GENERATE: &str = r#"
+INSERT INTO tracking (time, queue_id, message_id, sender, recipients, action, rule, level, outcome, record, digest)
+SELECT t, q, mid, s, ARRAY[r], act, rl, 'RESTRICTED', oc,
+  jsonb_build_object('time', to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), 'queue_id', q,
+    'front_end', 'smtp', 'sender', s,
+    'recipients', jsonb_build_array(jsonb_build_object('address', r, 'class', 'cjsm')),
+    'message_id', mid, 'subject', '[RESTRICTED] Case file ' || (k % 100000), 'size', 10240,
+    'marking', jsonb_build_object('level', 'RESTRICTED', 'rank', 2, 'descriptors', '[]'::jsonb,
+      'caveats', '[]'::jsonb, 'evidence', '[]'::jsonb),
+    'signature', true, 'confidentiality_statement', true, 'action', act, 'rule', rl,
+    'reply', '250 2.0.0 Ok', 'outcome', oc),
+  md5(k::text)
+FROM (SELECT k,
+    to_timestamp($3::bigint + (k / 50000) * 86400 + ((k % 50000) * 86400 / 50000)) AS t,
+    lpad(upper(to_hex(k)), 16, '0') AS q, '<' || k || '@police.cjsm.net>' AS mid,
+    'user' || (k % 5000) || '@police.cjsm.net' AS s, 'r' || (k % 20000) || '@cps.cjsm.net' AS r,
+    CASE WHEN k % 10 = 0 THEN 'quarantine' ELSE 'pass' END AS act,
+    CASE WHEN k % 10 = 0 THEN 'unmarked-to-external' END AS rl,
+    CASE WHEN k % 10 = 0 THEN 'held' ELSE 'delivered' END AS oc
+  FROM generate_series($1::bigint, $2::bigint) k) g
+"#;
+
+/// Fills the database at `url` with `n` records (unless it holds exactly that many);
+/// the build time when it built.
+fn pg_generate(url: &str, n: usize) -> Option<Duration> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to MARKGATE_BENCH_PG_URL");
+        tokio::spawn(conn);
+        let have: i64 = client
+            .query_one("SELECT count(*) FROM tracking", &[])
+            .await
+            .expect("count")
+            .get(0);
+        if have as usize == n {
+            return None;
+        }
+        let started = Instant::now();
+        client
+            .batch_execute("TRUNCATE tracking")
+            .await
+            .expect("truncate");
+        let days = n.div_ceil(PER_DAY);
+        for day in 0..days {
+            let from = timefmt::date(day_start(day));
+            let to = timefmt::date(day_start(day + 1));
+            let name = format!("tracking_{}", from.replace('-', ""));
+            client
+                .batch_execute(&format!(
+                    "CREATE TABLE IF NOT EXISTS {name} PARTITION OF tracking FOR VALUES FROM ('{from}') TO ('{to}')"
+                ))
+                .await
+                .expect("partition");
+            let lo = (day * PER_DAY) as i64;
+            let hi = (((day + 1) * PER_DAY).min(n) - 1) as i64;
+            client
+                .execute(PG_GENERATE, &[&lo, &hi, &(START as i64)])
+                .await
+                .expect("generate");
+        }
+        client.batch_execute("ANALYZE tracking").await.expect("analyze");
+        Some(started.elapsed())
+    })
+}
+
+fn pg_main(n: usize) {
+    let url = std::env::var("MARKGATE_BENCH_PG_URL").expect("MARKGATE_BENCH_PG_URL");
+    let built = pg_generate(&url, n);
+    let mut config = Config::default();
+    config.store.backend = StoreBackend::Postgres;
+    config.store.url = Some(url);
+    config.store.tls = PgTls::Disable;
+    config.store.timeout = Duration::from_secs(120);
+    config.tracking.retention_days = 400;
+    let state = tempfile::tempdir().expect("tempdir");
+    config.state_dir = state.path().to_path_buf();
+    let store = markgate::store::Store::open(&config).expect("store");
+    let restart = std::env::var("MARKGATE_BENCH_PG_COLD").ok();
+    let cool = || {
+        if let Some(cmd) = &restart {
+            let _ = std::process::Command::new("sh").args(["-c", cmd]).status();
+        }
+        drop_caches();
+    };
+    println!(
+        "{n} records in PostgreSQL, {} daily partitions, built {}",
+        n.div_ceil(PER_DAY),
+        built.map_or("earlier (reused)".to_string(), |b| format!("in {b:.1?}")),
+    );
+    table(
+        &*store.tracking,
+        restart.is_some().then_some(&cool as &dyn Fn()),
+        n,
+    );
+}
+
+fn table(tracking: &dyn TrackingStore, cold: Option<&dyn Fn()>, n: usize) {
+    println!("| query | records each | warm median | warm p95 | cold median | cold p95 |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    for kind in kinds(n) {
+        // Cold first (each query after a dropped cache), then warm: the same queries
+        // once to fill the cache, then timed.
+        let cold_times = cold.map(|c| time_kind(tracking, &kind, Some(c)));
+        let _ = time_kind(tracking, &kind, None);
+        let (median, p95, returned) = time_kind(tracking, &kind, None);
+        let (cm, cp) = cold_times.map_or(("n/a".into(), "n/a".into()), |(m, p, _)| {
+            (format!("{m:.2?}"), format!("{p:.2?}"))
+        });
+        println!(
+            "| {} | {returned} | {median:.2?} | {p95:.2?} | {cm} | {cp} |",
+            kind.name
+        );
+    }
+}
+
 fn main() {
     let n: usize = std::env::var("MARKGATE_BENCH_RECORDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_800_000);
+    if std::env::var("MARKGATE_BENCH_STORE").as_deref() == Ok("postgres") {
+        pg_main(n);
+        return;
+    }
     let (dir, _tmp, built) = store_dir(n);
     let tracking = Tracking::new(&dir, 400);
     let can_drop = drop_caches();
@@ -255,22 +394,10 @@ fn main() {
         bytes_of(&dir, "tracking-") as f64 / 1e6,
         built.map_or("earlier (reused)".to_string(), |b| format!("in {b:.1?}")),
     );
-    println!("| query | records each | warm median | warm p95 | cold median | cold p95 |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
-    for kind in kinds(n) {
-        // Cold first (each query after a dropped cache), then warm: the same queries
-        // once to fill the cache, then timed.
-        let cold = can_drop.then(|| time_kind(&tracking, &kind, true));
-        let _ = time_kind(&tracking, &kind, false);
-        let (median, p95, returned) = time_kind(&tracking, &kind, false);
-        let (cm, cp) = cold.map_or(("n/a".into(), "n/a".into()), |(m, p, _)| {
-            (format!("{m:.2?}"), format!("{p:.2?}"))
-        });
-        println!(
-            "| {} | {returned} | {median:.2?} | {p95:.2?} | {cm} | {cp} |",
-            kind.name
-        );
-    }
+    let cool = || {
+        drop_caches();
+    };
+    table(&tracking, can_drop.then_some(&cool as &dyn Fn()), n);
     if !can_drop {
         println!("(cold: the page cache cannot be dropped here; cold figures not measured)");
     }

@@ -146,6 +146,21 @@ impl Gateway {
         }
     }
 
+    /// A store call from a session. A shared store's call waits on the network: it runs
+    /// with `block_in_place`, so the runtime moves this worker's other sessions to another
+    /// thread meanwhile and concurrent sessions' commits overlap (PostgreSQL flushes them
+    /// together). The files store's calls are local and short, and run as they are.
+    fn store_call<T>(&self, f: impl FnOnce() -> T) -> T {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        let multi =
+            Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
+        if multi && self.store.postgres().is_some() {
+            tokio::task::block_in_place(f)
+        } else {
+            f()
+        }
+    }
+
     /// The running rules; a session keeps this for its whole life.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.current
@@ -230,7 +245,7 @@ impl Gateway {
     ) -> (Outcome, Reply) {
         let verdict = &eval.verdict;
         if verdict.action != Action::Reject {
-            if let Err(err) = self.store.tracking.preflight() {
+            if let Err(err) = self.store_call(|| self.store.tracking.preflight()) {
                 self.metrics.tracking_write_error();
                 tracing::error!(queue_id = %txn.id, error = %err, "no room to track this message; deferring");
                 return (
@@ -273,7 +288,7 @@ impl Gateway {
                         HandOff::NextHop => None,
                     },
                 };
-                match self.store.quarantine.put(&txn.message, meta) {
+                match self.store_call(|| self.store.quarantine.put(&txn.message, meta)) {
                     Ok(()) => {
                         // Counted here; a scrape recounts from the directory, as releases
                         // and deletes happen in other processes.
@@ -297,7 +312,9 @@ impl Gateway {
                 // The intent record: if the record of how it went cannot be written once
                 // the next hop has the message, this one stands and the reply stays 250.
                 let intent = record::record(snap, txn, eval, &Outcome::HandingOff, &Reply::ok());
-                if let Err(err) = self.store.tracking.append(&intent, SystemTime::now()) {
+                if let Err(err) =
+                    self.store_call(|| self.store.tracking.append(&intent, SystemTime::now()))
+                {
                     self.metrics.tracking_write_error();
                     tracing::error!(queue_id = %txn.id, error = %err, "intent record not written; deferring");
                     return (
@@ -384,7 +401,8 @@ impl Gateway {
             "{}",
             record::log_line(&record, self.next_hop().address())
         );
-        if let Err(err) = self.store.tracking.append(&record, SystemTime::now()) {
+        if let Err(err) = self.store_call(|| self.store.tracking.append(&record, SystemTime::now()))
+        {
             self.metrics.tracking_write_error();
             if delivered {
                 // A 4xx now would make the sender deliver a second copy (invariant 3).

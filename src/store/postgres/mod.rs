@@ -75,8 +75,8 @@ impl Drop for Runtime {
 pub struct Pg {
     runtime: Runtime,
     handle: tokio::runtime::Handle,
-    pool: Pool,
-    timeout: Duration,
+    pub(crate) pool: Pool,
+    pub(crate) timeout: Duration,
     /// This instance's name in claims (host and process), so a claim names who holds it.
     pub(crate) instance: String,
     /// `markgate_store_errors_total`, once the gateway attaches it.
@@ -170,6 +170,11 @@ impl Pg {
             }
         }
         result
+    }
+
+    /// Runs `task` on the store's runtime, for as long as the store lives.
+    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.handle.spawn(task);
     }
 
     /// Pool use: (connections open, connections idle, callers waiting).

@@ -9,17 +9,31 @@ use std::time::{Duration, SystemTime};
 
 use super::{Params, Pg, PgError};
 use crate::store::files::index::{IndexError, Query};
-use crate::store::record::{TrackingRecord, INTENT};
+use crate::store::record::TrackingRecord;
 use crate::store::{AddressMatch, Redacted, TrackingStore};
 
 pub struct PgTracking {
     pg: Arc<Pg>,
     retention_days: u64,
+    /// The group committer's queue (started on first use).
+    commits: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Waiting>>,
 }
 
 impl PgTracking {
     pub fn new(pg: Arc<Pg>, retention_days: u64) -> PgTracking {
-        PgTracking { pg, retention_days }
+        PgTracking {
+            pg,
+            retention_days,
+            commits: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn commits(&self) -> &tokio::sync::mpsc::UnboundedSender<Waiting> {
+        self.commits.get_or_init(|| {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            self.pg.spawn(committer(self.pg.clone(), rx));
+            tx
+        })
     }
 
     /// Creates the daily partitions from yesterday to a week ahead and drops those past
@@ -143,14 +157,26 @@ impl Row {
     }
 
     /// Inserts the row (once: the same record again is a no-op) and, for an outcome,
-    /// removes its intent; whether it was new.
-    async fn insert(&self, tx: &tokio_postgres::Transaction<'_>) -> Result<bool, PgError> {
+    /// removes its intent in the same statement; whether it was new.
+    async fn insert(&self, tx: &deadpool_postgres::Transaction<'_>) -> Result<bool, PgError> {
+        const INSERT: &str = "INSERT INTO tracking (time, queue_id, message_id, sender, recipients, action, rule, level, outcome, record, digest) \
+             VALUES (($1::text)::timestamptz, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT (time, digest) DO NOTHING";
+        // `handing-off` is record::INTENT (a test holds them together).
+        const OUTCOME: &str = "WITH intent AS (DELETE FROM tracking WHERE queue_id = $2 AND outcome = 'handing-off') \
+             INSERT INTO tracking (time, queue_id, message_id, sender, recipients, action, rule, level, outcome, record, digest) \
+             VALUES (($1::text)::timestamptz, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT (time, digest) DO NOTHING";
         let r = &self.record;
+        let sql = if r.is_intent() || r.queue_id.is_none() {
+            INSERT
+        } else {
+            OUTCOME
+        };
+        let statement = tx.prepare_cached(sql).await?;
         let n = tx
             .execute(
-                "INSERT INTO tracking (time, queue_id, message_id, sender, recipients, action, rule, level, outcome, record, digest) \
-                 VALUES (($1::text)::timestamptz, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-                 ON CONFLICT (time, digest) DO NOTHING",
+                &statement,
                 &[
                     &r.time,
                     &r.queue_id,
@@ -166,16 +192,50 @@ impl Row {
                 ],
             )
             .await?;
-        if !r.is_intent() {
-            if let Some(q) = &r.queue_id {
-                tx.execute(
-                    "DELETE FROM tracking WHERE queue_id = $1 AND outcome = $2",
-                    &[q, &INTENT],
-                )
-                .await?;
+        Ok(n == 1)
+    }
+}
+
+/// A record waiting for the next group commit, and where to say how it went.
+type Waiting = (Row, std::sync::mpsc::SyncSender<Result<(), String>>);
+
+/// Group commit: concurrent sessions' records go to the database in one transaction, so
+/// a busy gateway pays one WAL flush for many messages; each caller is answered only
+/// after the commit that holds its record (the record is durable before the reply).
+/// Runs on the store's runtime for as long as the store lives.
+async fn committer(pg: Arc<Pg>, mut queue: tokio::sync::mpsc::UnboundedReceiver<Waiting>) {
+    /// Records in one transaction at most.
+    const BATCH: usize = 256;
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
             }
         }
-        Ok(n == 1)
+        let pool = pg.pool.clone();
+        let rows: Vec<&Row> = batch.iter().map(|(row, _)| row).collect();
+        let result = tokio::time::timeout(pg.timeout, async {
+            let mut client = pool.get().await?;
+            let tx = client.transaction().await?;
+            for row in &rows {
+                row.insert(&tx).await?;
+            }
+            tx.commit().await?;
+            Ok::<(), PgError>(())
+        })
+        .await
+        .unwrap_or(Err(PgError::Timeout(pg.timeout)));
+        let answer = result.map_err(|e| e.to_string());
+        if answer.is_err() {
+            if let Some(counter) = pg.errors.get() {
+                counter.inc();
+            }
+        }
+        for (_, done) in batch {
+            let _ = done.send(answer.clone());
+        }
     }
 }
 
@@ -325,31 +385,24 @@ fn store_error(e: PgError) -> IndexError {
 impl TrackingStore for PgTracking {
     fn append(&self, record: &TrackingRecord, _now: SystemTime) -> io::Result<()> {
         let row = Row::of(record)?;
-        self.pg
-            .run(move |mut client| async move {
-                let tx = client.transaction().await?;
-                row.insert(&tx).await?;
-                tx.commit().await?;
-                Ok(())
-            })
-            .map_err(io::Error::from)
+        let (done, answer) = std::sync::mpsc::sync_channel(1);
+        self.commits()
+            .send((row, done))
+            .map_err(|_| io::Error::other("PostgreSQL store: the committer has stopped"))?;
+        // The committer answers within store.timeout of taking the batch; a batch queued
+        // behind a slow one may wait for that one too.
+        match answer.recv_timeout(self.pg.timeout * 2 + std::time::Duration::from_secs(1)) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(io::Error::other(e)),
+            Err(_) => Err(PgError::Timeout(self.pg.timeout).into()),
+        }
     }
 
     fn preflight(&self) -> io::Result<()> {
-        self.pg
-            .run(|client| async move {
-                let ro: String = client
-                    .query_one("SELECT current_setting('transaction_read_only')", &[])
-                    .await?
-                    .get(0);
-                if ro == "on" {
-                    return Err(PgError::Schema(
-                        "the database is read-only (a standby?): nothing can be tracked".into(),
-                    ));
-                }
-                Ok(())
-            })
-            .map_err(io::Error::from)
+        // Nothing to check per message: the intent record is written (and committed)
+        // before any hand-off, and fails the message closed if the database cannot take
+        // it. Readiness asks the database itself (`ping`).
+        Ok(())
     }
 
     fn search(&self, q: &Query) -> Result<Vec<TrackingRecord>, IndexError> {
@@ -416,5 +469,33 @@ impl TrackingStore for PgTracking {
             io::ErrorKind::Unsupported,
             "track redact is not available on the PostgreSQL store yet",
         ))
+    }
+}
+
+impl PgTracking {
+    /// Whether the database answers and takes writes: for `/readyz`.
+    pub fn ping(&self) -> io::Result<()> {
+        self.pg
+            .run(|client| async move {
+                let ro: String = client
+                    .query_one("SELECT current_setting('transaction_read_only')", &[])
+                    .await?
+                    .get(0);
+                if ro == "on" {
+                    return Err(PgError::Schema(
+                        "the database is read-only (a standby?): nothing can be tracked".into(),
+                    ));
+                }
+                Ok(())
+            })
+            .map_err(io::Error::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_outcome_statement_removes_intents_by_their_outcome() {
+        assert_eq!(crate::store::record::INTENT, "handing-off");
     }
 }
