@@ -245,13 +245,24 @@ impl Store {
 
     /// Exports every record and held message naming `address` (since `since`) to `out`.
     pub fn export(&self, address: &str, since: Option<&str>, out: &Path) -> io::Result<Exported> {
-        if self.pg.is_some() {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "track export is not available on the PostgreSQL store yet",
-            ));
+        let Some(pg) = &self.pg else {
+            return self.files.export(address, since, out);
+        };
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().mode(0o700).create(out)?;
+        let records = postgres::PgTracking::new(pg.clone(), 0).naming(address, since)?;
+        let wanted = AddressMatch::Exact(address.trim().to_lowercase());
+        let mut held = Vec::new();
+        for meta in self.quarantine.list(&HeldFilter::default())? {
+            if since.is_some_and(|s| meta.time.as_str() < s) {
+                continue;
+            }
+            if wanted.matches(&meta.sender) || meta.recipients.iter().any(|r| wanted.matches(r)) {
+                let bytes = self.quarantine.message(&meta.id)?;
+                held.push((meta, bytes));
+            }
         }
-        self.files.export(address, since, out)
+        files::privacy::write_export(out, &records, held)
     }
 
     /// Describes where the store is, for messages to an operator.

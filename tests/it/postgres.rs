@@ -302,3 +302,124 @@ fn a_files_store_is_imported_once_however_often_the_import_runs() {
     );
     assert_eq!(sink.wait_for(2).len(), 2);
 }
+
+#[test]
+fn export_and_redaction_work_on_the_shared_store() {
+    const VICTIM: &str = "victim@example.com";
+    let pg = Postgres::start();
+    pg.migrate();
+    let sink = Sink::start(&[]);
+    let mg = Markgate::with(
+        sink.port,
+        Opts {
+            top: [
+                pg.store_yaml(),
+                vec!["tracking:\n  legal_holds: ['@held.example']".into()],
+            ]
+            .concat(),
+            ..Opts::default()
+        },
+    );
+    // Today: a message to the victim, held.
+    let msg = unmarked(9).replace("friend@example.com", VICTIM);
+    assert_eq!(smtplib_send(mg.port, FROM, &[VICTIM], &msg).0, 250);
+    // Three days ago (imported from a files store): two records naming the victim, one of
+    // them also a legal-hold address.
+    let old = tempfile::tempdir().unwrap();
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 3 * 86_400;
+    let day = markgate::timefmt::date(std::time::UNIX_EPOCH + Duration::from_secs(secs));
+    let record = |id: &str, to: &[&str]| {
+        let recipients: Vec<serde_json::Value> = to
+            .iter()
+            .map(|a| serde_json::json!({"address": a, "class": "external"}))
+            .collect();
+        serde_json::json!({
+            "time": format!("{day}T10:00:00Z"), "queue_id": id, "sender": FROM,
+            "recipients": recipients, "action": "pass", "outcome": "delivered",
+        })
+        .to_string()
+            + "\n"
+    };
+    std::fs::create_dir_all(old.path().join("tracking")).unwrap();
+    std::fs::write(
+        old.path().join(format!("tracking/tracking-{day}.jsonl")),
+        record("AAAAAAAAAAAAAAA1", &[VICTIM])
+            + &record("AAAAAAAAAAAAAAA2", &[VICTIM, "lawyer@held.example"]),
+    )
+    .unwrap();
+    let out = mg.cli(&[
+        "store",
+        "import",
+        "--from-state-dir",
+        old.path().to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let sar = mg.dir.path().join("sar");
+    let out = mg.cli(&[
+        "track",
+        "export",
+        "--address",
+        VICTIM,
+        "--out",
+        sar.to_str().unwrap(),
+    ]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("3 records and 1 held"), "{said}");
+    assert!(sar.join("quarantine").read_dir().unwrap().count() == 2);
+
+    let tomorrow =
+        markgate::timefmt::date(std::time::SystemTime::now() + Duration::from_secs(86_400));
+    let out = mg.cli(&[
+        "track",
+        "redact",
+        "--address",
+        VICTIM,
+        "--before",
+        &tomorrow,
+        "--reason",
+        "ER-8",
+        "--by",
+        "dpo",
+    ]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("redacted 1 records"), "{said}");
+    assert!(said.contains("1 kept under a legal hold"), "{said}");
+    let found = json_out(&mg.cli(&["track", "search", "--json", "--recipient", VICTIM]));
+    assert_eq!(
+        found.as_array().unwrap().len(),
+        2,
+        "today's and the held one: {found}"
+    );
+    let rows = pg.psql(
+        "markgate",
+        "SELECT recipients[1] FROM tracking WHERE queue_id = 'AAAAAAAAAAAAAAA1'",
+    );
+    assert!(rows.ends_with("@redacted.invalid"), "{rows}");
+    let by_token = json_out(&mg.cli(&["track", "search", "--json", "--recipient", &rows]));
+    assert_eq!(by_token.as_array().unwrap().len(), 1);
+    assert!(!pg
+        .psql(
+            "markgate",
+            "SELECT record::text FROM tracking WHERE queue_id = 'AAAAAAAAAAAAAAA1'"
+        )
+        .contains("victim@"));
+}

@@ -18,7 +18,7 @@ use crate::store::{Exported, Redacted};
 
 /// Every address a record names: its sender and recipients, and the original senders and
 /// recipients of the correspondence it carried (`forwarded`).
-fn addresses(record: &serde_json::Value) -> Vec<String> {
+pub(crate) fn addresses(record: &serde_json::Value) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(s) = record.get("sender").and_then(|s| s.as_str()) {
         out.push(s.to_lowercase());
@@ -90,26 +90,39 @@ pub fn export(
             }
         }
     }
+    let matcher = AddressMatch::Exact(wanted.clone());
+    let mut held = Vec::new();
+    for meta in quarantine
+        .list()?
+        .into_iter()
+        .filter(|m| since.is_none_or(|s| m.time.as_str() >= s))
+        .filter(|m| matcher.matches(&m.sender) || m.recipients.iter().any(|r| matcher.matches(r)))
+    {
+        let bytes = quarantine.message(&meta.id)?;
+        held.push((meta, bytes));
+    }
+    write_export(out, &records, held)
+}
+
+/// Writes an export (made 0700 beforehand by the caller): `tracking.json`, and each held
+/// message as `quarantine/ID.eml` and `ID.json`. Shared by both store backends.
+pub(crate) fn write_export(
+    out: &Path,
+    records: &[serde_json::Value],
+    held: Vec<(crate::store::Meta, Vec<u8>)>,
+) -> io::Result<Exported> {
     let mut exported = Exported {
         records: records.len(),
         held: 0,
     };
     write_private(
         &out.join("tracking.json"),
-        &serde_json::to_vec_pretty(&records)?,
+        &serde_json::to_vec_pretty(records)?,
     )?;
-    let matcher = AddressMatch::Exact(wanted.clone());
-    let held: Vec<_> = quarantine
-        .list()?
-        .into_iter()
-        .filter(|m| since.is_none_or(|s| m.time.as_str() >= s))
-        .filter(|m| matcher.matches(&m.sender) || m.recipients.iter().any(|r| matcher.matches(r)))
-        .collect();
     if !held.is_empty() {
         let dir = out.join("quarantine");
         std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
-        for meta in held {
-            let bytes = quarantine.message(&meta.id)?;
+        for (meta, bytes) in held {
             write_private(&dir.join(format!("{}.eml", meta.id)), &bytes)?;
             write_private(
                 &dir.join(format!("{}.json", meta.id)),
@@ -268,7 +281,7 @@ pub fn redact(
 /// `text` with every ASCII-case-insensitive occurrence of the address `needle` (lower
 /// case) replaced: whole addresses only (`bob@x.test` is not inside `jimbob@x.test` or
 /// `bob@x.test.uk`).
-fn replace_ignoring_case(text: &str, needle: &str, with: &str) -> String {
+pub(crate) fn replace_ignoring_case(text: &str, needle: &str, with: &str) -> String {
     let in_address =
         |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || "._%+-@".contains(c));
     let lower = text.to_ascii_lowercase();

@@ -36,7 +36,7 @@ CREATE TABLE tracking (
 CREATE TABLE tracking_default PARTITION OF tracking DEFAULT;
 CREATE INDEX tracking_time ON tracking (time DESC, id DESC);
 CREATE INDEX tracking_sender ON tracking (sender, time DESC);
-CREATE INDEX tracking_recipients ON tracking USING gin (recipients);
+CREATE INDEX tracking_recipients ON tracking USING gin (recipients) WITH (fastupdate = off);
 CREATE INDEX tracking_message_id ON tracking (message_id);
 CREATE INDEX tracking_queue_id ON tracking (queue_id);
 CREATE INDEX tracking_id ON tracking (id);
@@ -56,6 +56,19 @@ CREATE INDEX quarantine_held ON quarantine (time) WHERE state IN ('held', 'relea
 CREATE TABLE quarantine_body (
     id text PRIMARY KEY REFERENCES quarantine (id) ON DELETE CASCADE,
     body bytea NOT NULL
+);
+-- Which times a Message-ID was tracked at: a lookup by Message-ID (no time to prune by)
+-- reads this small index, then only those days' partitions.
+CREATE TABLE tracking_ids (
+    message_id text NOT NULL,
+    time timestamptz NOT NULL
+);
+CREATE INDEX tracking_ids_message_id ON tracking_ids (message_id);
+CREATE INDEX tracking_ids_time ON tracking_ids (time);
+-- Keys markgate makes once and every instance shares (the redaction key).
+CREATE TABLE markgate_secret (
+    name text PRIMARY KEY,
+    value bytea NOT NULL
 );
 CREATE TABLE audit (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -92,12 +92,14 @@ impl PgTracking {
                         dropped += 1;
                     }
                 }
-                client
-                    .execute(
-                        "DELETE FROM tracking_default WHERE time < ($1::text)::timestamptz",
-                        &[&cutoff],
-                    )
-                    .await?;
+                for table in ["tracking_default", "tracking_ids"] {
+                    client
+                        .execute(
+                            &format!("DELETE FROM {table} WHERE time < ($1::text)::timestamptz"),
+                            &[&cutoff],
+                        )
+                        .await?;
+                }
                 Ok(dropped)
             }
             .await;
@@ -111,11 +113,27 @@ impl PgTracking {
     fn rows(&self, q: &Query) -> Result<Vec<(i64, TrackingRecord)>, PgError> {
         let q = q.clone();
         self.pg.run(move |client| async move {
-            let (sql, args) = search_sql(&q);
-            let params: Params = args
-                .iter()
-                .map(|a| a as &(dyn tokio_postgres::types::ToSql + Sync))
-                .collect();
+            // By Message-ID: the days it was tracked on first (an unpartitioned index), so
+            // the search reads those days' partitions only, not a year's.
+            let times = match &q.message_id {
+                Some(id) => {
+                    let (angled, bare) = message_ids(id);
+                    let rows = client
+                        .query(
+                            "SELECT DISTINCT time FROM tracking_ids WHERE message_id IN ($1::text, $2::text)",
+                            &[&angled, &bare],
+                        )
+                        .await?;
+                    let times: Vec<SystemTime> = rows.iter().map(|r| r.get(0)).collect();
+                    if times.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    Some(times)
+                }
+                None => None,
+            };
+            let (sql, args) = search_sql(&q, times);
+            let params: Params = args.iter().map(Arg::sql).collect();
             let rows = client.query(&sql, &params).await?;
             rows.iter()
                 .map(|r| {
@@ -159,11 +177,15 @@ impl Row {
     /// Inserts the row (once: the same record again is a no-op) and, for an outcome,
     /// removes its intent in the same statement; whether it was new.
     async fn insert(&self, tx: &deadpool_postgres::Transaction<'_>) -> Result<bool, PgError> {
-        const INSERT: &str = "INSERT INTO tracking (time, queue_id, message_id, sender, recipients, action, rule, level, outcome, record, digest) \
+        const INSERT: &str = "WITH ids AS (INSERT INTO tracking_ids (message_id, time) \
+             SELECT $3, ($1::text)::timestamptz WHERE $3::text IS NOT NULL) \
+             INSERT INTO tracking (time, queue_id, message_id, sender, recipients, action, rule, level, outcome, record, digest) \
              VALUES (($1::text)::timestamptz, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
              ON CONFLICT (time, digest) DO NOTHING";
         // `handing-off` is record::INTENT (a test holds them together).
-        const OUTCOME: &str = "WITH intent AS (DELETE FROM tracking WHERE queue_id = $2 AND outcome = 'handing-off') \
+        const OUTCOME: &str = "WITH intent AS (DELETE FROM tracking WHERE queue_id = $2 AND outcome = 'handing-off'), \
+             ids AS (INSERT INTO tracking_ids (message_id, time) \
+             SELECT $3, ($1::text)::timestamptz WHERE $3::text IS NOT NULL) \
              INSERT INTO tracking (time, queue_id, message_id, sender, recipients, action, rule, level, outcome, record, digest) \
              VALUES (($1::text)::timestamptz, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
              ON CONFLICT (time, digest) DO NOTHING";
@@ -318,28 +340,53 @@ fn address_sql(m: &AddressMatch, column: &str, array: bool, n: usize) -> (String
 
 /// The query for `q`: the same filters as the files store's index, newest first (oldest
 /// first by row with `after`).
-fn search_sql(q: &Query) -> (String, Vec<String>) {
-    let mut args: Vec<String> = Vec::new();
+/// A query parameter: text, or times bound as `timestamptz` values (so the planner prunes
+/// the daily partitions while planning, rather than planning all of them).
+enum Arg {
+    Text(String),
+    Time(SystemTime),
+    Times(Vec<SystemTime>),
+}
+
+impl Arg {
+    fn sql(&self) -> &(dyn tokio_postgres::types::ToSql + Sync) {
+        match self {
+            Arg::Text(t) => t,
+            Arg::Time(t) => t,
+            Arg::Times(t) => t,
+        }
+    }
+}
+
+/// The query for `q`: the same filters as the files store's index, newest first (oldest
+/// first by row with `after`). `times`: the times a Message-ID was tracked at (from
+/// `tracking_ids`), which confine the search to their days' partitions.
+fn search_sql(q: &Query, times: Option<Vec<SystemTime>>) -> (String, Vec<Arg>) {
+    let mut args: Vec<Arg> = Vec::new();
     let mut conds: Vec<String> = Vec::new();
     if let Some(r) = &q.recipient {
         let (c, a) = address_sql(r, "recipients", true, args.len() + 1);
-        args.push(a);
+        args.push(Arg::Text(a));
         conds.push(c);
     }
     if let Some(s) = &q.sender {
         let (c, a) = address_sql(s, "sender", false, args.len() + 1);
-        args.push(a);
+        args.push(Arg::Text(a));
         conds.push(c);
     }
     if let Some(id) = &q.message_id {
-        let bare = id.trim().trim_start_matches('<').trim_end_matches('>');
-        args.push(format!("<{bare}>"));
-        args.push(bare.to_string());
+        let (angled, bare) = message_ids(id);
+        args.push(Arg::Text(angled));
+        args.push(Arg::Text(bare));
         conds.push(format!(
             "message_id IN (${}::text, ${}::text)",
             args.len() - 1,
             args.len()
         ));
+    }
+    if let Some(times) = times {
+        args.push(Arg::Times(times));
+        conds.push(format!("time = ANY(${})", args.len()));
     }
     for (col, val) in [
         ("action", &q.action),
@@ -347,17 +394,22 @@ fn search_sql(q: &Query) -> (String, Vec<String>) {
         ("level", &q.level.as_ref().map(|s| s.to_uppercase())),
     ] {
         if let Some(v) = val {
-            args.push(v.clone());
+            args.push(Arg::Text(v.clone()));
             conds.push(format!("{col} = ${}::text", args.len()));
         }
     }
+    // A time that does not parse matches nothing, as a text comparison would not.
+    let never = SystemTime::UNIX_EPOCH;
     if let Some(since) = &q.since {
-        args.push(since.clone());
-        conds.push(format!("time >= (${}::text)::timestamptz", args.len()));
+        args.push(Arg::Time(
+            crate::timefmt::parse(since)
+                .unwrap_or(SystemTime::now() + Duration::from_secs(1 << 40)),
+        ));
+        conds.push(format!("time >= ${}", args.len()));
     }
     if let Some(until) = &q.until {
-        args.push(until.clone());
-        conds.push(format!("time < (${}::text)::timestamptz", args.len()));
+        args.push(Arg::Time(crate::timefmt::parse(until).unwrap_or(never)));
+        conds.push(format!("time < ${}", args.len()));
     }
     if let Some(after) = q.after {
         conds.push(format!("id > {after}"));
@@ -376,6 +428,12 @@ fn search_sql(q: &Query) -> (String, Vec<String>) {
         sql.push_str(&format!(" LIMIT {limit}"));
     }
     (sql, args)
+}
+
+/// A Message-ID as stored (normally `<…>`) and bare: people paste either form.
+fn message_ids(id: &str) -> (String, String) {
+    let bare = id.trim().trim_start_matches('<').trim_end_matches('>');
+    (format!("<{bare}>"), bare.to_string())
 }
 
 fn store_error(e: PgError) -> IndexError {
@@ -460,15 +518,12 @@ impl TrackingStore for PgTracking {
 
     fn redact(
         &self,
-        _address: &str,
-        _before_day: &str,
-        _today: &str,
-        _holds: &[AddressMatch],
+        address: &str,
+        before_day: &str,
+        today: &str,
+        holds: &[AddressMatch],
     ) -> io::Result<Redacted> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "track redact is not available on the PostgreSQL store yet",
-        ))
+        self.redact_rows(address, before_day, today, holds)
     }
 }
 
@@ -489,6 +544,148 @@ impl PgTracking {
                 Ok(())
             })
             .map_err(io::Error::from)
+    }
+}
+
+impl PgTracking {
+    /// Every record naming `address` (sender, recipient, or in the correspondence a message
+    /// carried), from `since` on, oldest first: for a subject access request.
+    pub fn naming(&self, address: &str, since: Option<&str>) -> io::Result<Vec<serde_json::Value>> {
+        let wanted = address.trim().to_lowercase();
+        let (w, since) = (wanted.clone(), since.map(str::to_string));
+        let rows = self
+            .pg
+            .run(move |client| async move {
+                let rows = client
+                    .query(
+                        "SELECT record FROM tracking \
+                         WHERE ($2::text IS NULL OR time >= ($2::text)::timestamptz) \
+                           AND (sender = $1 OR recipients @> ARRAY[$1::text] \
+                                OR strpos(lower(record->>'forwarded'), $1) > 0) \
+                         ORDER BY id",
+                        &[&w, &since],
+                    )
+                    .await?;
+                Ok(rows
+                    .iter()
+                    .map(|r| r.get::<_, serde_json::Value>(0))
+                    .collect::<Vec<_>>())
+            })
+            .map_err(io::Error::from)?;
+        Ok(rows
+            .into_iter()
+            .filter(|r| crate::store::files::privacy::addresses(r).contains(&wanted))
+            .collect())
+    }
+
+    /// The shared redaction key: made once (by whichever instance asks first), kept in the
+    /// database so every instance hashes an address alike.
+    fn redaction_key(&self) -> io::Result<Vec<u8>> {
+        let mut fresh = vec![0u8; 32];
+        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut fresh)?;
+        self.pg
+            .run(move |client| async move {
+                client
+                    .execute(
+                        "INSERT INTO markgate_secret (name, value) VALUES ('redaction', $1) \
+                         ON CONFLICT (name) DO NOTHING",
+                        &[&fresh],
+                    )
+                    .await?;
+                Ok(client
+                    .query_one(
+                        "SELECT value FROM markgate_secret WHERE name = 'redaction'",
+                        &[],
+                    )
+                    .await?
+                    .get::<_, Vec<u8>>(0))
+            })
+            .map_err(io::Error::from)
+    }
+
+    /// `track redact` on this store: the files store's rules (whole addresses, legal holds
+    /// kept, nothing from today on), each changed row rewritten with its searched fields.
+    fn redact_rows(
+        &self,
+        address: &str,
+        before_day: &str,
+        today: &str,
+        holds: &[AddressMatch],
+    ) -> io::Result<Redacted> {
+        use crate::store::files::privacy::{addresses, redacted_token, replace_ignoring_case};
+        let wanted = address.trim().to_lowercase();
+        let token = redacted_token(&self.redaction_key()?, &wanted);
+        let mut done = Redacted {
+            token: token.clone(),
+            ..Redacted::default()
+        };
+        let (w, before) = (wanted.clone(), before_day.to_string());
+        let rows: Vec<(i64, String, serde_json::Value)> = self
+            .pg
+            .run(move |client| async move {
+                let rows = client
+                    .query(
+                        "SELECT id, time::text, record FROM tracking \
+                         WHERE time < ($2::text)::date::timestamptz \
+                           AND (sender = $1 OR recipients @> ARRAY[$1::text] \
+                                OR strpos(lower(record::text), $1) > 0)",
+                        &[&w, &before],
+                    )
+                    .await?;
+                Ok(rows
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2)))
+                    .collect())
+            })
+            .map_err(io::Error::from)?;
+        let mut changed = Vec::new();
+        let mut days = std::collections::BTreeSet::new();
+        for (id, time, record) in rows {
+            let names = addresses(&record);
+            if !names.contains(&wanted) {
+                continue;
+            }
+            if names.iter().any(|a| holds.iter().any(|h| h.matches(a))) {
+                done.held_back += 1;
+                continue;
+            }
+            let day = record
+                .get("time")
+                .and_then(|t| t.as_str())
+                .and_then(|t| t.get(..10))
+                .unwrap_or("")
+                .to_string();
+            if day.as_str() >= today {
+                done.too_recent += 1;
+                continue;
+            }
+            let text = replace_ignoring_case(&record.to_string(), &wanted, &token);
+            let typed: TrackingRecord = serde_json::from_str(&text)?;
+            changed.push((id, time, Row::of(&typed)?));
+            days.insert(day);
+        }
+        done.records = changed.len();
+        done.files = days.len();
+        let mut changed = changed.into_iter().peekable();
+        while changed.peek().is_some() {
+            let chunk: Vec<(i64, String, Row)> = changed.by_ref().take(500).collect();
+            self.pg
+                .run(move |mut client| async move {
+                    let tx = client.transaction().await?;
+                    for (id, time, row) in &chunk {
+                        tx.execute(
+                            "UPDATE tracking SET record = $3, sender = $4, recipients = $5, digest = $6 \
+                             WHERE id = $1 AND time = ($2::text)::timestamptz",
+                            &[id, time, &row.value, &row.sender, &row.recipients, &row.digest],
+                        )
+                        .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                })
+                .map_err(io::Error::from)?;
+        }
+        Ok(done)
     }
 }
 
