@@ -56,6 +56,8 @@ pub struct Config {
     /// Where held messages and the tracking log live: files under `state_dir` (one
     /// machine), or PostgreSQL shared by several instances.
     pub store: StoreConfig,
+    /// The review console for the security team (off unless `review.listen` is set).
+    pub review: ReviewConfig,
     /// Where this config came from (a path, or the embedded defaults): said at start-up.
     #[serde(skip)]
     pub source: String,
@@ -82,6 +84,7 @@ impl Default for Config {
             tracking: TrackingConfig::default(),
             quarantine: QuarantineConfig::default(),
             store: StoreConfig::default(),
+            review: ReviewConfig::default(),
             source: "embedded defaults".to_string(),
         }
     }
@@ -312,6 +315,50 @@ impl Default for TrackingConfig {
             subject: SubjectPolicy::Keep,
             retention_days: 365,
             legal_holds: Vec::new(),
+        }
+    }
+}
+
+/// The `review:` section: the console served to a trusted reverse proxy (an OIDC proxy
+/// such as oauth2-proxy) that authenticates people and says who they are.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReviewConfig {
+    /// Where the console listens; off when absent.
+    pub listen: Option<SocketAddr>,
+    /// Only requests from these addresses are served, and only their `X-Forwarded-User`
+    /// and `X-Forwarded-Groups` are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Which groups (from `X-Forwarded-Groups`) hold which role.
+    pub roles: ReviewRoles,
+}
+
+impl Default for ReviewConfig {
+    fn default() -> Self {
+        ReviewConfig {
+            listen: None,
+            trusted_proxies: vec![IpNet::loopback_v4(), IpNet::loopback_v6()],
+            roles: ReviewRoles::default(),
+        }
+    }
+}
+
+/// Roles by group: `viewer` sees the quarantine and the trace, `reviewer` also releases
+/// and deletes, `admin` also force-releases.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReviewRoles {
+    pub viewer: Vec<String>,
+    pub reviewer: Vec<String>,
+    pub admin: Vec<String>,
+}
+
+impl Default for ReviewRoles {
+    fn default() -> Self {
+        ReviewRoles {
+            viewer: vec!["markgate-viewers".into()],
+            reviewer: vec!["markgate-reviewers".into()],
+            admin: vec!["markgate-admins".into()],
         }
     }
 }

@@ -36,6 +36,7 @@ pub mod ops;
 pub mod policy;
 pub mod process_stats;
 pub mod reply;
+pub mod review;
 pub mod runtime;
 pub mod store;
 pub mod timefmt;

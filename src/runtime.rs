@@ -192,6 +192,7 @@ fn keep_restart_only(new: &mut Config, running: &Config) -> Vec<&'static str> {
     keep!(limits.milter_idle_timeout, "limits.milter_idle_timeout");
     keep!(limits.worker_threads, "limits.worker_threads");
     keep!(store, "store");
+    keep!(review.listen, "review.listen");
     changed
 }
 
@@ -360,6 +361,24 @@ pub async fn serve(
     tracing::info!(config = %config.source, upstream = %config.upstream.address, rules = %gateway.snapshot().policy.source, "markgate starting");
     let (stop_tx, stop_rx) = watch::channel(false);
 
+    if let Some(addr) = config.review.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for the review console: {e}"))?;
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(listen = %addr, "review console serving");
+        }
+        let mut rx = stop_rx.clone();
+        let g = gateway.clone();
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = rx.changed().await;
+            };
+            if let Err(err) = crate::review::serve(listener, g, stop).await {
+                tracing::error!(error = %err, "review console failed");
+            }
+        });
+    }
     if let Some(listener) = metrics_listener {
         // The address bound, which with port 0 is the one the kernel chose.
         if let Ok(addr) = listener.local_addr() {

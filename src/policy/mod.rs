@@ -173,6 +173,17 @@ struct CompiledRule {
 }
 
 impl Policy {
+    /// A rule's description, as the rule file gives it (for the people reviewing what it
+    /// held).
+    pub fn description(&self, id: &str) -> Option<String> {
+        self.file
+            .rules
+            .iter()
+            .find(|r| r.id == id)
+            .map(|r| r.description.clone())
+            .filter(|d| !d.is_empty())
+    }
+
     /// The embedded default ruleset.
     pub fn builtin() -> Result<Policy, PolicyError> {
         Policy::from_str(DEFAULT_RULES, DEFAULT_RULES_NAME)

@@ -23,6 +23,7 @@ mod postgres;
 mod privacy;
 mod python_parity;
 mod relay;
+mod review;
 mod rules;
 mod session_duplex;
 mod split;

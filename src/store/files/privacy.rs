@@ -172,7 +172,7 @@ fn redaction_key(dir: &Path) -> io::Result<Vec<u8>> {
 }
 
 /// HMAC-SHA256 (RFC 2104).
-fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
+pub(crate) fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
     let mut block = [0u8; 64];
     block[..key.len().min(64)].copy_from_slice(&key[..key.len().min(64)]);
     let pad = |byte: u8| block.iter().map(|b| b ^ byte).collect::<Vec<u8>>();

@@ -1,0 +1,144 @@
+//! Who is asking: a trusted reverse proxy (an address in `review.trusted_proxies`) says so
+//! in `X-Forwarded-User` and `X-Forwarded-Groups`; the groups map to a role. Anything else
+//! is refused. Forms carry a token only this process makes for that user (HMAC of the user
+//! under a key made at start-up), so another site cannot post a release in a reviewer's
+//! browser.
+
+use std::net::SocketAddr;
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::gateway::Gateway;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    Viewer,
+    Reviewer,
+    Admin,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Reviewer => "reviewer",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+pub struct User {
+    pub name: String,
+    pub role: Role,
+}
+
+/// A request the console will not serve, and why.
+pub struct Refused(StatusCode, String);
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        (self.0, format!("{}\n", self.1)).into_response()
+    }
+}
+
+fn refuse(code: StatusCode, why: &str) -> Refused {
+    Refused(code, why.to_string())
+}
+
+/// The user behind a request, holding at least `need`; otherwise the refusal to send.
+pub fn user(
+    gateway: &Gateway,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    need: Role,
+) -> Result<User, Refused> {
+    let snapshot = gateway.snapshot();
+    let review = &snapshot.config.review;
+    if !review.trusted_proxies.iter().any(|n| n.contains(peer.ip())) {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            "the review console is served only through the trusted proxy (review.trusted_proxies)",
+        ));
+    }
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let Some(name) = header("x-forwarded-user") else {
+        return Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "no X-Forwarded-User from the proxy: sign in through it",
+        ));
+    };
+    // Printable ASCII names only: they go into records and headers.
+    if !name.bytes().all(|b| b.is_ascii_graphic() || b == b' ') || name.len() > 200 {
+        return Err(refuse(StatusCode::BAD_REQUEST, "unusable user name"));
+    }
+    let groups: Vec<&str> = header("x-forwarded-groups")
+        .map(|g| {
+            g.split([',', ' '])
+                .map(str::trim)
+                .filter(|g| !g.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let has = |list: &[String]| list.iter().any(|g| groups.contains(&g.as_str()));
+    let role = if has(&review.roles.admin) {
+        Role::Admin
+    } else if has(&review.roles.reviewer) {
+        Role::Reviewer
+    } else if has(&review.roles.viewer) {
+        Role::Viewer
+    } else {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            "none of your groups holds a review role (review.roles)",
+        ));
+    };
+    if role < need {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "this needs the {} role; you are a {}",
+                need.name(),
+                role.name()
+            ),
+        ));
+    }
+    Ok(User {
+        name: name.to_string(),
+        role,
+    })
+}
+
+/// The key form tokens are made with; new at every start (a restart expires open forms).
+pub struct CsrfKey([u8; 32]);
+
+impl CsrfKey {
+    pub fn new() -> std::io::Result<CsrfKey> {
+        let mut key = [0u8; 32];
+        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut key)?;
+        Ok(CsrfKey(key))
+    }
+
+    pub fn token(&self, user: &str) -> String {
+        crate::store::files::privacy::hmac(&self.0, user.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    pub fn verify(&self, user: &str, token: &str) -> bool {
+        let want = self.token(user);
+        want.len() == token.len()
+            && want
+                .bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+}

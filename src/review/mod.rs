@@ -1,0 +1,436 @@
+//! The review console: the quarantine, the message trace and the audit trail as web pages
+//! for the security team, served on `review.listen` behind a trusted reverse proxy that
+//! authenticates people (oauth2-proxy and the like pass `X-Forwarded-User` and
+//! `X-Forwarded-Groups`). Pages are rendered on the server by askama, which escapes every
+//! value, and a held message is shown as text, never as its own HTML. Every action goes
+//! through `ops` (the CLI's own operations: claimed exactly once, tracked, audited) and
+//! needs a reason.
+
+mod auth;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::{ConnectInfo, Form, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+
+use crate::gateway::Gateway;
+use crate::ops;
+use crate::store::{AddressMatch, HeldFilter, Meta};
+use auth::{Role, User};
+
+struct App {
+    gateway: Arc<Gateway>,
+    csrf: auth::CsrfKey,
+}
+
+type Shared = Arc<App>;
+
+/// Serves the console on `listener` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Arc::new(App {
+        gateway,
+        csrf: auth::CsrfKey::new()?,
+    });
+    let router = axum::Router::new()
+        .route("/", get(|| async { Redirect::to("/quarantine") }))
+        .route("/quarantine", get(list))
+        .route("/quarantine/{id}", get(message))
+        .route("/quarantine/{id}/release", post(release))
+        .route("/quarantine/{id}/delete", post(delete))
+        .route("/trace", get(trace))
+        .route("/audit", get(audit))
+        .with_state(app);
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+fn page(t: impl Template) -> Response {
+    match t.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response(),
+    }
+}
+
+/// Runs store work off the async worker (a shared store waits on the network).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Response> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response())
+}
+
+#[derive(serde::Deserialize, Default)]
+struct ListQuery {
+    #[serde(default)]
+    sender: String,
+    #[serde(default)]
+    recipient: String,
+    #[serde(default)]
+    rule: String,
+    #[serde(default)]
+    notice: String,
+}
+
+#[derive(Template)]
+#[template(path = "review/list.html")]
+struct ListPage {
+    user: String,
+    role: &'static str,
+    held: Vec<Meta>,
+    sender: String,
+    recipient: String,
+    rule: String,
+    notice: String,
+}
+
+async fn list(
+    State(app): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let user = match auth::user(&app.gateway, peer, &headers, Role::Viewer) {
+        Ok(u) => u,
+        Err(r) => return r.into_response(),
+    };
+    let filter = HeldFilter {
+        sender: (!q.sender.trim().is_empty()).then(|| AddressMatch::parse(&q.sender)),
+        recipient: (!q.recipient.trim().is_empty()).then(|| AddressMatch::parse(&q.recipient)),
+        limit: Some(500),
+        ..HeldFilter::default()
+    };
+    let store = app.gateway.store.clone();
+    let held = match blocking(move || ops::list(&store, &filter)).await {
+        Ok(Ok(mut held)) => {
+            held.reverse();
+            held.retain(|m| q.rule.trim().is_empty() || m.rule.as_deref() == Some(q.rule.trim()));
+            held
+        }
+        Ok(Err(err)) => return (StatusCode::SERVICE_UNAVAILABLE, err.to_string()).into_response(),
+        Err(r) => return r,
+    };
+    page(ListPage {
+        user: user.name,
+        role: user.role.name(),
+        held,
+        sender: q.sender,
+        recipient: q.recipient,
+        rule: q.rule,
+        notice: q.notice,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "review/message.html")]
+struct MessagePage {
+    user: String,
+    role: &'static str,
+    meta: Meta,
+    description: String,
+    text: String,
+    csrf: String,
+    can_act: bool,
+    can_force: bool,
+    error: String,
+}
+
+/// The most of a held message shown on its page.
+const SHOWN: usize = 256 * 1024;
+
+async fn message_page(app: &App, user: User, id: String, error: String) -> Response {
+    let store = app.gateway.store.clone();
+    let shown = match blocking(move || ops::show(&store, &id)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(err)) => return (StatusCode::NOT_FOUND, err.to_string()).into_response(),
+        Err(r) => return r,
+    };
+    let snapshot = app.gateway.snapshot();
+    let description = shown
+        .meta
+        .rule
+        .as_deref()
+        .and_then(|r| snapshot.policy.description(r))
+        .unwrap_or_default();
+    let bytes = &shown.message[..shown.message.len().min(SHOWN)];
+    let mut text = String::from_utf8_lossy(bytes).into_owned();
+    if shown.message.len() > SHOWN {
+        text.push_str("\n[… the rest is not shown]");
+    }
+    page(MessagePage {
+        csrf: app.csrf.token(&user.name),
+        can_act: user.role >= Role::Reviewer,
+        can_force: user.role >= Role::Admin,
+        user: user.name,
+        role: user.role.name(),
+        meta: shown.meta,
+        description,
+        text,
+        error,
+    })
+}
+
+async fn message(
+    State(app): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    match auth::user(&app.gateway, peer, &headers, Role::Viewer) {
+        Ok(user) => message_page(&app, user, id, String::new()).await,
+        Err(r) => r.into_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ActForm {
+    csrf: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    force: Option<String>,
+}
+
+/// Who may act, with a reason and a form this console made for them.
+fn act_check(app: &App, user: &User, form: &ActForm) -> Result<(), String> {
+    if !app.csrf.verify(&user.name, &form.csrf) {
+        return Err(
+            "the form has expired or did not come from this console; reload the page".into(),
+        );
+    }
+    if form.reason.trim().is_empty() {
+        return Err("a reason is required".into());
+    }
+    Ok(())
+}
+
+async fn release(
+    State(app): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<ActForm>,
+) -> Response {
+    let user = match auth::user(&app.gateway, peer, &headers, Role::Reviewer) {
+        Ok(u) => u,
+        Err(r) => return r.into_response(),
+    };
+    if let Err(why) = act_check(&app, &user, &form) {
+        return message_page(&app, user, id, why).await;
+    }
+    let force = form.force.is_some();
+    if force && user.role < Role::Admin {
+        return message_page(&app, user, id, "only an admin may force a release".into()).await;
+    }
+    let actor = ops::Actor::new(Some(user.name.clone()), Some(form.reason.clone()));
+    let store = app.gateway.store.clone();
+    let config = app.gateway.snapshot().config.clone();
+    let key = id.clone();
+    let done = blocking(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(ops::release(&store, &config, &key, force, &actor))
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    match done {
+        Ok(Ok(released)) => Redirect::to(&format!(
+            "/quarantine?notice={}",
+            form_encode(&format!("Released {id}: {}", released.reply))
+        ))
+        .into_response(),
+        Ok(Err(why)) => message_page(&app, user, id, why).await,
+        Err(r) => r,
+    }
+}
+
+async fn delete(
+    State(app): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<ActForm>,
+) -> Response {
+    let user = match auth::user(&app.gateway, peer, &headers, Role::Reviewer) {
+        Ok(u) => u,
+        Err(r) => return r.into_response(),
+    };
+    if let Err(why) = act_check(&app, &user, &form) {
+        return message_page(&app, user, id, why).await;
+    }
+    let actor = ops::Actor::new(Some(user.name.clone()), Some(form.reason.clone()));
+    let store = app.gateway.store.clone();
+    let key = id.clone();
+    match blocking(move || ops::delete(&store, &key, &actor).map_err(|e| e.to_string())).await {
+        Ok(Ok(_)) => Redirect::to(&format!(
+            "/quarantine?notice={}",
+            form_encode(&format!("Deleted {id}"))
+        ))
+        .into_response(),
+        Ok(Err(why)) => message_page(&app, user, id, why).await,
+        Err(r) => r,
+    }
+}
+
+fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[derive(serde::Deserialize, Default)]
+struct TraceQuery {
+    #[serde(default)]
+    sender: String,
+    #[serde(default)]
+    recipient: String,
+    #[serde(default)]
+    message_id: String,
+}
+
+/// One tracking record as a table row.
+struct Row {
+    time: String,
+    sender: String,
+    recipients: String,
+    action: String,
+    rule: String,
+    level: String,
+    by: String,
+    reason: String,
+    reply: String,
+}
+
+impl From<&crate::store::TrackingRecord> for Row {
+    fn from(r: &crate::store::TrackingRecord) -> Row {
+        Row {
+            time: r.time.clone(),
+            sender: r.sender.clone(),
+            recipients: r.addresses().collect::<Vec<_>>().join(", "),
+            action: format!("{} ({})", r.action, r.outcome),
+            rule: r.rule.clone().unwrap_or_default(),
+            level: r.level().to_string(),
+            by: r
+                .by
+                .clone()
+                .or_else(|| r.released_by.clone())
+                .unwrap_or_default(),
+            reason: r.reason.clone().unwrap_or_default(),
+            reply: r.reply.clone().unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "review/trace.html")]
+struct TracePage {
+    user: String,
+    role: &'static str,
+    heading: &'static str,
+    searchable: bool,
+    sender: String,
+    recipient: String,
+    message_id: String,
+    records: Vec<Row>,
+    error: String,
+}
+
+async fn trace(
+    State(app): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<TraceQuery>,
+) -> Response {
+    let user = match auth::user(&app.gateway, peer, &headers, Role::Viewer) {
+        Ok(u) => u,
+        Err(r) => return r.into_response(),
+    };
+    let query = crate::store::Query {
+        sender: (!q.sender.trim().is_empty()).then(|| AddressMatch::parse(&q.sender)),
+        recipient: (!q.recipient.trim().is_empty()).then(|| AddressMatch::parse(&q.recipient)),
+        message_id: (!q.message_id.trim().is_empty()).then(|| q.message_id.clone()),
+        limit: Some(200),
+        ..crate::store::Query::default()
+    };
+    let store = app.gateway.store.clone();
+    let (records, error) = match blocking(move || ops::search(&store, &query)).await {
+        Ok(Ok(found)) => (found.iter().map(Row::from).collect(), String::new()),
+        Ok(Err(err)) => (Vec::new(), err.to_string()),
+        Err(r) => return r,
+    };
+    page(TracePage {
+        user: user.name,
+        role: user.role.name(),
+        heading: "Message trace",
+        searchable: true,
+        sender: q.sender,
+        recipient: q.recipient,
+        message_id: q.message_id,
+        records,
+        error,
+    })
+}
+
+async fn audit(
+    State(app): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let user = match auth::user(&app.gateway, peer, &headers, Role::Viewer) {
+        Ok(u) => u,
+        Err(r) => return r.into_response(),
+    };
+    let store = app.gateway.store.clone();
+    let found = blocking(move || {
+        // Who released, deleted, purged or redacted what: the operations' own records.
+        let mut all = Vec::new();
+        for action in ["pass", "delete", "purge", "redact"] {
+            let q = crate::store::Query {
+                action: Some(action.to_string()),
+                limit: Some(1000),
+                ..crate::store::Query::default()
+            };
+            all.extend(
+                ops::search(&store, &q)?
+                    .into_iter()
+                    .filter(|r| action != "pass" || r.outcome == "released"),
+            );
+        }
+        all.sort_by(|a, b| b.time.cmp(&a.time));
+        Ok::<_, crate::store::SearchError>(all)
+    })
+    .await;
+    let (records, error) = match found {
+        Ok(Ok(found)) => (found.iter().map(Row::from).collect(), String::new()),
+        Ok(Err(err)) => (Vec::new(), err.to_string()),
+        Err(r) => return r,
+    };
+    page(TracePage {
+        user: user.name,
+        role: user.role.name(),
+        heading: "Audit",
+        searchable: false,
+        sender: String::new(),
+        recipient: String::new(),
+        message_id: String::new(),
+        records,
+        error,
+    })
+}
