@@ -14,6 +14,19 @@ pub enum AddressMatch {
     Contains(String),
 }
 
+/// The SQL `LIKE` pattern (escape `\\`) for every address at `domain`, its own `%`, `_`
+/// and `\\` taken literally: shared by the SQLite index and PostgreSQL.
+pub(crate) fn domain_pattern(domain: &str) -> String {
+    let escaped: String = domain
+        .chars()
+        .flat_map(|c| match c {
+            '%' | '_' | '\\' => vec!['\\', c],
+            c => vec![c],
+        })
+        .collect();
+    format!("%@{escaped}")
+}
+
 impl AddressMatch {
     pub fn parse(value: &str) -> AddressMatch {
         let v = value.trim().to_lowercase();
@@ -41,17 +54,7 @@ impl AddressMatch {
         match self {
             AddressMatch::Exact(e) => (format!("{column} = ?{n}"), e.clone()),
             AddressMatch::Domain(d) => {
-                let escaped: String = d
-                    .chars()
-                    .flat_map(|c| match c {
-                        '%' | '_' | '\\' => vec!['\\', c],
-                        c => vec![c],
-                    })
-                    .collect();
-                (
-                    format!("{column} LIKE ?{n} ESCAPE '\\'"),
-                    format!("%@{escaped}"),
-                )
+                (format!("{column} LIKE ?{n} ESCAPE '\\'"), domain_pattern(d))
             }
             AddressMatch::Contains(s) => (format!("instr({column}, ?{n}) > 0"), s.clone()),
         }

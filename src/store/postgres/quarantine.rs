@@ -31,20 +31,34 @@ impl PgQuarantine {
     /// is; one already here is left alone, so an interrupted import is run again. Whether
     /// it was new.
     pub fn import(&self, meta: &Meta, body: Vec<u8>) -> io::Result<bool> {
+        self.insert(meta.clone(), body, true)
+    }
+
+    /// Stores a held message and its body in one transaction; `once`: an id already
+    /// stored is left as it is (an import run again) rather than an error. Whether it
+    /// was new.
+    fn insert(&self, meta: Meta, body: Vec<u8>, once: bool) -> io::Result<bool> {
         if let Some(e) = bad_id(&meta.id) {
             return Err(e);
         }
-        let value = serde_json::to_value(meta)?;
-        let meta = meta.clone();
+        let value = serde_json::to_value(&meta)?;
         self.pg
             .run(move |mut client| async move {
                 let tx = client.transaction().await?;
                 let recipients: Vec<String> =
                     meta.recipients.iter().map(|r| r.to_lowercase()).collect();
+                let sql = format!(
+                    "INSERT INTO quarantine (id, time, sender, recipients, size, meta) \
+                     VALUES ($1, ($2::text)::timestamptz, $3, $4, $5, $6){}",
+                    if once {
+                        " ON CONFLICT (id) DO NOTHING"
+                    } else {
+                        ""
+                    }
+                );
                 let n = tx
                     .execute(
-                        "INSERT INTO quarantine (id, time, sender, recipients, size, meta) \
-                         VALUES ($1, ($2::text)::timestamptz, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+                        &sql,
                         &[
                             &meta.id,
                             &meta.time,
@@ -95,34 +109,7 @@ impl QuarantineStore for PgQuarantine {
             Ok(())
         })?;
         meta.sha256 = format!("{:x}", hasher.finalize());
-        let value = serde_json::to_value(&meta)?;
-        self.pg
-            .run(move |mut client| async move {
-                let tx = client.transaction().await?;
-                let recipients: Vec<String> =
-                    meta.recipients.iter().map(|r| r.to_lowercase()).collect();
-                tx.execute(
-                    "INSERT INTO quarantine (id, time, sender, recipients, size, meta) \
-                     VALUES ($1, ($2::text)::timestamptz, $3, $4, $5, $6)",
-                    &[
-                        &meta.id,
-                        &meta.time,
-                        &meta.sender.to_lowercase(),
-                        &recipients,
-                        &(meta.size as i64),
-                        &value,
-                    ],
-                )
-                .await?;
-                tx.execute(
-                    "INSERT INTO quarantine_body (id, body) VALUES ($1, $2)",
-                    &[&meta.id, &body],
-                )
-                .await?;
-                tx.commit().await?;
-                Ok(())
-            })
-            .map_err(io::Error::from)
+        self.insert(meta, body, false).map(|_| ())
     }
 
     fn get(&self, id: &str) -> io::Result<Meta> {

@@ -311,16 +311,10 @@ fn address_sql(m: &AddressMatch, column: &str, array: bool, n: usize) -> (String
     let (test, arg) = match m {
         AddressMatch::Exact(e) if array => return (format!("{column} @> ARRAY[{p}]"), e.clone()),
         AddressMatch::Exact(e) => (format!("= {p}"), e.clone()),
-        AddressMatch::Domain(d) => {
-            let escaped: String = d
-                .chars()
-                .flat_map(|c| match c {
-                    '%' | '_' | '\\' => vec!['\\', c],
-                    c => vec![c],
-                })
-                .collect();
-            (format!("LIKE {p} ESCAPE '\\'"), format!("%@{escaped}"))
-        }
+        AddressMatch::Domain(d) => (
+            format!("LIKE {p} ESCAPE '\\'"),
+            crate::store::address_match::domain_pattern(d),
+        ),
         AddressMatch::Contains(s) => (
             format!("LIKE '%' || {p} || '%'"),
             s.replace('\\', "\\\\")
