@@ -36,6 +36,13 @@ pub struct User {
 /// A request the console will not serve, and why.
 pub struct Refused(StatusCode, String);
 
+impl Refused {
+    /// The server was not given the peer's address (it always is, by `serve`).
+    pub fn no_peer() -> Refused {
+        Refused(StatusCode::FORBIDDEN, "no peer address".into())
+    }
+}
+
 impl IntoResponse for Refused {
     fn into_response(self) -> Response {
         (self.0, format!("{}\n", self.1)).into_response()

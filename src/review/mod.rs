@@ -12,8 +12,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use askama::Template;
-use axum::extract::{ConnectInfo, Form, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, Form, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 
@@ -28,6 +29,34 @@ struct App {
 }
 
 type Shared = Arc<App>;
+
+/// A signed-in user holding at least the viewer role (a handler's argument).
+struct Viewer(User);
+/// A signed-in user holding at least the reviewer role.
+struct Reviewer(User);
+
+fn signed_in(parts: &Parts, app: &App, need: Role) -> Result<User, auth::Refused> {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+        .ok_or_else(auth::Refused::no_peer)?;
+    auth::user(&app.gateway, peer, &parts.headers, need)
+}
+
+impl FromRequestParts<Shared> for Viewer {
+    type Rejection = auth::Refused;
+    async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<Self, Self::Rejection> {
+        signed_in(parts, app, Role::Viewer).map(Viewer)
+    }
+}
+
+impl FromRequestParts<Shared> for Reviewer {
+    type Rejection = auth::Refused;
+    async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<Self, Self::Rejection> {
+        signed_in(parts, app, Role::Reviewer).map(Reviewer)
+    }
+}
 
 /// Serves the console on `listener` until `shutdown`.
 pub async fn serve(
@@ -98,14 +127,9 @@ struct ListPage {
 
 async fn list(
     State(app): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Viewer(user): Viewer,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    let user = match auth::user(&app.gateway, peer, &headers, Role::Viewer) {
-        Ok(u) => u,
-        Err(r) => return r.into_response(),
-    };
     let filter = HeldFilter {
         sender: (!q.sender.trim().is_empty()).then(|| AddressMatch::parse(&q.sender)),
         recipient: (!q.recipient.trim().is_empty()).then(|| AddressMatch::parse(&q.recipient)),
@@ -184,14 +208,10 @@ async fn message_page(app: &App, user: User, id: String, error: String) -> Respo
 
 async fn message(
     State(app): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Viewer(user): Viewer,
     Path(id): Path<String>,
 ) -> Response {
-    match auth::user(&app.gateway, peer, &headers, Role::Viewer) {
-        Ok(user) => message_page(&app, user, id, String::new()).await,
-        Err(r) => r.into_response(),
-    }
+    message_page(&app, user, id, String::new()).await
 }
 
 #[derive(serde::Deserialize)]
@@ -218,15 +238,10 @@ fn act_check(app: &App, user: &User, form: &ActForm) -> Result<(), String> {
 
 async fn release(
     State(app): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Reviewer(user): Reviewer,
     Path(id): Path<String>,
     Form(form): Form<ActForm>,
 ) -> Response {
-    let user = match auth::user(&app.gateway, peer, &headers, Role::Reviewer) {
-        Ok(u) => u,
-        Err(r) => return r.into_response(),
-    };
     if let Err(why) = act_check(&app, &user, &form) {
         return message_page(&app, user, id, why).await;
     }
@@ -260,15 +275,10 @@ async fn release(
 
 async fn delete(
     State(app): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Reviewer(user): Reviewer,
     Path(id): Path<String>,
     Form(form): Form<ActForm>,
 ) -> Response {
-    let user = match auth::user(&app.gateway, peer, &headers, Role::Reviewer) {
-        Ok(u) => u,
-        Err(r) => return r.into_response(),
-    };
     if let Err(why) = act_check(&app, &user, &form) {
         return message_page(&app, user, id, why).await;
     }
@@ -354,14 +364,9 @@ struct TracePage {
 
 async fn trace(
     State(app): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Viewer(user): Viewer,
     Query(q): Query<TraceQuery>,
 ) -> Response {
-    let user = match auth::user(&app.gateway, peer, &headers, Role::Viewer) {
-        Ok(u) => u,
-        Err(r) => return r.into_response(),
-    };
     let query = crate::store::Query {
         sender: (!q.sender.trim().is_empty()).then(|| AddressMatch::parse(&q.sender)),
         recipient: (!q.recipient.trim().is_empty()).then(|| AddressMatch::parse(&q.recipient)),
@@ -388,15 +393,7 @@ async fn trace(
     })
 }
 
-async fn audit(
-    State(app): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    let user = match auth::user(&app.gateway, peer, &headers, Role::Viewer) {
-        Ok(u) => u,
-        Err(r) => return r.into_response(),
-    };
+async fn audit(State(app): State<Shared>, Viewer(user): Viewer) -> Response {
     let store = app.gateway.store.clone();
     let found = blocking(move || {
         // Who released, deleted, purged or redacted what: the operations' own records.

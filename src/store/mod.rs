@@ -230,11 +230,7 @@ impl Store {
 
     /// Whether a message could be tracked now: for `/readyz`.
     pub fn ready(&self) -> bool {
-        self.files.ready()
-            && self
-                .pg
-                .as_ref()
-                .is_none_or(|pg| postgres::PgTracking::new(pg.clone(), 0).ping().is_ok())
+        self.files.ready() && self.pg.as_ref().is_none_or(|pg| pg.ping().is_ok())
     }
 
     /// Refuses a command that would leave files the service cannot use (run as another

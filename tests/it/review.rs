@@ -118,8 +118,8 @@ fn request(
     (status, out)
 }
 
-#[test]
-fn an_analyst_reviews_and_releases_a_held_message_in_the_browser() {
+/// A gateway with the console on a port of its own, and the sink it releases to.
+fn console() -> (Sink, u16, Markgate) {
     let sink = Sink::start(&[]);
     let review_port = free_port();
     let mg = Markgate::with(
@@ -130,6 +130,12 @@ fn an_analyst_reviews_and_releases_a_held_message_in_the_browser() {
         },
     );
     wait_port(review_port);
+    (sink, review_port, mg)
+}
+
+#[test]
+fn an_analyst_reviews_and_releases_a_held_message_in_the_browser() {
+    let (sink, review_port, mg) = console();
     // Held: unmarked to an outside address, with markup that must stay text on the page.
     let msg = "From: jane@police.cjsm.net\r\nTo: friend@example.com\r\nSubject: lunch <b>plans</b>\r\n\r\n<script>document.title='pwned'</script>See you at noon.\r\n\r\nJane Doe\r\nTel: 020 7946 0018\r\n";
     assert_eq!(
@@ -194,8 +200,10 @@ fn an_analyst_reviews_and_releases_a_held_message_in_the_browser() {
             .unwrap();
 
         // The message page: envelope, rule and its description, the message as text.
+        // The click navigates: wait for the new page rather than read the old one.
         let rule = browser
-            .find(Locator::Id("rule"))
+            .wait()
+            .for_element(Locator::Id("rule"))
             .await
             .unwrap()
             .text()
@@ -237,8 +245,10 @@ fn an_analyst_reviews_and_releases_a_held_message_in_the_browser() {
             .click()
             .await
             .unwrap();
+        // The click navigates: wait for the new page rather than read the old one.
         let notice = browser
-            .find(Locator::Id("notice"))
+            .wait()
+            .for_element(Locator::Id("notice"))
             .await
             .unwrap()
             .text()
@@ -285,16 +295,7 @@ fn an_analyst_reviews_and_releases_a_held_message_in_the_browser() {
 
 #[test]
 fn the_console_believes_only_its_proxy_and_its_roles() {
-    let sink = Sink::start(&[]);
-    let review_port = free_port();
-    let mg = Markgate::with(
-        sink.port,
-        Opts {
-            top: vec![format!("review:\n  listen: 127.0.0.1:{review_port}")],
-            ..Opts::default()
-        },
-    );
-    wait_port(review_port);
+    let (sink, review_port, mg) = console();
     let msg = "From: jane@police.cjsm.net\r\nTo: friend@example.com\r\nSubject: lunch\r\n\r\nSee you.\r\n\r\nJane Doe\r\nTel: 020 7946 0018\r\n";
     assert_eq!(
         smtplib_send(mg.port, FROM, &["friend@example.com"], msg).0,

@@ -172,6 +172,22 @@ impl Pg {
         result
     }
 
+    /// Whether the database answers and takes writes: for `/readyz`.
+    pub fn ping(&self) -> Result<(), PgError> {
+        self.run(|client| async move {
+            let ro: String = client
+                .query_one("SELECT current_setting('transaction_read_only')", &[])
+                .await?
+                .get(0);
+            if ro == "on" {
+                return Err(PgError::Schema(
+                    "the database is read-only (a standby?): nothing can be tracked".into(),
+                ));
+            }
+            Ok(())
+        })
+    }
+
     /// Runs `task` on the store's runtime, for as long as the store lives.
     pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
         self.handle.spawn(task);

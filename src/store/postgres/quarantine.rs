@@ -92,6 +92,27 @@ fn bad_id(id: &str) -> Option<io::Error> {
         .then(|| io::Error::new(io::ErrorKind::InvalidInput, "bad quarantine id"))
 }
 
+/// The first column of the one row `sql` finds for held message `id`; `NotFound` when
+/// there is none.
+fn one<T>(pg: &Arc<Pg>, id: &str, sql: &'static str) -> io::Result<T>
+where
+    T: for<'a> tokio_postgres::types::FromSql<'a> + Send + 'static,
+{
+    if let Some(e) = bad_id(id) {
+        return Err(e);
+    }
+    let key = id.to_string();
+    let found = pg
+        .run(move |client| async move {
+            Ok(client
+                .query_opt(sql, &[&key])
+                .await?
+                .map(|r| r.get::<_, T>(0)))
+        })
+        .map_err(io::Error::from)?;
+    found.ok_or_else(|| not_held(id))
+}
+
 fn meta_of(v: serde_json::Value) -> Result<Meta, PgError> {
     Ok(serde_json::from_value(v)?)
 }
@@ -113,44 +134,21 @@ impl QuarantineStore for PgQuarantine {
     }
 
     fn get(&self, id: &str) -> io::Result<Meta> {
-        if let Some(e) = bad_id(id) {
-            return Err(e);
-        }
-        let key = id.to_string();
-        let found = self
-            .pg
-            .run(move |client| async move {
-                let row = client
-                    .query_opt(
-                        "SELECT meta FROM quarantine WHERE id = $1 AND state IN ('held', 'releasing')",
-                        &[&key],
-                    )
-                    .await?;
-                row.map(|r| meta_of(r.get(0))).transpose()
-            })
-            .map_err(io::Error::from)?;
-        found.ok_or_else(|| not_held(id))
+        let meta = one::<serde_json::Value>(
+            &self.pg,
+            id,
+            "SELECT meta FROM quarantine WHERE id = $1 AND state IN ('held', 'releasing')",
+        )?;
+        meta_of(meta).map_err(io::Error::from)
     }
 
     fn message(&self, id: &str) -> io::Result<Vec<u8>> {
-        if let Some(e) = bad_id(id) {
-            return Err(e);
-        }
-        let key = id.to_string();
-        let found = self
-            .pg
-            .run(move |client| async move {
-                let row = client
-                    .query_opt(
-                        "SELECT b.body FROM quarantine_body b JOIN quarantine q USING (id) \
-                         WHERE b.id = $1 AND q.state IN ('held', 'releasing')",
-                        &[&key],
-                    )
-                    .await?;
-                Ok(row.map(|r| r.get::<_, Vec<u8>>(0)))
-            })
-            .map_err(io::Error::from)?;
-        found.ok_or_else(|| not_held(id))
+        one(
+            &self.pg,
+            id,
+            "SELECT b.body FROM quarantine_body b JOIN quarantine q USING (id) \
+             WHERE b.id = $1 AND q.state IN ('held', 'releasing')",
+        )
     }
 
     fn list(&self, filter: &HeldFilter) -> io::Result<Vec<Meta>> {
@@ -262,17 +260,11 @@ impl Claim for PgClaim {
         &mut self.meta
     }
     fn message(&self) -> io::Result<Vec<u8>> {
-        let key = self.meta.id.clone();
-        let found = self
-            .pg
-            .run(move |client| async move {
-                let row = client
-                    .query_opt("SELECT body FROM quarantine_body WHERE id = $1", &[&key])
-                    .await?;
-                Ok(row.map(|r| r.get::<_, Vec<u8>>(0)))
-            })
-            .map_err(io::Error::from)?;
-        found.ok_or_else(|| not_held(&self.meta.id))
+        one(
+            &self.pg,
+            &self.meta.id,
+            "SELECT body FROM quarantine_body WHERE id = $1",
+        )
     }
     fn save(&self) -> io::Result<()> {
         let value = serde_json::to_value(&self.meta)?;

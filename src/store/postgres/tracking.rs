@@ -453,7 +453,7 @@ impl TrackingStore for PgTracking {
     fn preflight(&self) -> io::Result<()> {
         // Nothing to check per message: the intent record is written (and committed)
         // before any hand-off, and fails the message closed if the database cannot take
-        // it. Readiness asks the database itself (`ping`).
+        // it. Readiness asks the database itself (`Pg::ping`).
         Ok(())
     }
 
@@ -518,26 +518,6 @@ impl TrackingStore for PgTracking {
         holds: &[AddressMatch],
     ) -> io::Result<Redacted> {
         self.redact_rows(address, before_day, today, holds)
-    }
-}
-
-impl PgTracking {
-    /// Whether the database answers and takes writes: for `/readyz`.
-    pub fn ping(&self) -> io::Result<()> {
-        self.pg
-            .run(|client| async move {
-                let ro: String = client
-                    .query_one("SELECT current_setting('transaction_read_only')", &[])
-                    .await?
-                    .get(0);
-                if ro == "on" {
-                    return Err(PgError::Schema(
-                        "the database is read-only (a standby?): nothing can be tracked".into(),
-                    ));
-                }
-                Ok(())
-            })
-            .map_err(io::Error::from)
     }
 }
 
