@@ -7,44 +7,49 @@ use std::process::Command;
 
 use crate::support::*;
 
-/// `markgate serve` on `state`; returns (started?, stderr). A process that started is
-/// stopped by PID.
+/// `markgate serve` on `state`; returns (started?, its log). Started means it logged that
+/// its SMTP front end is serving (port 0, so no other test's listener can be mistaken for
+/// it); not started means it exited. A process that started is stopped by PID. The wait is
+/// long: on a loaded 2-core CI machine a start-up can take seconds.
 fn serve_on(state: &std::path::Path) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("markgate.yaml");
-    let port = free_port();
+    let log_path = dir.path().join("markgate.log");
     std::fs::write(
         &config,
         format!(
-            "listen: 127.0.0.1:{port}\nstate_dir: {}\nupstream:\n  address: 127.0.0.1:{}\n  tls: none\n",
+            "listen: 127.0.0.1:0\nmetrics_listen: 127.0.0.1:0\nstate_dir: {}\nupstream:\n  address: 127.0.0.1:{}\n  tls: none\n",
             state.display(),
             free_port()
         ),
     )
     .unwrap();
+    let log = std::fs::File::create(&log_path).unwrap();
     let mut child = Command::new(bin())
         .arg("serve")
         .arg("--config")
         .arg(&config)
-        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap();
-    for _ in 0..100 {
+    let read = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
         if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
-            return (status.success(), err);
+            return (status.success(), read());
         }
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        let text = read();
+        if text.contains("SMTP front end serving") {
             let _ = child.kill();
             let _ = child.wait();
-            return (true, String::new());
+            return (true, text);
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::thread::sleep(std::time::Duration::from_millis(25));
     }
     let _ = child.kill();
     let _ = child.wait();
-    (true, String::new())
+    panic!("markgate neither started nor exited in 60 s: {}", read());
 }
 
 #[test]
@@ -55,7 +60,7 @@ fn a_shared_or_symlinked_state_dir_is_refused_at_start_up() {
     std::fs::create_dir(&state).unwrap();
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o1777)).unwrap();
     let (started, err) = serve_on(&state);
-    assert!(!started, "started on a 1777 state dir");
+    assert!(!started, "started on a 1777 state dir: {err}");
     assert!(err.contains("mode 1777"), "{err}");
 
     // `quarantine` a symlink to another directory with a foreign .eml in it: refused, and
@@ -67,7 +72,7 @@ fn a_shared_or_symlinked_state_dir_is_refused_at_start_up() {
     std::fs::write(&foreign, "not markgate's").unwrap();
     std::os::unix::fs::symlink(&elsewhere, state.join("quarantine")).unwrap();
     let (started, err) = serve_on(&state);
-    assert!(!started, "started with a symlinked quarantine");
+    assert!(!started, "started with a symlinked quarantine: {err}");
     assert!(err.contains("is a symlink"), "{err}");
     assert!(
         foreign.exists(),
