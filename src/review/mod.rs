@@ -313,9 +313,28 @@ struct TraceQuery {
     recipient: String,
     #[serde(default)]
     message_id: String,
+    #[serde(default)]
+    action: String,
+    #[serde(default)]
+    rule: String,
+    #[serde(default)]
+    level: String,
+    /// RFC 3339, inclusive.
+    #[serde(default)]
+    since: String,
+    /// RFC 3339, exclusive.
+    #[serde(default)]
+    until: String,
 }
 
-/// One tracking record as a table row.
+/// A form field as a filter: empty means "any".
+fn given(value: &str) -> Option<String> {
+    let value = value.trim();
+    (!value.is_empty()).then(|| value.to_string())
+}
+
+/// One tracking record as a table row, with what an analyst needs to say why: the rules
+/// that matched (audit hits included), the marking's evidence, and the replies.
 struct Row {
     time: String,
     sender: String,
@@ -326,6 +345,14 @@ struct Row {
     by: String,
     reason: String,
     reply: String,
+    subject: String,
+    message_id: String,
+    /// `rule (mode → action)` for every matched rule, in order.
+    matched: Vec<String>,
+    /// `source: text (level)` for every piece of marking evidence.
+    evidence: Vec<String>,
+    next_hop: String,
+    error: String,
 }
 
 impl From<&crate::store::TrackingRecord> for Row {
@@ -344,6 +371,25 @@ impl From<&crate::store::TrackingRecord> for Row {
                 .unwrap_or_default(),
             reason: r.reason.clone().unwrap_or_default(),
             reply: r.reply.clone().unwrap_or_default(),
+            subject: r.subject.clone().unwrap_or_default(),
+            message_id: r.message_id.clone().unwrap_or_default(),
+            matched: r
+                .matched
+                .iter()
+                .map(|m| format!("{} ({} → {})", m.id, m.mode, m.action))
+                .collect(),
+            evidence: r
+                .marking
+                .iter()
+                .flat_map(|m| &m.evidence)
+                .map(|e| format!("{}: {} ({})", e.source, e.text, e.level))
+                .collect(),
+            next_hop: r
+                .next_hop
+                .as_ref()
+                .map(|n| n.reply.clone())
+                .unwrap_or_default(),
+            error: r.error.clone().unwrap_or_default(),
         }
     }
 }
@@ -358,6 +404,11 @@ struct TracePage {
     sender: String,
     recipient: String,
     message_id: String,
+    action: String,
+    rule: String,
+    level: String,
+    since: String,
+    until: String,
     records: Vec<Row>,
     error: String,
 }
@@ -370,7 +421,12 @@ async fn trace(
     let query = crate::store::Query {
         sender: (!q.sender.trim().is_empty()).then(|| AddressMatch::parse(&q.sender)),
         recipient: (!q.recipient.trim().is_empty()).then(|| AddressMatch::parse(&q.recipient)),
-        message_id: (!q.message_id.trim().is_empty()).then(|| q.message_id.clone()),
+        message_id: given(&q.message_id),
+        action: given(&q.action),
+        rule: given(&q.rule),
+        level: given(&q.level),
+        since: given(&q.since),
+        until: given(&q.until),
         limit: Some(200),
         ..crate::store::Query::default()
     };
@@ -388,6 +444,11 @@ async fn trace(
         sender: q.sender,
         recipient: q.recipient,
         message_id: q.message_id,
+        action: q.action,
+        rule: q.rule,
+        level: q.level,
+        since: q.since,
+        until: q.until,
         records,
         error,
     })
@@ -427,6 +488,11 @@ async fn audit(State(app): State<Shared>, Viewer(user): Viewer) -> Response {
         sender: String::new(),
         recipient: String::new(),
         message_id: String::new(),
+        action: String::new(),
+        rule: String::new(),
+        level: String::new(),
+        since: String::new(),
+        until: String::new(),
         records,
         error,
     })

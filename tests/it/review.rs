@@ -359,3 +359,51 @@ fn the_console_believes_only_its_proxy_and_its_roles() {
         serde_json::from_slice(&mg.cli(&["quarantine", "list", "--json"]).stdout).unwrap();
     assert_eq!(held.as_array().unwrap().len(), 1, "still held");
 }
+
+/// "Why was my mail refused?": the trace page narrows by action, rule and level and shows,
+/// for each record, the rules that matched, the marking's evidence and the reply sent.
+#[test]
+fn the_trace_finds_a_refused_message_and_shows_why() {
+    let (_sink, review_port, mg) = console();
+    let secret = "From: jane@police.cjsm.net\r\nTo: bob@cps.cjsm.net\r\nSubject: SECRET plans\r\nMessage-ID: <why-refused@police.cjsm.net>\r\n\r\nSECRET\r\n\r\nAll of it.\r\n\r\nJane Doe\r\nTel: 020 7946 0018\r\n";
+    let ok = "From: jane@police.cjsm.net\r\nTo: bob@cps.cjsm.net\r\nSubject: [OFFICIAL] fine\r\nMessage-ID: <fine@police.cjsm.net>\r\n\r\nOFFICIAL\r\n\r\nFine.\r\n\r\nJane Doe\r\nTel: 020 7946 0018\r\n";
+    assert_eq!(
+        smtplib_send(mg.port, FROM, &["bob@cps.cjsm.net"], secret).0,
+        550
+    );
+    smtplib_send(mg.port, FROM, &["bob@cps.cjsm.net"], ok);
+    let viewer = [
+        ("X-Forwarded-User", "vic"),
+        ("X-Forwarded-Groups", "markgate-viewers"),
+    ];
+    let get = |path: &str| {
+        let (status, page) = request(review_port, "GET", path, &viewer, "");
+        assert_eq!(status, 200, "{path}: {page}");
+        page
+    };
+    let rows = |page: &str| page.matches("<tr class=\"record\"").count();
+
+    let page = get("/trace?message_id=why-refused%40police.cjsm.net&action=reject");
+    assert_eq!(rows(&page), 1, "{page}");
+    assert!(
+        page.contains("SECRET plans"),
+        "the subject is shown: {page}"
+    );
+    assert!(page.contains("class=\"matched\""), "matched rules: {page}");
+    assert!(page.contains("class=\"evidence\""), "evidence: {page}");
+    assert!(page.contains("550 5.7.1"), "the reply sent: {page}");
+    // Each filter narrows: the passed message is not a reject, nor SECRET.
+    assert_eq!(
+        rows(&get("/trace?sender=jane%40police.cjsm.net&action=reject")),
+        1
+    );
+    assert_eq!(rows(&get("/trace?level=SECRET")), 1);
+    assert_eq!(rows(&get("/trace?action=pass")), 1);
+    assert_eq!(rows(&get("/trace?since=2999-01-01T00:00:00Z")), 0);
+    // A form value is shown back escaped, never as markup.
+    let page = get("/trace?rule=%3Cscript%3E");
+    assert!(
+        !page.contains("<script>") && page.contains("&#60;script&#62;"),
+        "{page}"
+    );
+}
