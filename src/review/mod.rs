@@ -110,8 +110,22 @@ struct ListQuery {
     #[serde(default)]
     rule: String,
     #[serde(default)]
+    level: String,
+    /// Free text, case-insensitive, in the subject.
+    #[serde(default)]
+    subject: String,
+    /// RFC 3339, inclusive.
+    #[serde(default)]
+    since: String,
+    /// RFC 3339, exclusive.
+    #[serde(default)]
+    until: String,
+    #[serde(default)]
     notice: String,
 }
+
+/// The most held messages one page lists, newest first.
+const LIST_LIMIT: usize = 500;
 
 #[derive(Template)]
 #[template(path = "review/list.html")]
@@ -122,6 +136,10 @@ struct ListPage {
     sender: String,
     recipient: String,
     rule: String,
+    level: String,
+    subject: String,
+    since: String,
+    until: String,
     notice: String,
 }
 
@@ -130,17 +148,36 @@ async fn list(
     Viewer(user): Viewer,
     Query(q): Query<ListQuery>,
 ) -> Response {
+    let rule = given(&q.rule);
+    let level = given(&q.level).map(|l| l.to_ascii_uppercase());
+    let subject = given(&q.subject).map(|t| t.to_lowercase());
+    // Rule, level and subject are matched here, so the store lists everything the
+    // store-side filters let through and the newest LIST_LIMIT of the matches are shown
+    // (a limit before these filters would hide older matches).
+    let narrowed = rule.is_some() || level.is_some() || subject.is_some();
     let filter = HeldFilter {
         sender: (!q.sender.trim().is_empty()).then(|| AddressMatch::parse(&q.sender)),
         recipient: (!q.recipient.trim().is_empty()).then(|| AddressMatch::parse(&q.recipient)),
-        limit: Some(500),
-        ..HeldFilter::default()
+        since: given(&q.since),
+        until: given(&q.until),
+        limit: (!narrowed).then_some(LIST_LIMIT),
     };
     let store = app.gateway.store.clone();
     let held = match blocking(move || ops::list(&store, &filter)).await {
         Ok(Ok(mut held)) => {
             held.reverse();
-            held.retain(|m| q.rule.trim().is_empty() || m.rule.as_deref() == Some(q.rule.trim()));
+            held.retain(|m| {
+                rule.as_ref().is_none_or(|r| m.rule.as_ref() == Some(r))
+                    && level
+                        .as_ref()
+                        .is_none_or(|l| m.level.eq_ignore_ascii_case(l))
+                    && subject.as_ref().is_none_or(|t| {
+                        m.subject
+                            .as_ref()
+                            .is_some_and(|s| s.to_lowercase().contains(t.as_str()))
+                    })
+            });
+            held.truncate(LIST_LIMIT);
             held
         }
         Ok(Err(err)) => return (StatusCode::SERVICE_UNAVAILABLE, err.to_string()).into_response(),
@@ -153,6 +190,10 @@ async fn list(
         sender: q.sender,
         recipient: q.recipient,
         rule: q.rule,
+        level: q.level,
+        subject: q.subject,
+        since: q.since,
+        until: q.until,
         notice: q.notice,
     })
 }

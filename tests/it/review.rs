@@ -407,3 +407,35 @@ fn the_trace_finds_a_refused_message_and_shows_why() {
         "{page}"
     );
 }
+
+/// The quarantine list narrows by level, subject text and time, and a filter on rule or
+/// level is applied before the page's limit (so older matches are not hidden).
+#[test]
+fn the_quarantine_list_filters_by_level_subject_and_time() {
+    let (_sink, review_port, mg) = console();
+    let held = |subject: &str| {
+        format!("From: jane@police.cjsm.net\r\nTo: friend@example.com\r\nSubject: {subject}\r\n\r\nSee you.\r\n\r\nJane Doe\r\nTel: 020 7946 0018\r\n")
+    };
+    for subject in ["Lunch on Friday", "Case file 42"] {
+        assert_eq!(
+            smtplib_send(mg.port, FROM, &["friend@example.com"], &held(subject)).0,
+            250
+        );
+    }
+    let viewer = [
+        ("X-Forwarded-User", "vic"),
+        ("X-Forwarded-Groups", "markgate-viewers"),
+    ];
+    let rows = |path: &str| {
+        let (status, page) = request(review_port, "GET", path, &viewer, "");
+        assert_eq!(status, 200, "{path}: {page}");
+        page.matches("<tr class=\"held-message\"").count()
+    };
+    assert_eq!(rows("/quarantine"), 2);
+    assert_eq!(rows("/quarantine?subject=case+FILE"), 1);
+    assert_eq!(rows("/quarantine?subject=nothing+like+it"), 0);
+    assert_eq!(rows("/quarantine?level=unmarked"), 2);
+    assert_eq!(rows("/quarantine?level=SECRET"), 0);
+    assert_eq!(rows("/quarantine?since=2999-01-01T00:00:00Z"), 0);
+    assert_eq!(rows("/quarantine?until=2999-01-01T00:00:00Z"), 2);
+}
