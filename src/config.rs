@@ -331,6 +331,31 @@ pub struct ReviewConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// Which groups (from `X-Forwarded-Groups`) hold which role.
     pub roles: ReviewRoles,
+    /// The least role that may download a held message's attachments (each download is a
+    /// tracking record): held files are the sensitive part, so not every viewer.
+    pub download_role: Role,
+}
+
+/// What a console user may do; each role may do all the ones below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Sees the quarantine, the trace and the audit.
+    Viewer,
+    /// Also releases and deletes.
+    Reviewer,
+    /// Also forces a release the current rules would refuse.
+    Admin,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Reviewer => "reviewer",
+            Role::Admin => "admin",
+        }
+    }
 }
 
 impl Default for ReviewConfig {
@@ -339,6 +364,7 @@ impl Default for ReviewConfig {
             listen: None,
             trusted_proxies: vec![IpNet::loopback_v4(), IpNet::loopback_v6()],
             roles: ReviewRoles::default(),
+            download_role: Role::Reviewer,
         }
     }
 }

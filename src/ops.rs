@@ -348,6 +348,16 @@ pub fn show(store: &Store, id: &str) -> Result<Shown, OpError> {
     Ok(Shown { meta, message })
 }
 
+/// Records that someone took a copy of part of a held message's content (`what`: the
+/// console's attachment download), before the copy is handed over, so the audit shows who
+/// took what even if the copy never arrives.
+pub fn downloaded(store: &Store, meta: &Meta, what: &str, actor: &Actor) -> Result<(), OpError> {
+    let now = SystemTime::now();
+    let mut done = record(meta, "download", "downloaded", actor, now);
+    done.reason = Some(what.to_string());
+    store.tracking.append(&done, now).map_err(OpError::Tracking)
+}
+
 /// Tracking records matching `q`, newest first.
 pub fn search(
     store: &Store,

@@ -76,7 +76,7 @@ pub struct SearchArgs {
     recipient: Option<String>,
     /// What markgate decided (pass, reject, quarantine), or what an operator did to a
     /// held message (delete, purge) or to the log (redact).
-    #[arg(long, value_parser = ["pass", "reject", "quarantine", "delete", "purge", "redact"])]
+    #[arg(long, value_parser = ["pass", "reject", "quarantine", "delete", "purge", "redact", "download"])]
     action: Option<String>,
     /// The id of the rule that decided.
     #[arg(long)]

@@ -11,22 +11,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::gateway::Gateway;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Role {
-    Viewer,
-    Reviewer,
-    Admin,
-}
-
-impl Role {
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Reviewer => "reviewer",
-            Role::Admin => "admin",
-        }
-    }
-}
+pub use crate::config::Role;
 
 pub struct User {
     pub name: String,
@@ -40,6 +25,18 @@ impl Refused {
     /// The server was not given the peer's address (it always is, by `serve`).
     pub fn no_peer() -> Refused {
         Refused(StatusCode::FORBIDDEN, "no peer address".into())
+    }
+
+    /// The user's role is below what the request needs.
+    pub fn role(need: Role, has: Role) -> Refused {
+        Refused(
+            StatusCode::FORBIDDEN,
+            format!(
+                "this needs the {} role; you are a {}",
+                need.name(),
+                has.name()
+            ),
+        )
     }
 }
 
@@ -107,14 +104,7 @@ pub fn user(
         ));
     };
     if role < need {
-        return Err(refuse(
-            StatusCode::FORBIDDEN,
-            &format!(
-                "this needs the {} role; you are a {}",
-                need.name(),
-                role.name()
-            ),
-        ));
+        return Err(Refused::role(need, role));
     }
     Ok(User {
         name: name.to_string(),

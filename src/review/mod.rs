@@ -7,6 +7,8 @@
 //! needs a reason.
 
 mod auth;
+mod guard;
+mod reading;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -74,8 +76,11 @@ pub async fn serve(
         .route("/quarantine/{id}", get(message))
         .route("/quarantine/{id}/release", post(release))
         .route("/quarantine/{id}/delete", post(delete))
+        .route("/quarantine/{id}/attachment/{n}", get(download))
         .route("/trace", get(trace))
         .route("/audit", get(audit))
+        .route("/static/console.css", get(stylesheet))
+        .layer(axum::middleware::from_fn(guard::guard))
         .with_state(app);
     axum::serve(
         listener,
@@ -83,6 +88,15 @@ pub async fn serve(
     )
     .with_graceful_shutdown(shutdown)
     .await
+}
+
+/// The console's one stylesheet, from the binary (no CDN, no inline styles under the CSP).
+async fn stylesheet() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("../../assets/review/console.css"),
+    )
+        .into_response()
 }
 
 fn page(t: impl Template) -> Response {
@@ -122,10 +136,77 @@ struct ListQuery {
     until: String,
     #[serde(default)]
     notice: String,
+    /// Which page, from 0 (serde's `flatten` would read numbers in a query as strings).
+    #[serde(default)]
+    page: usize,
+    #[serde(default)]
+    per: Option<usize>,
 }
 
-/// The most held messages one page lists, newest first.
-const LIST_LIMIT: usize = 500;
+/// Which page of a list: `page` from 0, newest first, `per` rows each.
+#[derive(Default, Clone, Copy)]
+struct Paging {
+    page: usize,
+    per: Option<usize>,
+}
+
+/// Rows on a page unless `per` says otherwise.
+const PER_PAGE: usize = 100;
+/// The most rows one page may ask for.
+const PER_PAGE_MAX: usize = 500;
+/// The deepest page served: an analyst narrows a search rather than page past this, and
+/// each page reads all the rows before it.
+const PAGE_MAX: usize = 1000;
+
+impl Paging {
+    fn per(self) -> usize {
+        self.per.unwrap_or(PER_PAGE).clamp(1, PER_PAGE_MAX)
+    }
+
+    fn page(self) -> usize {
+        self.page.min(PAGE_MAX)
+    }
+
+    /// Rows to read to fill this page and know whether another follows.
+    fn read(self) -> usize {
+        (self.page() + 1) * self.per() + 1
+    }
+
+    /// This page's rows out of all read (newest first); whether older ones follow.
+    fn cut<T>(self, mut rows: Vec<T>) -> (Vec<T>, bool) {
+        let skip = self.page() * self.per();
+        let more = rows.len() > skip + self.per();
+        rows.truncate(skip + self.per());
+        (rows.split_off(skip.min(rows.len())), more)
+    }
+
+    /// Links to the newer and older pages of `path` with the same filters.
+    fn links(self, path: &str, filters: &[(&str, &str)], more: bool) -> (String, String) {
+        let at = |page: usize| {
+            let mut query: Vec<String> = filters
+                .iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, v)| format!("{k}={}", form_encode(v)))
+                .collect();
+            if self.per.is_some() {
+                query.push(format!("per={}", self.per()));
+            }
+            query.push(format!("page={page}"));
+            format!("{path}?{}", query.join("&"))
+        };
+        let newer = if self.page() > 0 {
+            at(self.page() - 1)
+        } else {
+            String::new()
+        };
+        let older = if more && self.page() < PAGE_MAX {
+            at(self.page() + 1)
+        } else {
+            String::new()
+        };
+        (newer, older)
+    }
+}
 
 #[derive(Template)]
 #[template(path = "review/list.html")]
@@ -141,6 +222,8 @@ struct ListPage {
     since: String,
     until: String,
     notice: String,
+    newer: String,
+    older: String,
 }
 
 async fn list(
@@ -148,22 +231,26 @@ async fn list(
     Viewer(user): Viewer,
     Query(q): Query<ListQuery>,
 ) -> Response {
+    let paging = Paging {
+        page: q.page,
+        per: q.per,
+    };
     let rule = given(&q.rule);
     let level = given(&q.level).map(|l| l.to_ascii_uppercase());
     let subject = given(&q.subject).map(|t| t.to_lowercase());
     // Rule, level and subject are matched here, so the store lists everything the
-    // store-side filters let through and the newest LIST_LIMIT of the matches are shown
-    // (a limit before these filters would hide older matches).
+    // store-side filters let through and the page is cut from the matches (a limit
+    // before these filters would hide older matches).
     let narrowed = rule.is_some() || level.is_some() || subject.is_some();
     let filter = HeldFilter {
         sender: (!q.sender.trim().is_empty()).then(|| AddressMatch::parse(&q.sender)),
         recipient: (!q.recipient.trim().is_empty()).then(|| AddressMatch::parse(&q.recipient)),
         since: given(&q.since),
         until: given(&q.until),
-        limit: (!narrowed).then_some(LIST_LIMIT),
+        limit: (!narrowed).then_some(paging.read()),
     };
     let store = app.gateway.store.clone();
-    let held = match blocking(move || ops::list(&store, &filter)).await {
+    let (held, more) = match blocking(move || ops::list(&store, &filter)).await {
         Ok(Ok(mut held)) => {
             held.reverse();
             held.retain(|m| {
@@ -177,13 +264,27 @@ async fn list(
                             .is_some_and(|s| s.to_lowercase().contains(t.as_str()))
                     })
             });
-            held.truncate(LIST_LIMIT);
-            held
+            paging.cut(held)
         }
         Ok(Err(err)) => return (StatusCode::SERVICE_UNAVAILABLE, err.to_string()).into_response(),
         Err(r) => return r,
     };
+    let (newer, older) = paging.links(
+        "/quarantine",
+        &[
+            ("sender", &q.sender),
+            ("recipient", &q.recipient),
+            ("rule", &q.rule),
+            ("level", &q.level),
+            ("subject", &q.subject),
+            ("since", &q.since),
+            ("until", &q.until),
+        ],
+        more,
+    );
     page(ListPage {
+        newer,
+        older,
         user: user.name,
         role: user.role.name(),
         held,
@@ -205,10 +306,19 @@ struct MessagePage {
     role: &'static str,
     meta: Meta,
     description: String,
+    /// The subject with the evidence marked.
+    subject: Vec<reading::Segment>,
+    /// Each text part as the classifier read it, evidence marked.
+    parts: Vec<reading::TextPart>,
+    attachments: Vec<reading::Attachment>,
+    /// Why the parts are not shown, if the walk refused the structure.
+    refused: String,
+    /// The raw source, as text.
     text: String,
     csrf: String,
     can_act: bool,
     can_force: bool,
+    can_download: bool,
     error: String,
 }
 
@@ -229,12 +339,34 @@ async fn message_page(app: &App, user: User, id: String, error: String) -> Respo
         .as_deref()
         .and_then(|r| snapshot.policy.description(r))
         .unwrap_or_default();
+    let evidence: Vec<String> = shown
+        .meta
+        .marking
+        .evidence
+        .iter()
+        .map(|e| e.text.clone())
+        .collect();
+    let (read, shown) = match blocking(move || {
+        let texts: Vec<&str> = evidence.iter().map(String::as_str).collect();
+        (reading::read(&shown.message, &texts), shown)
+    })
+    .await
+    {
+        Ok(done) => done,
+        Err(r) => return r,
+    };
     let bytes = &shown.message[..shown.message.len().min(SHOWN)];
     let mut text = String::from_utf8_lossy(bytes).into_owned();
     if shown.message.len() > SHOWN {
         text.push_str("\n[… the rest is not shown]");
     }
+    let download_role = snapshot.config.review.download_role;
     page(MessagePage {
+        subject: read.subject,
+        parts: read.parts,
+        attachments: read.attachments,
+        refused: read.refused.unwrap_or_default(),
+        can_download: user.role >= download_role,
         csrf: app.csrf.token(&user.name),
         can_act: user.role >= Role::Reviewer,
         can_force: user.role >= Role::Admin,
@@ -253,6 +385,75 @@ async fn message(
     Path(id): Path<String>,
 ) -> Response {
     message_page(&app, user, id, String::new()).await
+}
+
+/// One attachment of a held message, to a role that may take it (`review.download_role`),
+/// recorded before it is handed over and always as a file to save, never shown by the
+/// browser.
+async fn download(
+    State(app): State<Shared>,
+    Viewer(user): Viewer,
+    Path((id, n)): Path<(String, usize)>,
+) -> Response {
+    let need = app.gateway.snapshot().config.review.download_role;
+    if user.role < need {
+        return auth::Refused::role(need, user.role).into_response();
+    }
+    let store = app.gateway.store.clone();
+    let actor = ops::Actor::new(Some(user.name.clone()), None);
+    let taken = blocking(move || {
+        let shown = ops::show(&store, &id).map_err(|e| (StatusCode::NOT_FOUND, e.to_string()))?;
+        let (name, mime, bytes) = reading::attachment(&shown.message, n).ok_or_else(|| {
+            (
+                StatusCode::NOT_FOUND,
+                format!("held message {id} has no part {n}"),
+            )
+        })?;
+        ops::downloaded(
+            &store,
+            &shown.meta,
+            &format!("part {n}: {name} ({mime})"),
+            &actor,
+        )
+        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        Ok::<_, (StatusCode, String)>((name, bytes))
+    })
+    .await;
+    match taken {
+        Ok(Ok((name, bytes))) => (
+            [
+                (
+                    axum::http::header::CONTENT_TYPE,
+                    "application/octet-stream".to_string(),
+                ),
+                (
+                    axum::http::header::CONTENT_DISPOSITION,
+                    attachment_disposition(&name),
+                ),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Ok(Err((status, why))) => (status, format!("{why}\n")).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// `attachment` with the name as plain ASCII (anything else, quotes, slashes and
+/// separators replaced) and exactly as given in RFC 5987's `filename*`.
+fn attachment_disposition(name: &str) -> String {
+    let plain: String = name
+        .chars()
+        .map(|c| match c {
+            '"' | '\\' | '/' | ';' | '%' => '_',
+            c if c.is_ascii_graphic() || c == ' ' => c,
+            _ => '_',
+        })
+        .collect();
+    format!(
+        "attachment; filename=\"{plain}\"; filename*=UTF-8''{}",
+        form_encode(name)
+    )
 }
 
 #[derive(serde::Deserialize)]
@@ -366,6 +567,11 @@ struct TraceQuery {
     /// RFC 3339, exclusive.
     #[serde(default)]
     until: String,
+    /// Which page, from 0 (serde's `flatten` would read numbers in a query as strings).
+    #[serde(default)]
+    page: usize,
+    #[serde(default)]
+    per: Option<usize>,
 }
 
 /// A form field as a filter: empty means "any".
@@ -452,6 +658,8 @@ struct TracePage {
     until: String,
     records: Vec<Row>,
     error: String,
+    newer: String,
+    older: String,
 }
 
 async fn trace(
@@ -459,6 +667,10 @@ async fn trace(
     Viewer(user): Viewer,
     Query(q): Query<TraceQuery>,
 ) -> Response {
+    let paging = Paging {
+        page: q.page,
+        per: q.per,
+    };
     let query = crate::store::Query {
         sender: (!q.sender.trim().is_empty()).then(|| AddressMatch::parse(&q.sender)),
         recipient: (!q.recipient.trim().is_empty()).then(|| AddressMatch::parse(&q.recipient)),
@@ -468,16 +680,35 @@ async fn trace(
         level: given(&q.level),
         since: given(&q.since),
         until: given(&q.until),
-        limit: Some(200),
+        limit: Some(paging.read()),
         ..crate::store::Query::default()
     };
     let store = app.gateway.store.clone();
-    let (records, error) = match blocking(move || ops::search(&store, &query)).await {
-        Ok(Ok(found)) => (found.iter().map(Row::from).collect(), String::new()),
-        Ok(Err(err)) => (Vec::new(), err.to_string()),
+    let (records, more, error) = match blocking(move || ops::search(&store, &query)).await {
+        Ok(Ok(found)) => {
+            let (found, more) = paging.cut(found);
+            (found.iter().map(Row::from).collect(), more, String::new())
+        }
+        Ok(Err(err)) => (Vec::new(), false, err.to_string()),
         Err(r) => return r,
     };
+    let (newer, older) = paging.links(
+        "/trace",
+        &[
+            ("sender", &q.sender),
+            ("recipient", &q.recipient),
+            ("message_id", &q.message_id),
+            ("action", &q.action),
+            ("rule", &q.rule),
+            ("level", &q.level),
+            ("since", &q.since),
+            ("until", &q.until),
+        ],
+        more,
+    );
     page(TracePage {
+        newer,
+        older,
         user: user.name,
         role: user.role.name(),
         heading: "Message trace",
@@ -500,7 +731,7 @@ async fn audit(State(app): State<Shared>, Viewer(user): Viewer) -> Response {
     let found = blocking(move || {
         // Who released, deleted, purged or redacted what: the operations' own records.
         let mut all = Vec::new();
-        for action in ["pass", "delete", "purge", "redact"] {
+        for action in ["pass", "delete", "purge", "redact", "download"] {
             let q = crate::store::Query {
                 action: Some(action.to_string()),
                 limit: Some(1000),
@@ -536,5 +767,7 @@ async fn audit(State(app): State<Shared>, Viewer(user): Viewer) -> Response {
         until: String::new(),
         records,
         error,
+        newer: String::new(),
+        older: String::new(),
     })
 }

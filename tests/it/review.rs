@@ -38,6 +38,24 @@ class P(BaseHTTPRequestHandler):
 ThreadingHTTPServer(('127.0.0.1', int(sys.argv[1])), P).serve_forever()
 "#;
 
+/// Another site: serves `sys.argv[2]` as its page.
+const EVIL_SITE: &str = r#"
+import sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+page = sys.argv[2].encode()
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header('Content-Type', 'text/html')
+        self.send_header('Content-Length', str(len(page)))
+        self.end_headers()
+        self.wfile.write(page)
+    def log_message(self, *a): pass
+s = HTTPServer(('127.0.0.1', int(sys.argv[1])), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+
 struct Proxy(Child, u16);
 
 impl Proxy {
@@ -112,20 +130,27 @@ fn request(
     req.push_str("\r\n");
     req.push_str(body);
     s.write_all(req.as_bytes()).unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let out = String::from_utf8_lossy(&out).into_owned();
     let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
     (status, out)
 }
 
 /// A gateway with the console on a port of its own, and the sink it releases to.
 fn console() -> (Sink, u16, Markgate) {
+    console_with(Vec::new())
+}
+
+/// The same with more top-level config (`store:`).
+fn console_with(mut top: Vec<String>) -> (Sink, u16, Markgate) {
     let sink = Sink::start(&[]);
     let review_port = free_port();
+    top.push(format!("review:\n  listen: 127.0.0.1:{review_port}"));
     let mg = Markgate::with(
         sink.port,
         Opts {
-            top: vec![format!("review:\n  listen: 127.0.0.1:{review_port}")],
+            top,
             ..Opts::default()
         },
     );
@@ -229,6 +254,49 @@ fn an_analyst_reviews_and_releases_a_held_message_in_the_browser() {
             "pwned",
             "the message's script never ran"
         );
+
+        // Another site's page posting this very form (even with its token, leaked) is
+        // refused on what the browser says about where the request came from.
+        let token = browser
+            .find(Locator::Css("#release-form input[name=csrf]"))
+            .await
+            .unwrap()
+            .attr("value")
+            .await
+            .unwrap()
+            .unwrap();
+        let action = browser
+            .find(Locator::Id("release-form"))
+            .await
+            .unwrap()
+            .attr("action")
+            .await
+            .unwrap()
+            .unwrap();
+        let evil = format!(
+            "<form id=f method=post action=\"{base}{action}\"><input name=csrf value=\"{token}\">\
+             <input name=reason value=pwned></form><script>document.getElementById('f').submit()</script>"
+        );
+        let message_page = browser.current_url().await.unwrap();
+        let (mut site, site_port) = crate::support::python_server(EVIL_SITE, &[evil.as_ref()]);
+        browser
+            .goto(&format!("http://127.0.0.1:{site_port}/"))
+            .await
+            .unwrap();
+        let refused = browser
+            .wait()
+            .for_element(Locator::XPath("//*[contains(text(), 'cross-site request refused')]"))
+            .await;
+        let _ = site.kill();
+        let _ = site.wait();
+        assert!(refused.is_ok(), "the forged post was refused");
+        assert!(sink.messages().is_empty(), "nothing released by it");
+        browser.goto(message_page.as_str()).await.unwrap();
+        browser
+            .wait()
+            .for_element(Locator::Id("release-reason"))
+            .await
+            .unwrap();
 
         // Release, with a reason.
         browser
@@ -438,4 +506,308 @@ fn the_quarantine_list_filters_by_level_subject_and_time() {
     assert_eq!(rows("/quarantine?level=SECRET"), 0);
     assert_eq!(rows("/quarantine?since=2999-01-01T00:00:00Z"), 0);
     assert_eq!(rows("/quarantine?until=2999-01-01T00:00:00Z"), 2);
+}
+
+const REVIEWER: [(&str, &str); 2] = [
+    ("X-Forwarded-User", "rita"),
+    ("X-Forwarded-Groups", "markgate-reviewers"),
+];
+
+/// The form token on a page, as the console wrote it.
+fn csrf_in(page: &str) -> String {
+    let at = page.find("name=\"csrf\" value=\"").expect("a form token") + 19;
+    page[at..].split('"').next().unwrap().to_string()
+}
+
+/// A forged POST is refused on what the browser says about where it came from, even if it
+/// carries a good form token; every page tells the browser to run only the console's files.
+#[test]
+fn a_cross_site_post_is_refused_even_with_a_valid_form_token() {
+    let (sink, review_port, mg) = console();
+    let msg = "From: jane@police.cjsm.net\r\nTo: friend@example.com\r\nSubject: lunch\r\n\r\nSee you.\r\n\r\nJane Doe\r\nTel: 020 7946 0018\r\n";
+    assert_eq!(
+        smtplib_send(mg.port, FROM, &["friend@example.com"], msg).0,
+        250
+    );
+    let id = mg.records()[0]["queue_id"].as_str().unwrap().to_string();
+    let (status, page) = request(
+        review_port,
+        "GET",
+        &format!("/quarantine/{id}"),
+        &REVIEWER,
+        "",
+    );
+    assert_eq!(status, 200);
+    for header in [
+        "content-security-policy: default-src 'none'; style-src 'self'",
+        "x-frame-options: DENY",
+        "x-content-type-options: nosniff",
+        "referrer-policy: no-referrer",
+        "cache-control: no-store",
+    ] {
+        assert!(
+            page.to_lowercase().contains(&header.to_lowercase()),
+            "{header}: {page}"
+        );
+    }
+    assert!(!page.contains("<style"), "no inline style under the CSP");
+    let (status, css) = request(review_port, "GET", "/static/console.css", &REVIEWER, "");
+    assert!(status == 200 && css.contains("text/css"), "{css}");
+
+    let form = format!("csrf={}&reason=because", csrf_in(&page));
+    let release = format!("/quarantine/{id}/release");
+    for forged in [
+        ("Sec-Fetch-Site", "cross-site"),
+        ("Sec-Fetch-Site", "same-site"),
+        ("Origin", "http://evil.example"),
+    ] {
+        let headers = [REVIEWER[0], REVIEWER[1], forged];
+        let (status, page) = request(review_port, "POST", &release, &headers, &form);
+        assert_eq!(status, 403, "{forged:?}: {page}");
+        assert!(page.contains("cross-site request refused"), "{page}");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(sink.messages().is_empty(), "nothing released");
+    // The same form from the console's own page goes through.
+    let headers = [REVIEWER[0], REVIEWER[1], ("Sec-Fetch-Site", "same-origin")];
+    let (status, page) = request(review_port, "POST", &release, &headers, &form);
+    assert_eq!(status, 303, "{page}");
+    sink.wait_for(1);
+}
+
+const VIEWER: [(&str, &str); 2] = [
+    ("X-Forwarded-User", "vic"),
+    ("X-Forwarded-Groups", "markgate-viewers"),
+];
+
+/// A held message's page marks the evidence where it stands (subject and text, as the
+/// classifier read them), shows HTML only as its text, and lists the attachments: a
+/// viewer sees them, a reviewer (`review.download_role`) takes one, and that is audited.
+#[test]
+fn a_held_message_shows_its_evidence_and_attachments_by_role() {
+    let (_sink, review_port, mg) = console();
+    let msg = "From: jane@police.cjsm.net\r\nTo: all@cps.cjsm.net\r\nSubject: [OFFICIAL-SENSITIVE] case 7\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/html\r\n\r\n<p>official-sensitive</p><script>alert(1)</script><p>Notes attached.</p><p>Jane Doe<br>Tel: 020 7946 0018</p>\r\n--b\r\nContent-Type: image/png; name=\"scan.png\"\r\nContent-Disposition: attachment; filename=\"scan.png\"\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n--b--\r\n";
+    assert_eq!(
+        smtplib_send(mg.port, FROM, &["all@cps.cjsm.net"], msg).0,
+        250
+    );
+    let id = mg.records()[0]["queue_id"].as_str().unwrap().to_string();
+    let path = format!("/quarantine/{id}");
+    let (status, page) = request(review_port, "GET", &path, &VIEWER, "");
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("<td id=\"subject\"><mark>[OFFICIAL-SENSITIVE]</mark> case 7"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<mark>official-sensitive</mark>"),
+        "the body's banner: {page}"
+    );
+    assert!(page.contains("text/html (as text)"), "{page}");
+    assert!(
+        !page.contains("<script>") && !page.contains("<p>official"),
+        "no markup of the message: {page}"
+    );
+    assert!(
+        page.contains("&#60;script&#62;"),
+        "the raw source, escaped: {page}"
+    );
+    assert!(
+        page.contains("scan.png") && page.contains("image/png"),
+        "{page}"
+    );
+    assert!(
+        !page.contains("/attachment/"),
+        "no download link for a viewer: {page}"
+    );
+    let download = format!("/quarantine/{id}/attachment/1");
+    let (status, _) = request(review_port, "GET", &download, &VIEWER, "");
+    assert_eq!(status, 403);
+
+    let (_, page) = request(review_port, "GET", &path, &REVIEWER, "");
+    assert!(page.contains(&format!("href=\"{download}\"")), "{page}");
+    let (status, file) = request(review_port, "GET", &download, &REVIEWER, "");
+    assert_eq!(status, 200, "{file}");
+    let lower = file.to_lowercase();
+    assert!(
+        lower.contains("content-type: application/octet-stream"),
+        "{file}"
+    );
+    assert!(
+        lower.contains("content-disposition: attachment; filename=\"scan.png\""),
+        "{file}"
+    );
+    assert!(
+        file.ends_with("\r\n\r\n\u{fffd}PNG\r\n\u{1a}\n"),
+        "the decoded bytes: {file:?}"
+    );
+    let (status, _) = request(
+        review_port,
+        "GET",
+        &format!("/quarantine/{id}/attachment/9"),
+        &REVIEWER,
+        "",
+    );
+    assert_eq!(status, 404);
+    let taken: Vec<_> = mg
+        .records()
+        .into_iter()
+        .filter(|r| r["action"] == "download")
+        .collect();
+    assert_eq!(taken.len(), 1, "one download, one record");
+    assert_eq!(taken[0]["by"], "rita");
+    assert!(taken[0]["reason"].as_str().unwrap().contains("scan.png"));
+    let (_, audit) = request(review_port, "GET", "/audit", &VIEWER, "");
+    assert!(audit.contains("scan.png"), "{audit}");
+}
+
+/// Past one page, the list and the trace page on, newest first, keeping their filters.
+#[test]
+fn the_quarantine_and_the_trace_page_past_their_first_page() {
+    let (_sink, review_port, mg) = console();
+    for n in 0..3 {
+        let msg = format!("From: jane@police.cjsm.net\r\nTo: friend@example.com\r\nSubject: page test {n}\r\n\r\nSee you.\r\n\r\nJane Doe\r\nTel: 020 7946 0018\r\n");
+        assert_eq!(
+            smtplib_send(mg.port, FROM, &["friend@example.com"], &msg).0,
+            250
+        );
+    }
+    let get = |path: &str| {
+        let (status, page) = request(review_port, "GET", path, &VIEWER, "");
+        assert_eq!(status, 200, "{path}: {page}");
+        page
+    };
+    let subjects = |page: &str| -> Vec<String> {
+        page.match_indices("page test ")
+            .map(|(at, _)| page[at..at + 11].to_string())
+            .collect()
+    };
+    let older = |page: &str| {
+        page.find("id=\"older\" href=\"").map(|at| {
+            page[at + 17..]
+                .split('"')
+                .next()
+                .unwrap()
+                .replace("&#38;", "&")
+        })
+    };
+    let mut seen = Vec::new();
+    let mut path = "/quarantine?sender=jane%40police.cjsm.net&per=1".to_string();
+    for _ in 0..3 {
+        let page = get(&path);
+        let rows = subjects(&page);
+        assert_eq!(rows.len(), 1, "{page}");
+        seen.extend(rows);
+        match older(&page) {
+            Some(next) => {
+                assert!(next.contains("sender=jane%40police.cjsm.net"), "{next}");
+                path = next;
+            }
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        ["page test 2", "page test 1", "page test 0"],
+        "each once, newest first"
+    );
+    assert!(
+        older(&get(&path)).is_none(),
+        "the last page has no older one"
+    );
+    assert!(get(&path).contains("id=\"newer\""));
+
+    let page = get("/trace?action=quarantine&per=2");
+    assert_eq!(page.matches("<tr class=\"record\"").count(), 2);
+    let next = older(&page).expect("an older page");
+    let page = get(&next);
+    assert_eq!(page.matches("<tr class=\"record\"").count(), 1, "{page}");
+    assert!(older(&page).is_none());
+}
+
+/// Every console task on the shared store: list and page, open with the evidence marked,
+/// download, release, delete, trace and audit, all against a real PostgreSQL.
+#[test]
+fn the_console_works_on_the_postgresql_store() {
+    let pg = Postgres::start();
+    pg.migrate();
+    let (sink, review_port, mg) = console_with(pg.store_yaml());
+    let held = |n: usize| {
+        format!("From: jane@police.cjsm.net\r\nTo: all@cps.cjsm.net\r\nSubject: [OFFICIAL-SENSITIVE] pg {n}\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nOFFICIAL-SENSITIVE\r\n\r\nSee attached.\r\n\r\nJane Doe\r\nTel: 020 7946 0018\r\n--b\r\nContent-Type: image/png; name=\"scan{n}.png\"\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n--b--\r\n")
+    };
+    for n in 0..2 {
+        assert_eq!(
+            smtplib_send(mg.port, FROM, &["all@cps.cjsm.net"], &held(n)).0,
+            250
+        );
+    }
+    let get = |path: &str, who: &[(&str, &str)]| {
+        let (status, page) = request(review_port, "GET", path, who, "");
+        assert_eq!(status, 200, "{path}: {page}");
+        page
+    };
+    let page = get("/quarantine?per=1", &VIEWER);
+    assert_eq!(page.matches("<tr class=\"held-message\"").count(), 1);
+    assert!(
+        page.contains("pg 1") && page.contains("id=\"older\""),
+        "{page}"
+    );
+    let page = get("/quarantine?per=1&page=1", &VIEWER);
+    assert!(
+        page.contains("pg 0") && !page.contains("id=\"older\""),
+        "{page}"
+    );
+    let ids: Vec<String> = mg
+        .records()
+        .iter()
+        .filter(|r| r["action"] == "quarantine")
+        .map(|r| r["queue_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 2);
+
+    let page = get(&format!("/quarantine/{}", ids[0]), &REVIEWER);
+    assert!(page.contains("<mark>OFFICIAL-SENSITIVE</mark>"), "{page}");
+    let (status, _) = request(
+        review_port,
+        "GET",
+        &format!("/quarantine/{}/attachment/1", ids[0]),
+        &REVIEWER,
+        "",
+    );
+    assert_eq!(status, 200);
+    let same = [REVIEWER[0], REVIEWER[1], ("Sec-Fetch-Site", "same-origin")];
+    let form = format!("csrf={}&reason=list+checked&force=yes", csrf_in(&page));
+    let admin = [
+        ("X-Forwarded-User", "ada"),
+        ("X-Forwarded-Groups", "markgate-admins"),
+        ("Sec-Fetch-Site", "same-origin"),
+    ];
+    // The current rules would hold it again (a list): an admin forces it out.
+    let page = get(&format!("/quarantine/{}", ids[0]), &admin[..2]);
+    let form_admin = format!("csrf={}&reason=list+checked&force=yes", csrf_in(&page));
+    let (status, reply) = request(
+        review_port,
+        "POST",
+        &format!("/quarantine/{}/release", ids[0]),
+        &admin,
+        &form_admin,
+    );
+    assert_eq!(status, 303, "{reply}");
+    sink.wait_for(1);
+    let (status, reply) = request(
+        review_port,
+        "POST",
+        &format!("/quarantine/{}/delete", ids[1]),
+        &same,
+        &form,
+    );
+    assert_eq!(status, 303, "{reply}");
+    assert!(get("/quarantine", &VIEWER).contains("Nothing held."));
+
+    let page = get("/trace?action=quarantine", &VIEWER);
+    assert_eq!(page.matches("<tr class=\"record\"").count(), 2, "{page}");
+    let audit = get("/audit", &VIEWER);
+    for seen in ["ada", "rita", "list checked", "scan0.png"] {
+        assert!(audit.contains(seen), "{seen}: {audit}");
+    }
 }
