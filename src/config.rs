@@ -334,6 +334,32 @@ pub struct ReviewConfig {
     /// The least role that may download a held message's attachments (each download is a
     /// tracking record): held files are the sensitive part, so not every viewer.
     pub download_role: Role,
+    /// TLS on the console's own listener, and client certificates as sign-in.
+    pub tls: Option<ReviewTls>,
+}
+
+/// `review.tls`: the console serves HTTPS itself. With `client_ca`, every connection must
+/// present a certificate issued by it, and its subject (RFC 4514, as
+/// `openssl x509 -noout -subject -nameopt RFC2253` prints it) names the user through
+/// `client_users`; the proxy's headers are then not read.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    #[serde(default)]
+    pub client_users: HashMap<String, CertUser>,
+}
+
+/// Who a client certificate's subject is, and their groups (mapped by `review.roles`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertUser {
+    pub user: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 /// What a console user may do; each role may do all the ones below it.
@@ -365,6 +391,7 @@ impl Default for ReviewConfig {
             trusted_proxies: vec![IpNet::loopback_v4(), IpNet::loopback_v6()],
             roles: ReviewRoles::default(),
             download_role: Role::Reviewer,
+            tls: None,
         }
     }
 }
@@ -607,6 +634,14 @@ impl Config {
             return Err(invalid(
                 "store.pool_size and store.timeout must be positive".into(),
             ));
+        }
+        if let Some(tls) = &self.review.tls {
+            if tls.client_ca.is_none() && !tls.client_users.is_empty() {
+                return Err(invalid(
+                    "review.tls.client_users needs review.tls.client_ca (the CA that issues them)"
+                        .into(),
+                ));
+            }
         }
         Ok(())
     }

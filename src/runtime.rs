@@ -193,6 +193,7 @@ fn keep_restart_only(new: &mut Config, running: &Config) -> Vec<&'static str> {
     keep!(limits.worker_threads, "limits.worker_threads");
     keep!(store, "store");
     keep!(review.listen, "review.listen");
+    keep!(review.tls, "review.tls");
     changed
 }
 
@@ -362,6 +363,12 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
 
     if let Some(addr) = config.review.listen {
+        let tls = match &config.review.tls {
+            Some(tls) => {
+                Some(crate::review::acceptor(tls).map_err(|e| anyhow::anyhow!("review.tls: {e}"))?)
+            }
+            None => None,
+        };
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for the review console: {e}"))?;
@@ -374,7 +381,7 @@ pub async fn serve(
             let stop = async move {
                 let _ = rx.changed().await;
             };
-            if let Err(err) = crate::review::serve(listener, g, stop).await {
+            if let Err(err) = crate::review::serve(listener, tls, g, stop).await {
                 tracing::error!(error = %err, "review console failed");
             }
         });

@@ -1,14 +1,14 @@
 //! Who is asking: a trusted reverse proxy (an address in `review.trusted_proxies`) says so
-//! in `X-Forwarded-User` and `X-Forwarded-Groups`; the groups map to a role. Anything else
-//! is refused. Forms carry a token only this process makes for that user (HMAC of the user
+//! in `X-Forwarded-User` and `X-Forwarded-Groups`, or, with `review.tls.client_ca`, the
+//! client certificate's subject does through `review.tls.client_users`; the groups map to
+//! a role. Anything else is refused. Forms carry a token only this process makes for that user (HMAC of the user
 //! under a key made at start-up), so another site cannot post a release in a reviewer's
 //! browser.
-
-use std::net::SocketAddr;
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use super::listener::Peer;
 use crate::gateway::Gateway;
 
 pub use crate::config::Role;
@@ -53,13 +53,31 @@ fn refuse(code: StatusCode, why: &str) -> Refused {
 /// The user behind a request, holding at least `need`; otherwise the refusal to send.
 pub fn user(
     gateway: &Gateway,
-    peer: SocketAddr,
+    peer: &Peer,
     headers: &HeaderMap,
     need: Role,
 ) -> Result<User, Refused> {
     let snapshot = gateway.snapshot();
     let review = &snapshot.config.review;
-    if !review.trusted_proxies.iter().any(|n| n.contains(peer.ip())) {
+    if let Some(tls) = review.tls.as_ref().filter(|t| t.client_ca.is_some()) {
+        // Client certificates sign people in: the proxy's headers are not read.
+        let Some(subject) = &peer.subject else {
+            return Err(refuse(StatusCode::UNAUTHORIZED, "no client certificate"));
+        };
+        let Some(known) = tls.client_users.get(subject) else {
+            return Err(refuse(
+                StatusCode::FORBIDDEN,
+                &format!("certificate subject {subject} is not in review.tls.client_users"),
+            ));
+        };
+        let groups: Vec<&str> = known.groups.iter().map(String::as_str).collect();
+        return with_role(review, &known.user, &groups, need);
+    }
+    if !review
+        .trusted_proxies
+        .iter()
+        .any(|n| n.contains(peer.addr.ip()))
+    {
         return Err(refuse(
             StatusCode::FORBIDDEN,
             "the review console is served only through the trusted proxy (review.trusted_proxies)",
@@ -90,6 +108,16 @@ pub fn user(
                 .collect()
         })
         .unwrap_or_default();
+    with_role(review, name, &groups, need)
+}
+
+/// `name` in `groups`, if one of them holds a role of at least `need`.
+fn with_role(
+    review: &crate::config::ReviewConfig,
+    name: &str,
+    groups: &[&str],
+    need: Role,
+) -> Result<User, Refused> {
     let has = |list: &[String]| list.iter().any(|g| groups.contains(&g.as_str()));
     let role = if has(&review.roles.admin) {
         Role::Admin

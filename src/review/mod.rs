@@ -8,9 +8,9 @@
 
 mod auth;
 mod guard;
+mod listener;
 mod reading;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use askama::Template;
@@ -40,8 +40,8 @@ struct Reviewer(User);
 fn signed_in(parts: &Parts, app: &App, need: Role) -> Result<User, auth::Refused> {
     let peer = parts
         .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0)
+        .get::<ConnectInfo<Peer>>()
+        .map(|c| &c.0)
         .ok_or_else(auth::Refused::no_peer)?;
     auth::user(&app.gateway, peer, &parts.headers, need)
 }
@@ -60,9 +60,13 @@ impl FromRequestParts<Shared> for Reviewer {
     }
 }
 
-/// Serves the console on `listener` until `shutdown`.
+pub use listener::acceptor;
+use listener::Peer;
+
+/// Serves the console on `listener` (over TLS with `tls`) until `shutdown`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     gateway: Arc<Gateway>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -82,12 +86,19 @@ pub async fn serve(
         .route("/static/console.css", get(stylesheet))
         .layer(axum::middleware::from_fn(guard::guard))
         .with_state(app);
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let service = router.into_make_service_with_connect_info::<Peer>();
+    match tls {
+        None => {
+            axum::serve(listener, service)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(acceptor) => {
+            axum::serve(listener::TlsListener::new(listener, acceptor)?, service)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
 }
 
 /// The console's one stylesheet, from the binary (no CDN, no inline styles under the CSP).

@@ -811,3 +811,132 @@ fn the_console_works_on_the_postgresql_store() {
         assert!(audit.contains(seen), "{seen}: {audit}");
     }
 }
+
+/// An HTTPS GET with Python's ssl (the CA trusted, a client certificate if given); the
+/// status and body, or the error's text.
+fn https_get(
+    port: u16,
+    ca: &str,
+    client: Option<(&str, &str)>,
+    headers: &[(&str, &str)],
+) -> String {
+    let script = r#"
+import http.client, json, ssl, sys
+port, ca, cert, key, headers = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], json.loads(sys.argv[5])
+ctx = ssl.create_default_context(cafile=ca)
+if cert:
+    ctx.load_cert_chain(cert, key)
+try:
+    c = http.client.HTTPSConnection('127.0.0.1', port, context=ctx, timeout=20)
+    c.request('GET', '/quarantine', headers=headers)
+    r = c.getresponse()
+    print(r.status, r.read().decode())
+except Exception as e:
+    print('error', type(e).__name__, e)
+"#;
+    let headers: serde_json::Map<String, serde_json::Value> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+        .collect();
+    let (cert, key) = client.unwrap_or(("", ""));
+    let out = Command::new("python3")
+        .args(["-c", script, &port.to_string(), ca, cert, key])
+        .arg(serde_json::Value::Object(headers).to_string())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// `review.tls`: the console serves HTTPS itself; with `client_ca` only a certificate from
+/// that CA connects, its subject names the user (the proxy's headers are not read then),
+/// and a subject not in `client_users` is refused.
+#[test]
+fn the_console_serves_tls_and_signs_people_in_by_client_certificate() {
+    let ca = crate::support::TestCa::new();
+    ca.client("alice", "/O=Example Police/CN=Alice Analyst");
+    ca.client("eve", "/CN=Eve");
+    let other = crate::support::TestCa::new();
+    other.client("alice", "/O=Example Police/CN=Alice Analyst");
+    let tls = format!(
+        "  tls:\n    cert: {}\n    key: {}\n    client_ca: {}\n    client_users:\n      \"CN=Alice Analyst,O=Example Police\": {{user: alice, groups: [markgate-reviewers]}}",
+        ca.path("server.pem"),
+        ca.path("server.key"),
+        ca.path("ca.pem"),
+    );
+    let sink = Sink::start(&[]);
+    let review_port = free_port();
+    let _mg = Markgate::with(
+        sink.port,
+        Opts {
+            top: vec![format!("review:\n  listen: 127.0.0.1:{review_port}\n{tls}")],
+            ..Opts::default()
+        },
+    );
+    wait_port(review_port);
+    let alice = (ca.path("alice.pem"), ca.path("alice.key"));
+    let forged = [
+        ("X-Forwarded-User", "mallory"),
+        ("X-Forwarded-Groups", "markgate-admins"),
+    ];
+    let page = https_get(
+        review_port,
+        &ca.path("ca.pem"),
+        Some((&alice.0, &alice.1)),
+        &forged,
+    );
+    assert!(page.starts_with("200 "), "{page}");
+    assert!(
+        page.contains("alice (reviewer)"),
+        "the certificate, not the headers: {page}"
+    );
+    let eve = (ca.path("eve.pem"), ca.path("eve.key"));
+    let page = https_get(review_port, &ca.path("ca.pem"), Some((&eve.0, &eve.1)), &[]);
+    assert!(
+        page.starts_with("403 ") && page.contains("CN=Eve"),
+        "{page}"
+    );
+    let page = https_get(review_port, &ca.path("ca.pem"), None, &forged);
+    assert!(
+        page.starts_with("error"),
+        "no certificate, no connection: {page}"
+    );
+    let stranger = (other.path("alice.pem"), other.path("alice.key"));
+    let page = https_get(
+        review_port,
+        &ca.path("ca.pem"),
+        Some((&stranger.0, &stranger.1)),
+        &[],
+    );
+    assert!(
+        page.starts_with("error"),
+        "another CA's certificate: {page}"
+    );
+    // Plain HTTP to a TLS listener gets nothing.
+    let (status, _) = request(review_port, "GET", "/quarantine", &forged, "");
+    assert_eq!(status, 0);
+}
+
+/// TLS without client certificates: the proxy path, over HTTPS.
+#[test]
+fn the_console_serves_tls_to_its_proxy() {
+    let ca = crate::support::TestCa::new();
+    let sink = Sink::start(&[]);
+    let review_port = free_port();
+    let _mg = Markgate::with(
+        sink.port,
+        Opts {
+            top: vec![format!(
+                "review:\n  listen: 127.0.0.1:{review_port}\n  tls: {{cert: {}, key: {}}}",
+                ca.path("server.pem"),
+                ca.path("server.key")
+            )],
+            ..Opts::default()
+        },
+    );
+    wait_port(review_port);
+    let page = https_get(review_port, &ca.path("ca.pem"), None, &VIEWER);
+    assert!(
+        page.starts_with("200 ") && page.contains("vic (viewer)"),
+        "{page}"
+    );
+}
