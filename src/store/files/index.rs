@@ -118,11 +118,28 @@ impl Index {
         // other's transaction rather than fail.
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         // secure_delete: a redacted address must not live on in freed pages.
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
-             PRAGMA secure_delete = ON;",
-        )?;
-        conn.execute_batch(SCHEMA)?;
+        // Turning a new database to WAL and creating its tables take the write lock in ways
+        // SQLite answers with SQLITE_BUSY at once, without its busy handler, when another
+        // connection opens the new database at the same moment (the indexer thread and a
+        // search): wait and try again, within the same 10 s.
+        let started = std::time::Instant::now();
+        loop {
+            let made = conn
+                .execute_batch(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                     PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;",
+                )
+                .and_then(|()| conn.execute_batch(SCHEMA));
+            match made {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy
+                        && started.elapsed() < std::time::Duration::from_secs(10) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                made => break made?,
+            }
+        }
         let index = Index {
             conn,
             dir: dir.to_path_buf(),
@@ -251,7 +268,8 @@ impl Index {
 
     /// Forgets the records of a deleted tracking file.
     pub fn forget_file(&mut self, file: &str) -> Result<(), IndexError> {
-        let tx = self.conn.transaction()?;
+        let tx =
+            rusqlite::Transaction::new(&mut self.conn, rusqlite::TransactionBehavior::Immediate)?;
         tx.execute("DELETE FROM records WHERE file = ?1", params![file])?;
         tx.execute("DELETE FROM files WHERE name = ?1", params![file])?;
         tx.commit()?;
