@@ -151,19 +151,39 @@ impl CsrfKey {
     }
 
     pub fn token(&self, user: &str) -> String {
-        crate::store::files::privacy::hmac(&self.0, user.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        hex(&crate::store::files::privacy::hmac(
+            &self.0,
+            user.as_bytes(),
+        ))
+    }
+
+    /// A signature on `text` for `user` (the notice after an action).
+    pub fn sign(&self, user: &str, text: &str) -> String {
+        hex(&crate::store::files::privacy::hmac(
+            &self.0,
+            format!("notice\n{user}\n{text}").as_bytes(),
+        ))
+    }
+
+    pub fn verify_signed(&self, user: &str, text: &str, signature: &str) -> bool {
+        same(&self.sign(user, text), signature)
     }
 
     pub fn verify(&self, user: &str, token: &str) -> bool {
-        let want = self.token(user);
-        want.len() == token.len()
-            && want
-                .bytes()
-                .zip(token.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        same(&self.token(user), token)
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Equal, in time that does not depend on where they differ.
+fn same(want: &str, token: &str) -> bool {
+    want.len() == token.len()
+        && want
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }

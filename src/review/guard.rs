@@ -54,8 +54,10 @@ pub async fn guard(request: Request, next: Next) -> Response {
     response
 }
 
-/// Whether the browser says this request came from another site.
-fn cross_site(headers: &HeaderMap) -> bool {
+/// Whether the browser says this request came from another site (also asked of a GET
+/// that hands out held content: another site must not make a reviewer's browser take a
+/// copy, and an audit record, in their name).
+pub fn cross_site(headers: &HeaderMap) -> bool {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(site) = headers.get("sec-fetch-site") {
         return !(site == "same-origin" || site == "none");

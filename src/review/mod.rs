@@ -147,6 +147,9 @@ struct ListQuery {
     until: String,
     #[serde(default)]
     notice: String,
+    /// The console's signature on `notice` (see `notice`).
+    #[serde(default)]
+    signed: String,
     /// Which page, from 0 (serde's `flatten` would read numbers in a query as strings).
     #[serde(default)]
     page: usize,
@@ -293,6 +296,7 @@ async fn list(
         ],
         more,
     );
+    let user_name = user.name.clone();
     page(ListPage {
         newer,
         older,
@@ -306,7 +310,11 @@ async fn list(
         subject: q.subject,
         since: q.since,
         until: q.until,
-        notice: q.notice,
+        notice: if app.csrf.verify_signed(&user_name, &q.notice, &q.signed) {
+            q.notice
+        } else {
+            String::new()
+        },
     })
 }
 
@@ -324,6 +332,8 @@ struct MessagePage {
     attachments: Vec<reading::Attachment>,
     /// Why the parts are not shown, if the walk refused the structure.
     refused: String,
+    /// Why the attachments are not listed, if so.
+    unlisted: String,
     /// The raw source, as text.
     text: String,
     csrf: String,
@@ -333,8 +343,19 @@ struct MessagePage {
     error: String,
 }
 
-/// The most of a held message shown on its page.
+/// The most of a held message's raw source shown on its page.
 const SHOWN: usize = 256 * 1024;
+
+/// A message's header block, up to and including the blank line that ends it.
+fn header_block(message: &[u8]) -> &[u8] {
+    let end = message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
+        .or_else(|| message.windows(2).position(|w| w == b"\n\n").map(|p| p + 2))
+        .unwrap_or(message.len());
+    &message[..end]
+}
 
 async fn message_page(app: &App, user: User, id: String, error: String) -> Response {
     let store = app.gateway.store.clone();
@@ -357,27 +378,41 @@ async fn message_page(app: &App, user: User, id: String, error: String) -> Respo
         .iter()
         .map(|e| e.text.clone())
         .collect();
+    let download_role = snapshot.config.review.download_role;
+    let may_download = user.role >= download_role;
+    let subject = shown.meta.subject.clone().unwrap_or_default();
     let (read, shown) = match blocking(move || {
         let texts: Vec<&str> = evidence.iter().map(String::as_str).collect();
-        (reading::read(&shown.message, &texts), shown)
+        (
+            reading::read(&shown.message, &subject, &texts, may_download),
+            shown,
+        )
     })
     .await
     {
         Ok(done) => done,
         Err(r) => return r,
     };
-    let bytes = &shown.message[..shown.message.len().min(SHOWN)];
-    let mut text = String::from_utf8_lossy(bytes).into_owned();
-    if shown.message.len() > SHOWN {
+    // Below the download role the raw source is its header block only: the body holds
+    // the attachments' bytes.
+    let source = if may_download {
+        &shown.message[..]
+    } else {
+        header_block(&shown.message)
+    };
+    let mut text = String::from_utf8_lossy(&source[..source.len().min(SHOWN)]).into_owned();
+    if source.len() > SHOWN {
         text.push_str("\n[… the rest is not shown]");
+    } else if source.len() < shown.message.len() {
+        text.push_str("\n[the body is shown to the roles that may download attachments]");
     }
-    let download_role = snapshot.config.review.download_role;
     page(MessagePage {
         subject: read.subject,
         parts: read.parts,
         attachments: read.attachments,
         refused: read.refused.unwrap_or_default(),
-        can_download: user.role >= download_role,
+        unlisted: read.unlisted.unwrap_or_default(),
+        can_download: may_download,
         csrf: app.csrf.token(&user.name),
         can_act: user.role >= Role::Reviewer,
         can_force: user.role >= Role::Admin,
@@ -405,7 +440,20 @@ async fn download(
     State(app): State<Shared>,
     Viewer(user): Viewer,
     Path((id, n)): Path<(String, usize)>,
+    method: axum::http::Method,
+    headers: axum::http::HeaderMap,
 ) -> Response {
+    if method != axum::http::Method::GET {
+        // A HEAD would be recorded as a download and deliver nothing.
+        return (StatusCode::METHOD_NOT_ALLOWED, "GET only\n").into_response();
+    }
+    if guard::cross_site(&headers) {
+        return (
+            StatusCode::FORBIDDEN,
+            "cross-site request refused: download from the console's own pages\n",
+        )
+            .into_response();
+    }
     let need = app.gateway.snapshot().config.review.download_role;
     if user.role < need {
         return auth::Refused::role(need, user.role).into_response();
@@ -516,11 +564,7 @@ async fn release(
     })
     .await;
     match done {
-        Ok(Ok(released)) => Redirect::to(&format!(
-            "/quarantine?notice={}",
-            form_encode(&format!("Released {id}: {}", released.reply))
-        ))
-        .into_response(),
+        Ok(Ok(released)) => notice(&app, &user, &format!("Released {id}: {}", released.reply)),
         Ok(Err(why)) => message_page(&app, user, id, why).await,
         Err(r) => r,
     }
@@ -539,14 +583,21 @@ async fn delete(
     let store = app.gateway.store.clone();
     let key = id.clone();
     match blocking(move || ops::delete(&store, &key, &actor).map_err(|e| e.to_string())).await {
-        Ok(Ok(_)) => Redirect::to(&format!(
-            "/quarantine?notice={}",
-            form_encode(&format!("Deleted {id}"))
-        ))
-        .into_response(),
+        Ok(Ok(_)) => notice(&app, &user, &format!("Deleted {id}")),
         Ok(Err(why)) => message_page(&app, user, id, why).await,
         Err(r) => r,
     }
+}
+
+/// Back to the list with `text` shown as this console's notice: signed for the user, so a
+/// link from elsewhere cannot put words in the console's mouth.
+fn notice(app: &App, user: &User, text: &str) -> Response {
+    Redirect::to(&format!(
+        "/quarantine?notice={}&signed={}",
+        form_encode(text),
+        app.csrf.sign(&user.name, text)
+    ))
+    .into_response()
 }
 
 fn form_encode(s: &str) -> String {

@@ -568,11 +568,28 @@ fn a_cross_site_post_is_refused_even_with_a_valid_form_token() {
     }
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(sink.messages().is_empty(), "nothing released");
-    // The same form from the console's own page goes through.
+    // The same form from the console's own page goes through, and its notice is shown.
     let headers = [REVIEWER[0], REVIEWER[1], ("Sec-Fetch-Site", "same-origin")];
     let (status, page) = request(review_port, "POST", &release, &headers, &form);
     assert_eq!(status, 303, "{page}");
     sink.wait_for(1);
+    let location = page
+        .lines()
+        .find_map(|l| l.strip_prefix("location: "))
+        .expect("a redirect")
+        .trim()
+        .to_string();
+    let (_, list) = request(review_port, "GET", &location, &REVIEWER, "");
+    assert!(list.contains("id=\"notice\">Released "), "{list}");
+    // A link from elsewhere cannot put its words in the console's notice.
+    let (_, list) = request(
+        review_port,
+        "GET",
+        "/quarantine?notice=Session+expired%3A+sign+in+at+evil.example",
+        &REVIEWER,
+        "",
+    );
+    assert!(!list.contains("evil.example"), "{list}");
 }
 
 const VIEWER: [(&str, &str); 2] = [
@@ -609,8 +626,8 @@ fn a_held_message_shows_its_evidence_and_attachments_by_role() {
         "no markup of the message: {page}"
     );
     assert!(
-        page.contains("&#60;script&#62;"),
-        "the raw source, escaped: {page}"
+        !page.contains("iVBORw0KGgo") && !page.contains("&#60;script&#62;"),
+        "below the download role the raw source is the header block only: {page}"
     );
     assert!(
         page.contains("scan.png") && page.contains("image/png"),
@@ -626,6 +643,17 @@ fn a_held_message_shows_its_evidence_and_attachments_by_role() {
 
     let (_, page) = request(review_port, "GET", &path, &REVIEWER, "");
     assert!(page.contains(&format!("href=\"{download}\"")), "{page}");
+    assert!(
+        page.contains("&#60;script&#62;") && page.contains("iVBORw0KGgo"),
+        "the whole raw source, escaped: {page}"
+    );
+    // Another site cannot make a reviewer's browser take a copy; a HEAD takes none.
+    let cross = [REVIEWER[0], REVIEWER[1], ("Sec-Fetch-Site", "cross-site")];
+    assert_eq!(request(review_port, "GET", &download, &cross, "").0, 403);
+    assert_eq!(
+        request(review_port, "HEAD", &download, &REVIEWER, "").0,
+        405
+    );
     let (status, file) = request(review_port, "GET", &download, &REVIEWER, "");
     assert_eq!(status, 200, "{file}");
     let lower = file.to_lowercase();
