@@ -625,6 +625,27 @@ mod tests {
     }
 
     #[test]
+    fn connections_opening_a_new_index_at_once_all_open() {
+        // The indexer thread and a search open a new database at the same moment.
+        for _ in 0..30 {
+            let dir = tempfile::tempdir().unwrap();
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+            let opens: Vec<_> = (0..4)
+                .map(|_| {
+                    let (path, barrier) = (dir.path().to_path_buf(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        Index::open(&path).map(|_| ()).map_err(|e| e.to_string())
+                    })
+                })
+                .collect();
+            for open in opens {
+                assert_eq!(open.join().unwrap(), Ok(()));
+            }
+        }
+    }
+
+    #[test]
     fn two_writers_catching_up_at_once_index_each_line_once() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("tracking-2026-11-24.jsonl");
