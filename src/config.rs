@@ -58,6 +58,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// The review console for the security team (off unless `review.listen` is set).
     pub review: ReviewConfig,
+    /// Notices to the sender of a held message (off unless `notify.from` is set).
+    pub notify: NotifyConfig,
     /// Where this config came from (a path, or the embedded defaults): said at start-up.
     #[serde(skip)]
     pub source: String,
@@ -85,6 +87,7 @@ impl Default for Config {
             quarantine: QuarantineConfig::default(),
             store: StoreConfig::default(),
             review: ReviewConfig::default(),
+            notify: NotifyConfig::default(),
             source: "embedded defaults".to_string(),
         }
     }
@@ -396,6 +399,55 @@ impl Default for ReviewConfig {
     }
 }
 
+/// The `notify:` section: when a message is held, and when it is released or deleted,
+/// markgate tells its sender through the next hop, from a template that never includes the
+/// message's content (placeholders: `{id}`, `{time}`, `{recipients}`, `{rule}`,
+/// `{description}`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// The notices' `From:`; notices are off when absent.
+    pub from: Option<String>,
+    pub held: NoticeTemplate,
+    pub released: NoticeTemplate,
+    pub deleted: NoticeTemplate,
+}
+
+/// One notice's subject and text.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoticeTemplate {
+    pub subject: String,
+    pub body: String,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        let template = |subject: &str, body: &str| NoticeTemplate {
+            subject: subject.into(),
+            body: body.into(),
+        };
+        NotifyConfig {
+            from: None,
+            held: template(
+                "Your message was held for review",
+                "Your message to {recipients} was held for review by the security team because: \
+                 {description}\n\nIt has not been delivered. Reference: {id} (sent {time}).\n",
+            ),
+            released: template(
+                "Your held message was released",
+                "Your message to {recipients} held for review (reference {id}, sent {time}) was \
+                 released by the security team and has been delivered.\n",
+            ),
+            deleted: template(
+                "Your held message was not delivered",
+                "Your message to {recipients} held for review (reference {id}, sent {time}) was \
+                 deleted by the security team and will not be delivered.\n",
+            ),
+        }
+    }
+}
+
 /// Roles by group: `viewer` sees the quarantine and the trace, `reviewer` also releases
 /// and deletes, `admin` also force-releases.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -634,6 +686,22 @@ impl Config {
             return Err(invalid(
                 "store.pool_size and store.timeout must be positive".into(),
             ));
+        }
+        if let Some(from) = &self.notify.from {
+            if crate::mailbox::Mailbox::lenient(from).is_none() {
+                return Err(invalid(format!(
+                    "notify.from {from:?} is not a plain address (user@domain)"
+                )));
+            }
+        }
+        for (name, t) in [
+            ("held", &self.notify.held),
+            ("released", &self.notify.released),
+            ("deleted", &self.notify.deleted),
+        ] {
+            if t.subject.contains(['\r', '\n']) {
+                return Err(invalid(format!("notify.{name}.subject must be one line")));
+            }
         }
         if let Some(tls) = &self.review.tls {
             if tls.client_ca.is_none() && !tls.client_users.is_empty() {

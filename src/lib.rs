@@ -32,6 +32,7 @@ pub mod mailbox;
 pub mod marking;
 pub mod message;
 pub mod metrics;
+pub mod notify;
 pub mod ops;
 pub mod policy;
 pub mod process_stats;

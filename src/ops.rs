@@ -257,6 +257,16 @@ pub async fn release(
         (Err(err), _) => Some(format!("removing it from the quarantine failed: {err}")),
         (_, Err(err)) => Some(format!("its tracking record could not be written: {err}")),
     };
+    let description = meta
+        .rule
+        .as_deref()
+        .and_then(|r| snapshot.policy.description(r))
+        .unwrap_or_default();
+    if let Some(notice) =
+        crate::notify::prepare(config, &meta, &description, crate::notify::Event::Released)
+    {
+        crate::notify::deliver(&next_hop, notice).await;
+    }
     match problem {
         None => Ok(Released {
             reply: delivered.reply,
@@ -269,9 +279,12 @@ pub async fn release(
     }
 }
 
-/// Deletes a held message without sending it, and says so in the tracking log.
-pub fn delete(store: &Store, id: &str, actor: &Actor) -> Result<Meta, OpError> {
-    remove(store, id, "delete", "deleted", actor)
+/// Deletes a held message without sending it, says so in the tracking log, and tells its
+/// sender (`notify:`).
+pub fn delete(store: &Store, config: &Config, id: &str, actor: &Actor) -> Result<Meta, OpError> {
+    let meta = remove(store, id, "delete", "deleted", actor)?;
+    crate::notify::send_blocking(config, &meta, "", crate::notify::Event::Deleted);
+    Ok(meta)
 }
 
 /// Claims a held message (so a release in progress wins, and says so), records its removal,

@@ -217,7 +217,12 @@ pub fn run(command: QuarantineCommand) -> anyhow::Result<ExitCode> {
         } => {
             let config = config.load()?;
             super::state_access(&config, super::Access::Write)?;
-            ops::delete(&Store::connect(&config)?, &id, &ops::Actor::new(by, reason))?;
+            ops::delete(
+                &Store::connect(&config)?,
+                &config,
+                &id,
+                &ops::Actor::new(by, reason),
+            )?;
             println!("deleted {id}");
             Ok(ExitCode::SUCCESS)
         }

@@ -288,8 +288,29 @@ impl Gateway {
                         HandOff::NextHop => None,
                     },
                 };
+                // Told through the next hop once held (in smarthost mode: in milter mode
+                // the MTA holds the message and markgate has no way out of its own).
+                let notice = match hand_off {
+                    HandOff::NextHop => crate::notify::prepare(
+                        &snap.config,
+                        &meta,
+                        &verdict
+                            .rule
+                            .as_deref()
+                            .and_then(|r| snap.policy.description(r))
+                            .unwrap_or_default(),
+                        crate::notify::Event::Held,
+                    ),
+                    HandOff::Mta => None,
+                };
                 match self.store_call(|| self.store.quarantine.put(&txn.message, meta)) {
                     Ok(()) => {
+                        if let Some(notice) = notice {
+                            let next_hop = self.next_hop();
+                            tokio::spawn(
+                                async move { crate::notify::deliver(&next_hop, notice).await },
+                            );
+                        }
                         // Counted here; a scrape recounts from the directory, as releases
                         // and deletes happen in other processes.
                         self.metrics.quarantine_messages.inc();

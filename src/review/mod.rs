@@ -581,8 +581,11 @@ async fn delete(
     }
     let actor = ops::Actor::new(Some(user.name.clone()), Some(form.reason.clone()));
     let store = app.gateway.store.clone();
+    let config = app.gateway.snapshot().config.clone();
     let key = id.clone();
-    match blocking(move || ops::delete(&store, &key, &actor).map_err(|e| e.to_string())).await {
+    match blocking(move || ops::delete(&store, &config, &key, &actor).map_err(|e| e.to_string()))
+        .await
+    {
         Ok(Ok(_)) => notice(&app, &user, &format!("Deleted {id}")),
         Ok(Err(why)) => message_page(&app, user, id, why).await,
         Err(r) => r,

@@ -241,6 +241,8 @@ fn example_config_is_valid_and_names_every_key() {
         "max_depth",
         "subject",
         "retention_days",
+        "trusted_proxies",
+        "download_role",
     ] {
         assert!(
             example.contains(&format!("{key}:")),

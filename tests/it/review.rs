@@ -968,3 +968,111 @@ fn the_console_serves_tls_to_its_proxy() {
         "{page}"
     );
 }
+
+/// `notify:`: the sender of a held message is told it was held (why, and its reference),
+/// and again when it is released or deleted; from `<>`, auto-generated, never with the
+/// message's subject or text; a held message from `<>` gets no notice.
+#[test]
+fn senders_are_told_when_their_message_is_held_released_or_deleted() {
+    let (sink, review_port, mg) =
+        console_with(vec!["notify:\n  from: security@police.cjsm.net".into()]);
+    let held = |n: usize| {
+        format!("From: jane@police.cjsm.net\r\nTo: friend@example.com\r\nSubject: Lunch plans {n}\r\n\r\nThe secret recipe.\r\n\r\nJane Doe\r\nTel: 020 7946 0018\r\n")
+    };
+    for n in 0..2 {
+        assert_eq!(
+            smtplib_send(mg.port, FROM, &["friend@example.com"], &held(n)).0,
+            250
+        );
+    }
+    assert_eq!(
+        smtplib_send(mg.port, "", &["friend@example.com"], &held(9)).0,
+        250
+    );
+    let notices = sink.wait_for(2);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        sink.messages().len(),
+        2,
+        "no notice for the message from <>"
+    );
+    for n in &notices {
+        let text = String::from_utf8_lossy(n);
+        assert!(
+            text.contains("X-Mail-Args: <> "),
+            "from the null sender: {text}"
+        );
+        assert!(text.contains("To: jane@police.cjsm.net"), "{text}");
+        assert!(text.contains("Auto-Submitted: auto-generated"), "{text}");
+        assert!(
+            text.contains("to friend@example.com was held for review"),
+            "{text}"
+        );
+        assert!(
+            text.contains("because: Unmarked mail must be protected"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("Lunch") && !text.contains("recipe"),
+            "nothing of the message: {text}"
+        );
+    }
+    let ids: Vec<String> = mg
+        .records()
+        .iter()
+        .filter(|r| r["action"] == "quarantine" && r["sender"] == FROM)
+        .map(|r| r["queue_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    for id in &ids {
+        assert!(notices
+            .iter()
+            .any(|n| String::from_utf8_lossy(n).contains(&format!("Reference: {id}"))));
+    }
+    // Released from the console: the message goes, then the notice.
+    let (_, page) = request(
+        review_port,
+        "GET",
+        &format!("/quarantine/{}", ids[0]),
+        &REVIEWER,
+        "",
+    );
+    let headers = [REVIEWER[0], REVIEWER[1], ("Sec-Fetch-Site", "same-origin")];
+    let form = format!("csrf={}&reason=fine", csrf_in(&page));
+    let (status, reply) = request(
+        review_port,
+        "POST",
+        &format!("/quarantine/{}/release", ids[0]),
+        &headers,
+        &form,
+    );
+    assert_eq!(status, 303, "{reply}");
+    let all = sink.wait_for(4);
+    let released = all
+        .iter()
+        .map(|m| String::from_utf8_lossy(m).to_string())
+        .find(|m| {
+            m.contains("was\r\nreleased")
+                || m.contains("was released")
+                || m.contains("Subject: Your held message was released")
+        })
+        .expect("a released notice");
+    assert!(released.contains(&ids[0]), "{released}");
+    // Deleted with the CLI: told too.
+    let out = mg.cli(&["quarantine", "delete", "--reason", "not needed", &ids[1]]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all = sink.wait_for(5);
+    let deleted = all
+        .iter()
+        .map(|m| String::from_utf8_lossy(m).to_string())
+        .find(|m| m.contains("Subject: Your held message was not delivered"))
+        .expect("a deleted notice");
+    assert!(
+        deleted.contains(&ids[1]) && !deleted.contains("Lunch"),
+        "{deleted}"
+    );
+}
