@@ -84,6 +84,7 @@ pub async fn serve(
         .route("/trace", get(trace))
         .route("/audit", get(audit))
         .route("/static/console.css", get(stylesheet))
+        .route("/static/htmx.min.js", get(htmx))
         .layer(axum::middleware::from_fn(guard::guard))
         .with_state(app);
     let service = router.into_make_service_with_connect_info::<Peer>();
@@ -106,6 +107,18 @@ async fn stylesheet() -> Response {
     (
         [(axum::http::header::CONTENT_TYPE, "text/css; charset=utf-8")],
         include_str!("../../assets/review/console.css"),
+    )
+        .into_response()
+}
+
+/// htmx (see `assets/review/README.md`), from the binary: partial updates of the lists.
+async fn htmx() -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/javascript; charset=utf-8",
+        )],
+        include_str!("../../assets/review/htmx.min.js"),
     )
         .into_response()
 }

@@ -107,6 +107,26 @@ impl Drop for Driver {
     }
 }
 
+/// A headless Chromium session through `driver`.
+async fn chromium(driver: &Driver) -> fantoccini::Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--disable-quic", "--no-first-run", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync", "--window-size=1280,900"],
+        }),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    ClientBuilder::new(connector)
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", driver.1))
+        .await
+        .expect("a Chromium session")
+}
+
 /// A plain HTTP request to `port` with the given headers; (status, body).
 fn request(
     port: u16,
@@ -176,22 +196,7 @@ fn an_analyst_reviews_and_releases_a_held_message_in_the_browser() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            serde_json::json!({
-                "binary": "/usr/bin/chromium",
-                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                         "--disable-quic", "--no-first-run", "--disable-background-networking",
-                         "--disable-component-update", "--disable-sync"],
-            }),
-        );
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        let browser = ClientBuilder::new(connector)
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{}", driver.1))
-            .await
-            .expect("a Chromium session");
+        let browser = chromium(&driver).await;
 
         browser.goto(&format!("{base}/quarantine")).await.unwrap();
         let who = browser
@@ -1075,4 +1080,181 @@ fn senders_are_told_when_their_message_is_held_released_or_deleted() {
         deleted.contains(&ids[1]) && !deleted.contains("Lunch"),
         "{deleted}"
     );
+}
+
+/// In the browser: the filters update the list in place (htmx, under the CSP: the page is
+/// not reloaded, the address bar follows), the console's own stylesheet applies (the
+/// evidence is highlighted), and the paging links work the same way. With
+/// `MARKGATE_SCREENSHOTS=DIR` the list and a message page are saved there as PNG (how the
+/// README's pictures are made).
+#[test]
+fn the_lists_filter_in_place_and_the_evidence_is_highlighted_in_the_browser() {
+    let (_sink, review_port, mg) = console();
+    let held = |subject: &str, to: &str| {
+        let banner = if subject.contains("OFFICIAL") {
+            "<p>OFFICIAL-SENSITIVE</p>"
+        } else {
+            ""
+        };
+        format!("From: jane@police.cjsm.net\r\nTo: {to}\r\nSubject: {subject}\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/html\r\n\r\n{banner}<p>The statements for case 42 are attached.</p><p>Jane Doe<br>Detective Constable<br>Tel: 020 7946 0018</p>\r\n--b\r\nContent-Type: application/pdf; name=\"statements.pdf\"\r\nContent-Disposition: attachment; filename=\"statements.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b--\r\n")
+    };
+    for (subject, to) in [
+        (
+            "[OFFICIAL-SENSITIVE] Case 42 statements",
+            "all@cps.cjsm.net",
+        ),
+        ("Lunch on Friday", "friend@example.com"),
+        ("Rota for December", "friend@example.com"),
+    ] {
+        assert_eq!(
+            smtplib_send(mg.port, FROM, &[to], &held(subject, to)).0,
+            250
+        );
+    }
+    let proxy = Proxy::start(review_port, "alice", "markgate-reviewers");
+    let driver = Driver::start();
+    let base = format!("http://127.0.0.1:{}", proxy.1);
+    let shots = std::env::var_os("MARKGATE_SCREENSHOTS").map(std::path::PathBuf::from);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let browser = chromium(&driver).await;
+        browser.goto(&format!("{base}/quarantine")).await.unwrap();
+        let rows = browser
+            .find_all(Locator::Css("tr.held-message"))
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 3);
+        if let Some(dir) = &shots {
+            std::fs::write(
+                dir.join("quarantine.png"),
+                browser.screenshot().await.unwrap(),
+            )
+            .unwrap();
+        }
+        // A mark of this page: a reload would lose it.
+        browser
+            .execute("window.markgateSamePage = true; return true;", vec![])
+            .await
+            .unwrap();
+        browser
+            .find(Locator::Css("input[name=subject]"))
+            .await
+            .unwrap()
+            .send_keys("case 42")
+            .await
+            .unwrap();
+        browser
+            .find(Locator::Css("form button[type=submit]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let mut rows = 3;
+        for _ in 0..100 {
+            rows = browser
+                .find_all(Locator::Css("tr.held-message"))
+                .await
+                .unwrap()
+                .len();
+            if rows == 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(rows, 1, "the list narrowed");
+        let same = browser
+            .execute("return window.markgateSamePage === true;", vec![])
+            .await
+            .unwrap();
+        assert_eq!(
+            same,
+            serde_json::json!(true),
+            "updated in place, not reloaded"
+        );
+        let url = browser.current_url().await.unwrap();
+        assert!(
+            url.as_str().contains("subject=case%2042"),
+            "the address follows: {url}"
+        );
+
+        browser
+            .find(Locator::Css("tr.held-message a"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let mark = browser
+            .wait()
+            .for_element(Locator::Css("#text mark"))
+            .await
+            .unwrap();
+        assert_eq!(mark.text().await.unwrap(), "OFFICIAL-SENSITIVE");
+        let colour = browser
+            .execute(
+                "return getComputedStyle(document.querySelector('#text mark')).backgroundColor;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            colour,
+            serde_json::json!("rgb(255, 213, 79)"),
+            "the console's stylesheet applies"
+        );
+        let listed = browser
+            .find(Locator::Css("tr.attachment"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            listed.contains("statements.pdf") && listed.contains("application/pdf"),
+            "{listed}"
+        );
+        if let Some(dir) = &shots {
+            std::fs::write(dir.join("message.png"), browser.screenshot().await.unwrap()).unwrap();
+        }
+
+        // Paging in place too.
+        browser
+            .goto(&format!("{base}/trace?action=quarantine&per=2"))
+            .await
+            .unwrap();
+        browser
+            .execute("window.markgateSamePage = true; return true;", vec![])
+            .await
+            .unwrap();
+        browser
+            .find(Locator::Id("older"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let mut records = 2;
+        for _ in 0..100 {
+            records = browser
+                .find_all(Locator::Css("tr.record"))
+                .await
+                .unwrap()
+                .len();
+            if records == 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(records, 1, "the older page");
+        let same = browser
+            .execute("return window.markgateSamePage === true;", vec![])
+            .await
+            .unwrap();
+        assert_eq!(same, serde_json::json!(true));
+        browser.close().await.unwrap();
+    });
 }
