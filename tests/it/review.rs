@@ -127,6 +127,28 @@ async fn chromium(driver: &Driver) -> fantoccini::Client {
         .expect("a Chromium session")
 }
 
+/// Goes to `url` and waits for the element with id `id`; a first load that shows something
+/// else (a fresh browser's first navigation has come back blank under load) is tried once
+/// more, and a second one fails with the page it showed.
+async fn open(browser: &fantoccini::Client, url: &str, id: &str) {
+    for attempt in 0..2 {
+        browser.goto(url).await.unwrap();
+        let found = browser
+            .wait()
+            .at_most(std::time::Duration::from_secs(10))
+            .for_element(Locator::Id(id))
+            .await;
+        if found.is_ok() {
+            return;
+        }
+        let shown = browser.source().await.unwrap_or_default();
+        eprintln!("{url}: no #{id} on load {attempt}: {shown}");
+        if attempt == 1 {
+            panic!("{url} never showed #{id}: {shown}");
+        }
+    }
+}
+
 /// A plain HTTP request to `port` with the given headers; (status, body).
 fn request(
     port: u16,
@@ -198,7 +220,7 @@ fn an_analyst_reviews_and_releases_a_held_message_in_the_browser() {
     rt.block_on(async {
         let browser = chromium(&driver).await;
 
-        browser.goto(&format!("{base}/quarantine")).await.unwrap();
+        open(&browser, &format!("{base}/quarantine"), "who").await;
         let who = browser
             .find(Locator::Id("who"))
             .await
@@ -334,13 +356,10 @@ fn an_analyst_reviews_and_releases_a_held_message_in_the_browser() {
         );
 
         // The trace and the audit show it.
-        browser
-            .goto(&format!("{base}/trace?sender={FROM}"))
-            .await
-            .unwrap();
+        open(&browser, &format!("{base}/trace?sender={FROM}"), "records").await;
         let records = browser.find_all(Locator::Css("tr.record")).await.unwrap();
         assert!(records.len() >= 2, "the hold and the release");
-        browser.goto(&format!("{base}/audit")).await.unwrap();
+        open(&browser, &format!("{base}/audit"), "records").await;
         let audit = browser
             .find(Locator::Css("tr.record"))
             .await
@@ -1111,6 +1130,11 @@ fn the_lists_filter_in_place_and_the_evidence_is_highlighted_in_the_browser() {
             250
         );
     }
+    let refused = "From: jane@police.cjsm.net\r\nTo: bob@cps.cjsm.net\r\nSubject: plans\r\nMessage-ID: <refused-42@police.cjsm.net>\r\n\r\nSECRET\r\n\r\nAll of it.\r\n\r\nJane Doe\r\nTel: 020 7946 0018\r\n";
+    assert_eq!(
+        smtplib_send(mg.port, FROM, &["bob@cps.cjsm.net"], refused).0,
+        550
+    );
     let proxy = Proxy::start(review_port, "alice", "markgate-reviewers");
     let driver = Driver::start();
     let base = format!("http://127.0.0.1:{}", proxy.1);
@@ -1121,12 +1145,12 @@ fn the_lists_filter_in_place_and_the_evidence_is_highlighted_in_the_browser() {
         .unwrap();
     rt.block_on(async {
         let browser = chromium(&driver).await;
-        browser.goto(&format!("{base}/quarantine")).await.unwrap();
+        open(&browser, &format!("{base}/quarantine"), "held").await;
         let rows = browser
             .find_all(Locator::Css("tr.held-message"))
             .await
             .unwrap();
-        assert_eq!(rows.len(), 3);
+        assert_eq!(rows.len(), 3, "{}", browser.source().await.unwrap());
         if let Some(dir) = &shots {
             std::fs::write(
                 dir.join("quarantine.png"),
@@ -1221,11 +1245,59 @@ fn the_lists_filter_in_place_and_the_evidence_is_highlighted_in_the_browser() {
             std::fs::write(dir.join("message.png"), browser.screenshot().await.unwrap()).unwrap();
         }
 
-        // Paging in place too.
+        // "Why was my mail refused?": the trace finds it by its Message-ID.
+        open(&browser, &format!("{base}/trace"), "records").await;
         browser
-            .goto(&format!("{base}/trace?action=quarantine&per=2"))
+            .find(Locator::Css("input[name=message_id]"))
+            .await
+            .unwrap()
+            .send_keys("<refused-42@police.cjsm.net>")
             .await
             .unwrap();
+        browser
+            .find(Locator::Css("form button[type=submit]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let mut found = Vec::new();
+        for _ in 0..100 {
+            found = browser.find_all(Locator::Css("tr.record")).await.unwrap();
+            if found.len() == 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(found.len(), 1, "one record for that Message-ID");
+        let row = found[0].text().await.unwrap();
+        assert!(
+            row.contains("reject") && row.contains("above-restricted") && row.contains("550 5.7.1"),
+            "{row}"
+        );
+        browser
+            .find(Locator::Css("tr.detail summary"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let why = browser
+            .find(Locator::Css("tr.detail div.evidence"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(why.contains("SECRET"), "{why}");
+
+        // Paging in place too.
+        open(
+            &browser,
+            &format!("{base}/trace?action=quarantine&per=2"),
+            "older",
+        )
+        .await;
         browser
             .execute("window.markgateSamePage = true; return true;", vec![])
             .await
