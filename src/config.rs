@@ -408,6 +408,9 @@ impl Default for ReviewConfig {
 pub struct NotifyConfig {
     /// The notices' `From:`; notices are off when absent.
     pub from: Option<String>,
+    /// The domains whose senders are told (the organisation's own): a client may name any
+    /// envelope sender, and a notice must not become a way to mail someone else.
+    pub domains: Vec<String>,
     pub held: NoticeTemplate,
     pub released: NoticeTemplate,
     pub deleted: NoticeTemplate,
@@ -429,6 +432,7 @@ impl Default for NotifyConfig {
         };
         NotifyConfig {
             from: None,
+            domains: Vec::new(),
             held: template(
                 "Your message was held for review",
                 "Your message to {recipients} was held for review by the security team because: \
@@ -688,6 +692,11 @@ impl Config {
             ));
         }
         if let Some(from) = &self.notify.from {
+            if self.notify.domains.is_empty() {
+                return Err(invalid(
+                    "notify.from needs notify.domains: the domains whose senders are told".into(),
+                ));
+            }
             if crate::mailbox::Mailbox::lenient(from).is_none() {
                 return Err(invalid(format!(
                     "notify.from {from:?} is not a plain address (user@domain)"

@@ -193,7 +193,20 @@ fn keep_restart_only(new: &mut Config, running: &Config) -> Vec<&'static str> {
     keep!(limits.worker_threads, "limits.worker_threads");
     keep!(store, "store");
     keep!(review.listen, "review.listen");
-    keep!(review.tls, "review.tls");
+    // The console's certificate, key and client CA are in its listener; who each
+    // certificate subject is (`client_users`) is read per request and reloads.
+    let restart_part = |t: &Option<crate::config::ReviewTls>| {
+        t.as_ref()
+            .map(|t| (t.cert.clone(), t.key.clone(), t.client_ca.clone()))
+    };
+    if restart_part(&new.review.tls) != restart_part(&running.review.tls) {
+        changed.push("review.tls.cert, .key, .client_ca");
+        let users = new.review.tls.as_ref().map(|t| t.client_users.clone());
+        new.review.tls = running.review.tls.clone();
+        if let (Some(tls), Some(users)) = (new.review.tls.as_mut(), users) {
+            tls.client_users = users;
+        }
+    }
     changed
 }
 
@@ -377,11 +390,15 @@ pub async fn serve(
         }
         let mut rx = stop_rx.clone();
         let g = gateway.clone();
+        let bounds = crate::review::Bounds {
+            max_connections: config.limits.http_max_connections,
+            idle: config.limits.http_idle_timeout,
+        };
         tokio::spawn(async move {
             let stop = async move {
                 let _ = rx.changed().await;
             };
-            if let Err(err) = crate::review::serve(listener, tls, g, stop).await {
+            if let Err(err) = crate::review::serve(listener, tls, bounds, g, stop).await {
                 tracing::error!(error = %err, "review console failed");
             }
         });

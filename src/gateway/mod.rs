@@ -218,8 +218,14 @@ impl Gateway {
         self.metrics
             .decision_seconds
             .observe(started.elapsed().as_secs_f64());
-        let (outcome, reply) = self.act(snap, &txn, &eval, hand_off).await;
+        let mut notice = None;
+        let (outcome, reply) = self.act(snap, &txn, &eval, hand_off, &mut notice).await;
         let reply = self.finish(snap, &txn, &eval, outcome, reply);
+        // The sender is told only of a hold the client was told of (a 451 after the hold,
+        // when its record could not be written, is retried: one notice per retry otherwise).
+        if let Some(notice) = notice.filter(|_| reply.is_positive()) {
+            crate::notify::spawn(self.next_hop(), notice);
+        }
         self.metrics
             .transaction_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -242,6 +248,7 @@ impl Gateway {
         txn: &Transaction,
         eval: &Evaluation,
         hand_off: HandOff,
+        notice: &mut Option<crate::notify::Notice>,
     ) -> (Outcome, Reply) {
         let verdict = &eval.verdict;
         if verdict.action != Action::Reject {
@@ -290,7 +297,7 @@ impl Gateway {
                 };
                 // Told through the next hop once held (in smarthost mode: in milter mode
                 // the MTA holds the message and markgate has no way out of its own).
-                let notice = match hand_off {
+                let prepared = match hand_off {
                     HandOff::NextHop => crate::notify::prepare(
                         &snap.config,
                         &meta,
@@ -305,12 +312,7 @@ impl Gateway {
                 };
                 match self.store_call(|| self.store.quarantine.put(&txn.message, meta)) {
                     Ok(()) => {
-                        if let Some(notice) = notice {
-                            let next_hop = self.next_hop();
-                            tokio::spawn(
-                                async move { crate::notify::deliver(&next_hop, notice).await },
-                            );
-                        }
+                        *notice = prepared;
                         // Counted here; a scrape recounts from the directory, as releases
                         // and deletes happen in other processes.
                         self.metrics.quarantine_messages.inc();

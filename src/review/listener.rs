@@ -1,7 +1,10 @@
 //! Where console connections come from: plain TCP behind the proxy, or TLS terminated by
 //! markgate itself (`review.tls`), with the client certificate's subject when `client_ca`
-//! asks for one. Handshakes run off the accept loop, each under a deadline, so a client
-//! that connects and says nothing cannot hold the listener.
+//! asks for one. Either way connections are bounded in number and closed when idle
+//! (`limits.http_max_connections`, `limits.http_idle_timeout`, as the metrics listener),
+//! so clients that connect and stop cannot use up the descriptors the mail listeners
+//! share; handshakes run off the accept loop, each under a deadline, so a client that
+//! connects and says nothing cannot hold the listener.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,7 +21,16 @@ use tokio_rustls::TlsAcceptor;
 use x509_cert::der::Decode;
 
 use crate::config::ReviewTls;
+use crate::idle::{Backoff, Idle};
+use crate::limiter::Limiter;
 use crate::tls::{file_error, load_certs, provider, TlsError};
+
+/// How many connections at once, and how long one may be idle.
+#[derive(Clone, Copy)]
+pub struct Bounds {
+    pub max_connections: usize,
+    pub idle: Duration,
+}
 
 /// Who is on the other end of a console connection.
 #[derive(Debug, Clone)]
@@ -28,12 +40,60 @@ pub struct Peer {
     pub subject: Option<String>,
 }
 
-impl Connected<IncomingStream<'_, TcpListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Peer {
-        Peer {
-            addr: *stream.remote_addr(),
-            subject: None,
+impl Connected<IncomingStream<'_, PlainListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, PlainListener>) -> Peer {
+        stream.remote_addr().clone()
+    }
+}
+
+/// Plain TCP connections (behind the proxy), bounded.
+pub struct PlainListener {
+    listener: TcpListener,
+    slots: Arc<Limiter>,
+    idle: Duration,
+    backoff: Backoff,
+}
+
+impl PlainListener {
+    pub fn new(listener: TcpListener, bounds: Bounds) -> PlainListener {
+        PlainListener {
+            listener,
+            // One client (the proxy) may hold them all.
+            slots: Limiter::new(bounds.max_connections, bounds.max_connections),
+            idle: bounds.idle,
+            backoff: Backoff::default(),
         }
+    }
+}
+
+impl Listener for PlainListener {
+    type Io = Idle<TcpStream>;
+    type Addr = Peer;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, addr)) => {
+                    self.backoff.succeeded();
+                    // Past the bound the connection is closed at once.
+                    if let Ok(slot) = self.slots.acquire(addr.ip()) {
+                        let peer = Peer {
+                            addr,
+                            subject: None,
+                        };
+                        return (Idle::new(stream, self.idle, Some(slot)), peer);
+                    }
+                }
+                Err(err) => self.backoff.failed("review console", &err).await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(Peer {
+            addr: self.listener.local_addr()?,
+            subject: None,
+        })
     }
 }
 
@@ -50,7 +110,7 @@ const HANDSHAKES_MAX: usize = 64;
 
 /// Accepted, handshaken TLS connections.
 pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, Peer)>,
+    ready: mpsc::Receiver<(TlsStream<Idle<TcpStream>>, Peer)>,
     local: SocketAddr,
 }
 
@@ -83,23 +143,37 @@ pub fn acceptor(tls: &ReviewTls) -> Result<TlsAcceptor, TlsError> {
 }
 
 impl TlsListener {
-    pub fn new(tcp: TcpListener, acceptor: TlsAcceptor) -> std::io::Result<TlsListener> {
+    pub fn new(
+        tcp: TcpListener,
+        acceptor: TlsAcceptor,
+        bounds: Bounds,
+    ) -> std::io::Result<TlsListener> {
         let local = tcp.local_addr()?;
         let (tx, ready) = mpsc::channel(HANDSHAKES_MAX);
         let slots = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_MAX));
+        let connections = Limiter::new(bounds.max_connections, bounds.max_connections);
         tokio::spawn(async move {
+            let mut backoff = Backoff::default();
             loop {
                 let Ok(slot) = slots.clone().acquire_owned().await else {
                     return;
                 };
                 let (stream, addr) = match tcp.accept().await {
-                    Ok(accepted) => accepted,
+                    Ok(accepted) => {
+                        backoff.succeeded();
+                        accepted
+                    }
                     Err(err) => {
-                        tracing::warn!(error = %err, "review console accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        backoff.failed("review console", &err).await;
                         continue;
                     }
                 };
+                // Past the bound the connection is closed at once; the idle limit covers
+                // the handshake too (a client that sends no ClientHello is closed then).
+                let Ok(connection) = connections.acquire(addr.ip()) else {
+                    continue;
+                };
+                let stream = Idle::new(stream, bounds.idle, Some(connection));
                 if tx.is_closed() {
                     return;
                 }
@@ -127,14 +201,14 @@ impl TlsListener {
 }
 
 /// The subject of the certificate the client presented (verified by the handshake).
-fn subject_of(tls: &TlsStream<TcpStream>) -> Option<String> {
+fn subject_of(tls: &TlsStream<Idle<TcpStream>>) -> Option<String> {
     let cert = tls.get_ref().1.peer_certificates()?.first()?;
     let cert = x509_cert::Certificate::from_der(cert.as_ref()).ok()?;
     Some(cert.tbs_certificate.subject.to_string())
 }
 
 impl Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
+    type Io = TlsStream<Idle<TcpStream>>;
     type Addr = Peer;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {

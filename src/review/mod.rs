@@ -60,13 +60,14 @@ impl FromRequestParts<Shared> for Reviewer {
     }
 }
 
-pub use listener::acceptor;
 use listener::Peer;
+pub use listener::{acceptor, Bounds};
 
 /// Serves the console on `listener` (over TLS with `tls`) until `shutdown`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    bounds: Bounds,
     gateway: Arc<Gateway>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -90,14 +91,17 @@ pub async fn serve(
     let service = router.into_make_service_with_connect_info::<Peer>();
     match tls {
         None => {
-            axum::serve(listener, service)
+            axum::serve(listener::PlainListener::new(listener, bounds), service)
                 .with_graceful_shutdown(shutdown)
                 .await
         }
         Some(acceptor) => {
-            axum::serve(listener::TlsListener::new(listener, acceptor)?, service)
-                .with_graceful_shutdown(shutdown)
-                .await
+            axum::serve(
+                listener::TlsListener::new(listener, acceptor, bounds)?,
+                service,
+            )
+            .with_graceful_shutdown(shutdown)
+            .await
         }
     }
 }

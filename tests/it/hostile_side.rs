@@ -89,3 +89,51 @@ fn an_idle_milter_connection_is_closed() {
     let closed = closed_within(&mut idle, Duration::from_secs(5));
     assert!(closed.is_some(), "an idle milter connection stayed open");
 }
+
+/// The review console's listener, plain and TLS, is bounded like the metrics one: a client
+/// that connects and stops (mid-request, or before its ClientHello) is closed after
+/// `http_idle_timeout`, and past `http_max_connections` a connection is closed at once.
+#[test]
+fn idle_review_console_connections_are_closed_and_bounded() {
+    let ca = TestCa::new();
+    for tls in [false, true] {
+        let sink = Sink::start(&[]);
+        let port = free_port();
+        let tls_lines = if tls {
+            format!(
+                "\n  tls: {{cert: {}, key: {}}}",
+                ca.path("server.pem"),
+                ca.path("server.key")
+            )
+        } else {
+            String::new()
+        };
+        let _mg = Markgate::with(
+            sink.port,
+            Opts {
+                top: vec![format!("review:\n  listen: 127.0.0.1:{port}{tls_lines}")],
+                limits: vec![
+                    "http_idle_timeout: 1s".into(),
+                    "http_max_connections: 4".into(),
+                ],
+                ..Opts::default()
+            },
+        );
+        wait_port(port);
+        let mut slow = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        slow.write_all(if tls { b"\x16\x03\x01" } else { b"GET /quar" })
+            .unwrap();
+        assert!(
+            closed_within(&mut slow, Duration::from_secs(5)).is_some(),
+            "tls {tls}: a stalled client held its connection"
+        );
+        let held: Vec<TcpStream> = (0..4)
+            .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        let mut extra = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let closed = closed_within(&mut extra, Duration::from_millis(800));
+        assert!(closed.is_some(), "tls {tls}: a fifth connection was kept");
+        drop(held);
+    }
+}

@@ -917,7 +917,7 @@ fn the_console_serves_tls_and_signs_people_in_by_client_certificate() {
     );
     let sink = Sink::start(&[]);
     let review_port = free_port();
-    let _mg = Markgate::with(
+    let mg = Markgate::with(
         sink.port,
         Opts {
             top: vec![format!("review:\n  listen: 127.0.0.1:{review_port}\n{tls}")],
@@ -966,6 +966,24 @@ fn the_console_serves_tls_and_signs_people_in_by_client_certificate() {
     // Plain HTTP to a TLS listener gets nothing.
     let (status, _) = request(review_port, "GET", "/quarantine", &forged, "");
     assert_eq!(status, 0);
+    // A leaver taken out of client_users and reloaded is refused at once.
+    let config = std::fs::read_to_string(&mg.config).unwrap();
+    let without = config.replace(
+        "\"CN=Alice Analyst,O=Example Police\"",
+        "\"CN=Someone Else\"",
+    );
+    assert_ne!(config, without);
+    std::fs::write(&mg.config, without).unwrap();
+    mg.signal("HUP");
+    eventually(10, "alice refused after the reload", || {
+        https_get(
+            review_port,
+            &ca.path("ca.pem"),
+            Some((&alice.0, &alice.1)),
+            &[],
+        )
+        .starts_with("403 ")
+    });
 }
 
 /// TLS without client certificates: the proxy path, over HTTPS.
@@ -998,8 +1016,9 @@ fn the_console_serves_tls_to_its_proxy() {
 /// message's subject or text; a held message from `<>` gets no notice.
 #[test]
 fn senders_are_told_when_their_message_is_held_released_or_deleted() {
-    let (sink, review_port, mg) =
-        console_with(vec!["notify:\n  from: security@police.cjsm.net".into()]);
+    let (sink, review_port, mg) = console_with(vec![
+        "notify:\n  from: security@police.cjsm.net\n  domains: [police.cjsm.net]".into(),
+    ]);
     let held = |n: usize| {
         format!("From: jane@police.cjsm.net\r\nTo: friend@example.com\r\nSubject: Lunch plans {n}\r\n\r\nThe secret recipe.\r\n\r\nJane Doe\r\nTel: 020 7946 0018\r\n")
     };
