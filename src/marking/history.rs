@@ -40,9 +40,12 @@ static TO_LINE: LazyLock<Regex> = LazyLock::new(|| {
         .expect("history to regex")
 });
 /// A reply attribution: `On Mon, 1 Dec 2026, Bob <bob@x> wrote:` and its translations
-/// (German puts the sender after the verb: `Am … schrieb Bob <bob@x>:`).
+/// (German puts the sender after the verb: `Am … schrieb Bob <bob@x>:`; Gmail's Hungarian
+/// a parenthesis with colons: `Bob <bob@x> ezt írta (időpont: 2026. dec. 1., H 10:00):`).
+/// Chinese, Japanese and Korean verbs follow the date or name with no space, so they are
+/// not asked to start a word.
 static ATTRIBUTION: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\b(?:wrote|schrieb|a écrit|escribió|schreef|ha scritto|escreveu|skrev|napisał(?:\(a\))?|napsal(?:\(a\))?|kirjoitti|ysgrifennodd|написал(?:\(а\))?|yazdı|ezt írta|写道)(?:\s+[^:：]{0,120})?[:：]\s*$")
+    Regex::new(r"(?i)(?:\b(?:wrote|schrieb|a écrit|escribió|schreef|ha scritto|escreveu|skrev|napisał(?:\(a\))?|napsal(?:\(a\))?|kirjoitti|ysgrifennodd|написал(?:\(а\))?|написав|пишет|пише|yazdı|írta|a scris|έγραψε)|写道|寫道|書きました|작성)(?:\s*\([^)]{0,80}\))?(?:\s+[^:：]{0,120})?[:：]\s*$")
         .expect("history attribution regex")
 });
 /// An address as history blocks write it: `<a@b>`, `[mailto:a@b]`, `(a@b)` or bare.
@@ -133,6 +136,27 @@ pub fn inline(text: &str, place: &str) -> Vec<Forwarded> {
                 from,
                 to,
             });
+        } else if line.len() < 300
+            && !ATTRIBUTION.is_match(line)
+            && line.trim_end().ends_with([':', '：'])
+        {
+            // Whatever the language, a line that names an address and ends in a colon
+            // right above a quote is its attribution (Gmail's Japanese has no verb:
+            // `2026年12月1日(月) 10:00 Bob <bob@x>:`).
+            let lines = lines.get_or_insert_with(|| text.lines().collect());
+            let quote_follows = lines[i + 1..]
+                .iter()
+                .find(|l| !l.trim().is_empty())
+                .is_some_and(|l| l.trim_start().starts_with('>'));
+            if quote_follows {
+                if let Some(from) = addresses(line).pop() {
+                    found.push(Forwarded {
+                        source: format!("{place}quoted"),
+                        from,
+                        to: Vec::new(),
+                    });
+                }
+            }
         } else if line.len() < 300 && ATTRIBUTION.is_match(line) {
             // The attribution may be wrapped over two lines by the client.
             let lines = lines.get_or_insert_with(|| text.lines().collect());
@@ -240,6 +264,37 @@ mod tests {
         assert!(senders(prose).is_empty(), "{:?}", senders(prose));
         let cells = "-------- Forwarded Message --------\n\n\n\nSubject: \n\nHearing\n\n\n\nDate: \n\nTue\n\n\n\nFrom: \n\nBob Smith <bob@cps.cjsm.net>\n\n\n\nTo: \n\nJane\n";
         assert_eq!(senders(cells)[0].1, "bob@cps.cjsm.net");
+    }
+
+    #[test]
+    fn reply_attributions_in_more_languages_and_without_a_verb() {
+        let cases = [
+            // Gmail, Hungarian: a parenthesis with colons before the last one.
+            "Bob <bob@cps.cjsm.net> ezt írta (időpont: 2026. dec. 1., H 10:00):\n> x\n",
+            // Thunderbird, Hungarian.
+            "2026. 12. 01. 10:00 keltezéssel, Bob <bob@cps.cjsm.net> írta:\n> x\n",
+            // Thunderbird and Yandex, Russian; Ukrainian.
+            "01.12.2026 10:00, Bob <bob@cps.cjsm.net> пишет:\n> x\n",
+            "01.12.2026 10:00, Bob <bob@cps.cjsm.net> написав:\n> x\n",
+            // Gmail, Korean; Thunderbird, Japanese; Gmail, traditional Chinese.
+            "2026년 12월 1일 (월) 오전 10:00, Bob <bob@cps.cjsm.net>님이 작성:\n> x\n",
+            "Bob <bob@cps.cjsm.net> さんは書きました:\n> x\n",
+            "Bob <bob@cps.cjsm.net> 於 2026年12月1日 週一 上午10:00寫道：\n> x\n",
+            // Romanian, Greek.
+            "Pe 1 dec. 2026, Bob <bob@cps.cjsm.net> a scris:\n> x\n",
+            "Στις 1/12/2026, ο Bob <bob@cps.cjsm.net> έγραψε:\n> x\n",
+            // Gmail, Japanese, as plain text: no verb at all, the quote follows.
+            "2026年12月1日(月) 10:00 Bob <bob@cps.cjsm.net>:\n\n> x\n",
+        ];
+        for text in cases {
+            assert_eq!(
+                senders(text),
+                [("quoted".into(), "bob@cps.cjsm.net".into())],
+                "{text}"
+            );
+        }
+        // A line ending in an address and a colon is an attribution only above a quote.
+        assert!(senders("Please send it to bob@cps.cjsm.net:\nthe file, today.\n").is_empty());
     }
 
     #[test]
