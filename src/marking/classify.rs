@@ -322,7 +322,11 @@ impl Walk<'_> {
                     .iter()
                     .flat_map(|h| inner.headers.get_all_values(h))
                     .collect();
-                let from = inner.headers.get_first_value("From");
+                // A message with no From: is still its Sender's (RFC 5322 3.6.2).
+                let from = inner
+                    .headers
+                    .get_first_value("From")
+                    .or_else(|| inner.headers.get_first_value("Sender"));
                 if let Some(f) =
                     history::attached(from.as_deref(), &to, prefix.trim_end_matches('.'))
                 {

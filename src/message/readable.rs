@@ -73,6 +73,11 @@ pub fn reading(mime: &str, attachment: bool, name: Option<&str>) -> Reading {
     if is_document_name(ext.as_deref()) {
         return Reading::Document;
     }
+    // So does a message's: `text/plain; name=papers.eml` opens in the mail client, which
+    // reads its headers (an `X-Protective-Marking` there is the message's marking).
+    if ext.as_deref() == Some("eml") {
+        return Reading::Message;
+    }
     if mime.starts_with("text/") || mime == "application/xhtml+xml" {
         return Reading::Text {
             html: mime == "text/html" || mime == "application/xhtml+xml",
@@ -159,6 +164,10 @@ mod tests {
         assert_eq!(reading("message/news", false, None), Reading::Message);
         assert_eq!(
             reading("application/octet-stream", true, Some("fwd.EML")),
+            Reading::Message
+        );
+        assert_eq!(
+            reading("text/plain", true, Some("case papers.eml")),
             Reading::Message
         );
         assert_eq!(
