@@ -83,6 +83,9 @@ pub struct Evidence {
     pub level: String,
 }
 
+/// Distinct pieces of evidence kept (more only when one raises the level).
+pub const EVIDENCE_MAX: usize = 64;
+
 /// What one marking string says.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Parsed {
@@ -103,20 +106,34 @@ pub struct Marking {
 
 impl Marking {
     /// Adds one finding: the highest rank wins (the first found among equals); descriptors
-    /// and caveats accumulate.
+    /// and caveats accumulate. The evidence keeps each distinct finding once, at most
+    /// [`EVIDENCE_MAX`] of them, and past that only a finding that raises the level (so the
+    /// level found always has its evidence): every banner line is a finding, and a message
+    /// of a million banner lines must not make a tracking record, a held message's
+    /// metadata and the console's pages of a million entries.
     pub fn add(&mut self, parsed: Parsed, source: &str, text: &str) {
         let Some(level) = parsed.level else { return };
-        if self.level.is_none_or(|l| level.rank() > l.rank()) {
+        let raises = self.level.is_none_or(|l| level.rank() > l.rank());
+        if raises {
             self.level = Some(level);
         }
         self.descriptors.extend(parsed.descriptors);
         self.caveats.extend(parsed.caveats);
+        if self.evidence.len() >= EVIDENCE_MAX && !raises {
+            return;
+        }
         let text: String = text.chars().take(200).collect();
-        self.evidence.push(Evidence {
-            source: source.to_string(),
-            text,
-            level: level.name().to_string(),
-        });
+        let seen = self
+            .evidence
+            .iter()
+            .any(|e| e.source == source && e.text == text && e.level == level.name());
+        if !seen {
+            self.evidence.push(Evidence {
+                source: source.to_string(),
+                text,
+                level: level.name().to_string(),
+            });
+        }
     }
 
     pub fn level_name(&self) -> &'static str {
@@ -131,5 +148,40 @@ impl Marking {
     /// Marked as sensitive: anything but NOT PROTECTIVELY MARKED / UNCLASSIFIED / UNMARKED.
     pub fn is_sensitive(&self) -> bool {
         self.rank().is_some_and(|r| r > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(text: &str) -> Parsed {
+        crate::marking::grammar::parse(text).expect("a marking")
+    }
+
+    #[test]
+    fn evidence_is_kept_once_and_bounded_but_the_winning_level_always_has_its_own() {
+        let mut m = Marking::default();
+        for _ in 0..10_000 {
+            m.add(parsed("OFFICIAL"), "banner", "OFFICIAL");
+        }
+        assert_eq!(m.evidence.len(), 1, "the same finding once");
+        for n in 0..10_000 {
+            m.add(
+                parsed("OFFICIAL"),
+                &format!("attachment:{n}.txt:banner"),
+                "OFFICIAL",
+            );
+        }
+        assert_eq!(m.evidence.len(), EVIDENCE_MAX);
+        m.add(parsed("SECRET"), "banner", "SECRET");
+        assert_eq!(m.level_name(), "SECRET");
+        assert_eq!(m.evidence.last().map(|e| e.level.as_str()), Some("SECRET"));
+        m.add(parsed("SECRET"), "subject", "[SECRET]");
+        assert_eq!(
+            m.evidence.len(),
+            EVIDENCE_MAX + 1,
+            "past the bound only a raise"
+        );
     }
 }
