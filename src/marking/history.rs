@@ -97,6 +97,8 @@ fn near_block_line(lines: &[&str], i: usize) -> bool {
 /// the sender's address: a block whose sender has no address (Outlook inside one Exchange
 /// organisation writes only a name) names no one the directory could place, and is left out.
 pub fn inline(text: &str, place: &str) -> Vec<Forwarded> {
+    // What a reader sees: `bob\u{200B}@cps.cjsm.net` is bob@cps.cjsm.net on screen.
+    let text = &*super::normalize::without_invisible(text);
     let mut found = Vec::new();
     let mut lines: Option<Vec<&str>> = None;
     for (i, line) in text.lines().enumerate() {
@@ -188,7 +190,7 @@ pub fn inline(text: &str, place: &str) -> Vec<Forwarded> {
 /// An attached message's sender and recipients, from its own (decoded) headers; `place`
 /// names the attachment (`attached[0]`).
 pub fn attached(from: Option<&str>, to: &[String], place: &str) -> Option<Forwarded> {
-    let from = sender_address(from?)?;
+    let from = sender_address(&super::normalize::without_invisible(from?))?;
     Some(Forwarded {
         source: place.to_string(),
         from,
@@ -293,6 +295,11 @@ mod tests {
                 "{text}"
             );
         }
+        // Invisible characters in an address or a header name are not what a reader sees.
+        let hidden = "On Tue, Bob <bob\u{200B}@cps.cjsm\u{2060}.net> wrote:\n> x\n";
+        assert_eq!(senders(hidden)[0].1, "bob@cps.cjsm.net");
+        let block = "Fr\u{200B}om: bob@cps.cjsm.net\nSent: Monday\nSubject: x\n";
+        assert_eq!(senders(block)[0].1, "bob@cps.cjsm.net");
         // A line ending in an address and a colon is an attribution only above a quote.
         assert!(senders("Please send it to bob@cps.cjsm.net:\nthe file, today.\n").is_empty());
     }

@@ -9,6 +9,38 @@
 
 use std::borrow::Cow;
 
+/// Soft hyphen, zero-width space/joiners, word joiner, BOM, and other invisible format
+/// characters a reader never sees.
+pub fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{AD}'
+        | '\u{034F}'
+        | '\u{061C}'
+        | '\u{115F}'
+        | '\u{1160}'
+        | '\u{17B4}'
+        | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}'
+        | '\u{200A}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}'
+        | '\u{3164}'
+        | '\u{FE00}'..='\u{FE0F}'
+        | '\u{FEFF}'
+        | '\u{FFA0}'
+        | '\u{1BCA0}'..='\u{1BCA3}'
+        | '\u{E0000}'..='\u{E0FFF}')
+}
+
+/// The text without its invisible characters (borrowed when it has none): what a reader
+/// sees of an address or a header line.
+pub fn without_invisible(text: &str) -> Cow<'_, str> {
+    if text.is_ascii() || !text.chars().any(is_invisible) {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(text.chars().filter(|c| !is_invisible(*c)).collect())
+}
+
 /// The text as the grammar reads it.
 pub fn fold(text: &str) -> Cow<'_, str> {
     if text.is_ascii() {
@@ -17,25 +49,7 @@ pub fn fold(text: &str) -> Cow<'_, str> {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
-            // Soft hyphen, zero-width space/joiners, word joiner, BOM, and other invisible
-            // format characters a reader never sees.
-            '\u{AD}'
-            | '\u{034F}'
-            | '\u{061C}'
-            | '\u{115F}'
-            | '\u{1160}'
-            | '\u{17B4}'
-            | '\u{17B5}'
-            | '\u{180B}'..='\u{180F}'
-            | '\u{200A}'..='\u{200F}'
-            | '\u{202A}'..='\u{202E}'
-            | '\u{2060}'..='\u{206F}'
-            | '\u{3164}'
-            | '\u{FE00}'..='\u{FE0F}'
-            | '\u{FEFF}'
-            | '\u{FFA0}'
-            | '\u{1BCA0}'..='\u{1BCA3}'
-            | '\u{E0000}'..='\u{E0FFF}' => {}
+            c if is_invisible(c) => {}
             // Combining marks (an underline or accent drawn on a letter): the letter is what
             // is read.
             '\u{0300}'..='\u{036F}'
