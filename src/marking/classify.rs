@@ -340,6 +340,12 @@ impl Walk<'_> {
             }
             Reading::Text { html, inline } => {
                 let text = render::text(part, &mimetype, html)?;
+                // An invitation's title is its subject to a reader.
+                for title in render::invitation_titles(part, &mimetype)? {
+                    for (parsed, raw) in places::subject(&title) {
+                        self.add(Some(parsed), &format!("{prefix}calendar:summary"), &raw);
+                    }
+                }
                 if text.contains("-----BEGIN PGP MESSAGE-----") {
                     self.out
                         .opaque

@@ -3,6 +3,7 @@
 //! senders of forwarded and quoted correspondence (`history`), and the
 //! MIME walk that applies them to a message (`classify`).
 
+pub mod calendar;
 pub mod classify;
 pub mod decode;
 pub mod documents;

@@ -19,6 +19,9 @@ pub fn text(
     html: bool,
 ) -> Result<String, mailparse::MailParseError> {
     let body = part.get_body()?;
+    if is_invitation(mime, &body) {
+        return Ok(super::calendar::read(&body).text);
+    }
     Ok(if html {
         html_to_text(&body)
     } else if mime == "text/enriched" || mime == "text/richtext" {
@@ -37,6 +40,29 @@ pub fn text(
         unflow(&body, delsp)
     } else {
         body
+    })
+}
+
+/// Whether a text part is a meeting invitation a client shows as one: declared so, or a
+/// file of another type (`application/octet-stream; name=invite.ics`) that is one.
+fn is_invitation(mime: &str, body: &str) -> bool {
+    matches!(mime, "text/calendar" | "application/ics")
+        || (!mime.starts_with("text/") && super::calendar::is_calendar(body))
+}
+
+/// The event titles of an invitation part (read like a subject), if it is one.
+pub fn invitation_titles(
+    part: &ParsedMail,
+    mime: &str,
+) -> Result<Vec<String>, mailparse::MailParseError> {
+    if !matches!(mime, "text/calendar" | "application/ics") && mime.starts_with("text/") {
+        return Ok(Vec::new());
+    }
+    let body = part.get_body()?;
+    Ok(if is_invitation(mime, &body) {
+        super::calendar::read(&body).summaries
+    } else {
+        Vec::new()
     })
 }
 

@@ -78,7 +78,7 @@ pub fn reading(mime: &str, attachment: bool, name: Option<&str>) -> Reading {
     if ext.as_deref() == Some("eml") {
         return Reading::Message;
     }
-    if mime.starts_with("text/") || mime == "application/xhtml+xml" {
+    if mime.starts_with("text/") || mime == "application/xhtml+xml" || mime == "application/ics" {
         return Reading::Text {
             html: mime == "text/html" || mime == "application/xhtml+xml",
             inline: !attachment,
@@ -86,7 +86,8 @@ pub fn reading(mime: &str, attachment: bool, name: Option<&str>) -> Reading {
     }
     match ext.as_deref() {
         Some("eml") => Reading::Message,
-        Some("txt" | "csv" | "text") => Reading::Text {
+        // An invitation file opens in the calendar, which shows its title and text.
+        Some("txt" | "csv" | "text" | "ics") => Reading::Text {
             html: false,
             inline: false,
         },

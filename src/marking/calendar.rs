@@ -1,0 +1,126 @@
+//! A meeting invitation (iCalendar, RFC 5545) as Outlook, Thunderbird and Gmail show it:
+//! the event's title (`SUMMARY`) as the invitation's subject, and its `DESCRIPTION`,
+//! `LOCATION` and `COMMENT`, or Outlook's HTML description (`X-ALT-DESC;FMTTYPE=text/html`),
+//! as its text. The raw lines are `NAME;PARAMS:VALUE` with long values folded and `\n`,
+//! `\,` escaped, so none of them is a banner line as sent: a `SECRET` description passed
+//! as OFFICIAL before this module read it.
+
+/// What a reader sees of an invitation.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Invitation {
+    /// Each event's title, read like a subject.
+    pub summaries: Vec<String>,
+    /// The descriptions, locations and comments, one value after another, as text lines.
+    pub text: String,
+}
+
+/// Whether `body` is an iCalendar object, whatever its part's type says.
+pub fn is_calendar(body: &str) -> bool {
+    body.trim_start_matches('\u{FEFF}')
+        .trim_start()
+        .get(..15)
+        .is_some_and(|start| start.eq_ignore_ascii_case("BEGIN:VCALENDAR"))
+}
+
+/// Reads the shown properties of an iCalendar object.
+pub fn read(body: &str) -> Invitation {
+    let mut out = Invitation::default();
+    for line in unfolded(body) {
+        let Some((name, params, value)) = property(&line) else {
+            continue;
+        };
+        let value = unescaped(value);
+        match name.to_ascii_uppercase().as_str() {
+            "SUMMARY" => {
+                out.summaries.push(value.clone());
+                push_line(&mut out.text, &value);
+            }
+            "DESCRIPTION" | "LOCATION" | "COMMENT" => push_line(&mut out.text, &value),
+            "X-ALT-DESC" => {
+                if params.to_ascii_lowercase().contains("text/html") {
+                    push_line(&mut out.text, &super::render::html_to_text(&value));
+                } else {
+                    push_line(&mut out.text, &value);
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn push_line(text: &mut String, value: &str) {
+    text.push_str(value);
+    text.push('\n');
+}
+
+/// Content lines with folding undone (RFC 5545 3.1: a line break followed by a space or
+/// tab continues the line).
+fn unfolded(body: &str) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for raw in body.split('\n') {
+        let raw = raw.strip_suffix('\r').unwrap_or(raw);
+        match (raw.strip_prefix([' ', '\t']), lines.last_mut()) {
+            (Some(rest), Some(last)) => last.push_str(rest),
+            _ => lines.push(raw.to_string()),
+        }
+    }
+    lines
+}
+
+/// `NAME;PARAMS:VALUE` split at the first colon outside a quoted parameter value.
+fn property(line: &str) -> Option<(&str, &str, &str)> {
+    let mut quoted = false;
+    let colon = line.char_indices().find_map(|(i, c)| match c {
+        '"' => {
+            quoted = !quoted;
+            None
+        }
+        ':' if !quoted => Some(i),
+        _ => None,
+    })?;
+    let head = &line[..colon];
+    let (name, params) = head.split_once(';').unwrap_or((head, ""));
+    Some((name.trim(), params, &line[colon + 1..]))
+}
+
+/// A text value with its escapes undone: `\n` or `\N` a line break, `\,` `\;` `\\`.
+fn unescaped(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n' | 'N') => out.push('\n'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invitation_reads_as_its_title_and_text() {
+        let ics = "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nSUMMARY;LANGUAGE=en-GB:[SECRET] Op\r\n  Nightjar\r\nLOCATION:Room 4\\, HQ\r\nDESCRIPTION:SECRET\\n\\nStarts at 0600.\r\nX-ALT-DESC;FMTTYPE=\"text/html\":<p>S&#69;CR\r\n ET</p>\r\nDTSTART:20261202T060000Z\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+        assert!(is_calendar(ics));
+        assert!(!is_calendar("Dear all,\nBEGIN:VCALENDAR"));
+        let read = read(ics);
+        assert_eq!(read.summaries, ["[SECRET] Op Nightjar"]);
+        let lines: Vec<&str> = read.text.lines().map(str::trim).collect();
+        assert!(lines.contains(&"Room 4, HQ"), "{lines:?}");
+        assert!(lines.contains(&"SECRET"), "{lines:?}");
+        assert!(lines.contains(&"Starts at 0600."), "{lines:?}");
+        assert!(
+            lines.iter().filter(|l| **l == "SECRET").count() >= 2,
+            "{lines:?}"
+        );
+        assert!(!read.text.contains("DTSTART"));
+    }
+}
