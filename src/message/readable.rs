@@ -66,7 +66,12 @@ pub fn reading(mime: &str, attachment: bool, name: Option<&str>) -> Reading {
     if mime.starts_with("multipart/") {
         return Reading::Container;
     }
-    if matches!(mime, "message/rfc822" | "message/global" | "message/news") {
+    // A delivery report's copy of the original headers (`text/rfc822-headers`, RFC 6522)
+    // is a header block a reader opens: read as a message's headers.
+    if matches!(
+        mime,
+        "message/rfc822" | "message/global" | "message/news" | "text/rfc822-headers"
+    ) {
         return Reading::Message;
     }
     // A document's name wins over a text type: `text/plain; name=report.docx` opens in Word.
