@@ -49,6 +49,35 @@ pub fn read(body: &str) -> Invitation {
     out
 }
 
+/// Whether `body` is a contact card (vCard, RFC 6350), which shares iCalendar's syntax.
+pub fn is_card(body: &str) -> bool {
+    body.trim_start_matches('\u{FEFF}')
+        .trim_start()
+        .get(..11)
+        .is_some_and(|start| start.eq_ignore_ascii_case("BEGIN:VCARD"))
+}
+
+/// What a contact viewer shows of a card: every property's value (name, title,
+/// organisation, note, addresses), one per line; the structure lines and pictures not.
+pub fn read_card(body: &str) -> String {
+    let mut text = String::new();
+    for line in unfolded(body) {
+        let Some((name, _, value)) = property(&line) else {
+            continue;
+        };
+        if !matches!(
+            name.to_ascii_uppercase().as_str(),
+            "BEGIN" | "END" | "VERSION" | "PHOTO" | "LOGO" | "SOUND" | "KEY"
+        ) {
+            // Structured values (`N`, `ADR`) are shown field by field.
+            for field in unescaped(&value.replace("\\;", "\u{1}")).split(';') {
+                push_line(&mut text, &field.replace('\u{1}', ";"));
+            }
+        }
+    }
+    text
+}
+
 fn push_line(text: &mut String, value: &str) {
     text.push_str(value);
     text.push('\n');
@@ -122,5 +151,13 @@ mod tests {
             "{lines:?}"
         );
         assert!(!read.text.contains("DTSTART"));
+    }
+
+    #[test]
+    fn a_card_reads_as_its_values() {
+        let card = "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Carl\r\nTITLE:SEC\r\n RET\r\nNOTE:a\\;b\r\nEND:VCARD\r\n";
+        assert!(is_card(card));
+        let lines: Vec<String> = read_card(card).lines().map(String::from).collect();
+        assert_eq!(lines, ["Carl", "SECRET", "a;b"]);
     }
 }

@@ -60,6 +60,11 @@ pub enum ClassifyError {
     Walk(#[from] WalkError),
 }
 
+/// Headers a mail client shows beside the subject, read like one: Outlook shows `Keywords`
+/// as the message's categories and `Thread-Topic` as its conversation's title; `Comments`
+/// and `Summary` are shown by clients that list every header (and by Python's `email`).
+const TITLE_HEADERS: &[&str] = &["Keywords", "Thread-Topic", "Comments", "Summary"];
+
 /// Distinct original senders read from a message's history.
 const MAX_SENDERS: usize = 10_000;
 
@@ -123,7 +128,7 @@ impl Classifier {
                 .headers
                 .iter()
                 .find(|h| h.get_key_ref().trim().eq_ignore_ascii_case("Subject"))
-                .map(|h| decode::leftover_words(&h.get_value()).into_owned()),
+                .map(decode::header_value),
             message_id: mail.headers.get_first_value("Message-ID"),
             headers: mail
                 .headers
@@ -227,7 +232,7 @@ impl Walk<'_> {
             // decoder left alone (an RFC 2231 language tag, unpadded base64).
             let key = header.get_key_ref();
             let key = key.trim();
-            let value = decode::leftover_words(&header.get_value()).into_owned();
+            let value = decode::header_value(header);
             if key.eq_ignore_ascii_case("X-Protective-Marking") {
                 let found = places::header_value(&value);
                 self.add(found, &format!("{prefix}x-protective-marking"), &value);
@@ -243,6 +248,10 @@ impl Walk<'_> {
             } else if key.eq_ignore_ascii_case("Subject") {
                 for (parsed, raw) in places::subject(&value) {
                     self.add(Some(parsed), &format!("{prefix}subject"), &raw);
+                }
+            } else if TITLE_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(key)) {
+                for (parsed, raw) in places::subject(&value) {
+                    self.add(Some(parsed), &format!("{prefix}header:{key}"), &raw);
                 }
             } else if self
                 .classifier
@@ -299,45 +308,7 @@ impl Walk<'_> {
                     self.part(sub, prefix, depth)?;
                 }
             }
-            Reading::Message => {
-                if depth + 1 > self.classifier.config.max_depth {
-                    return Err(ClassifyError::TooComplex(
-                        "attached messages nested too deep",
-                    ));
-                }
-                // Decoded, then through the same walk as every message.
-                let body = part.get_body_raw()?;
-                // One copy at a time: the body itself when the walk keeps it whole.
-                let walked = skeleton::view_of(&body, self.deadline)?;
-                let inner_bodies = walked.documents;
-                let owned = match walked.bytes {
-                    std::borrow::Cow::Borrowed(_) => None,
-                    std::borrow::Cow::Owned(view) => Some(view),
-                };
-                let view = owned.unwrap_or(body);
-                let inner = mailparse::parse_mail(&view)?;
-                let n = self.out.attachments.len();
-                let prefix = format!("{prefix}attached[{n}].");
-                let to: Vec<String> = ["To", "Cc"]
-                    .iter()
-                    .flat_map(|h| inner.headers.get_all_values(h))
-                    .collect();
-                // A message with no From: is still its Sender's (RFC 5322 3.6.2).
-                let from = inner
-                    .headers
-                    .get_first_value("From")
-                    .or_else(|| inner.headers.get_first_value("Sender"));
-                if let Some(f) =
-                    history::attached(from.as_deref(), &to, prefix.trim_end_matches('.'))
-                {
-                    self.forwarded(f);
-                }
-                // The attached message's documents are its own walk's.
-                let outer = std::mem::replace(&mut self.bodies, inner_bodies);
-                let result = self.entity(&inner, &prefix, depth + 1);
-                self.bodies = outer;
-                result?;
-            }
+            Reading::Message => self.attached_message(part, prefix, depth)?,
             Reading::Text { html, inline } => {
                 let text = render::text(part, &mimetype, html)?;
                 // An invitation's title is its subject to a reader.
@@ -374,11 +345,61 @@ impl Walk<'_> {
                 if inline && prefix.is_empty() && self.first_text.is_none() {
                     self.first_text = Some(text);
                 }
+                // `text/plain; name=papers.eml`: a client shows its text inline and opens
+                // the file as a message (whose headers may carry the marking): both.
+                if readable::is_message_name(name.as_deref()) {
+                    self.attached_message(part, prefix, depth)?;
+                }
             }
             Reading::Document => self.document(part, &mimetype, name.as_deref(), prefix)?,
             Reading::Opaque => {}
         }
         Ok(())
+    }
+
+    /// An attached message (or a message file): decoded, then through the same walk as
+    /// every message, and read as one.
+    fn attached_message(
+        &mut self,
+        part: &ParsedMail,
+        prefix: &str,
+        depth: usize,
+    ) -> Result<(), ClassifyError> {
+        if depth + 1 > self.classifier.config.max_depth {
+            return Err(ClassifyError::TooComplex(
+                "attached messages nested too deep",
+            ));
+        }
+        // Decoded, then through the same walk as every message.
+        let body = part.get_body_raw()?;
+        // One copy at a time: the body itself when the walk keeps it whole.
+        let walked = skeleton::view_of(&body, self.deadline)?;
+        let inner_bodies = walked.documents;
+        let owned = match walked.bytes {
+            std::borrow::Cow::Borrowed(_) => None,
+            std::borrow::Cow::Owned(view) => Some(view),
+        };
+        let view = owned.unwrap_or(body);
+        let inner = mailparse::parse_mail(&view)?;
+        let n = self.out.attachments.len();
+        let prefix = format!("{prefix}attached[{n}].");
+        let to: Vec<String> = ["To", "Cc"]
+            .iter()
+            .flat_map(|h| inner.headers.get_all_values(h))
+            .collect();
+        // A message with no From: is still its Sender's (RFC 5322 3.6.2).
+        let from = inner
+            .headers
+            .get_first_value("From")
+            .or_else(|| inner.headers.get_first_value("Sender"));
+        if let Some(f) = history::attached(from.as_deref(), &to, prefix.trim_end_matches('.')) {
+            self.forwarded(f);
+        }
+        // The attached message's documents are its own walk's.
+        let outer = std::mem::replace(&mut self.bodies, inner_bodies);
+        let result = self.entity(&inner, &prefix, depth + 1);
+        self.bodies = outer;
+        result
     }
 
     /// An attached file that may be a document: S/MIME-encrypted content is opaque; the

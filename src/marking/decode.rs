@@ -32,7 +32,41 @@ pub fn leftover_words(value: &str) -> Cow<'_, str> {
     })
 }
 
+/// A header's value as a client shows it. mailparse decodes UTF-16 words as UTF-16LE
+/// whatever their byte-order mark says (`=?utf-16?b?/v8AWwBT…?=`, big-endian, came out as
+/// CJK characters); a header with such words is decoded here from its raw value instead.
+pub fn header_value(header: &mailparse::MailHeader) -> String {
+    let raw = header.get_value_raw();
+    let utf16 = memchr::memmem::find_iter(raw, b"=?").any(|i| {
+        raw[i + 2..]
+            .get(..6)
+            .is_some_and(|c| c.eq_ignore_ascii_case(b"utf-16"))
+    });
+    if utf16 {
+        let unfolded: String = String::from_utf8_lossy(raw).split(['\r', '\n']).collect();
+        return leftover_words(unfolded.trim()).into_owned();
+    }
+    leftover_words(&header.get_value()).into_owned()
+}
+
 fn text(bytes: &[u8], charset: &str) -> String {
+    if let Some(endian) = charset.strip_prefix("utf-16") {
+        let (units, big) = match bytes {
+            [0xFE, 0xFF, rest @ ..] => (rest, true),
+            [0xFF, 0xFE, rest @ ..] => (rest, false),
+            _ => (bytes, endian == "be"),
+        };
+        let units = units.chunks_exact(2).map(|c| {
+            if big {
+                u16::from_be_bytes([c[0], c[1]])
+            } else {
+                u16::from_le_bytes([c[0], c[1]])
+            }
+        });
+        return char::decode_utf16(units)
+            .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
+            .collect();
+    }
     match std::str::from_utf8(bytes) {
         Ok(s) => s.to_string(),
         // Latin-1 (and windows-1252's printable range) maps byte for byte.
@@ -103,5 +137,9 @@ mod tests {
             "SECRET: plan"
         );
         assert!(matches!(leftover_words("plain"), Cow::Borrowed(_)));
+        // UTF-16 by its byte-order mark, big-endian here.
+        let (h, _) =
+            mailparse::parse_header(b"Subject: x =?utf-16?b?/v8AWwBTAEUAQwBSAEUAVABd?=").unwrap();
+        assert_eq!(header_value(&h), "x [SECRET]");
     }
 }

@@ -22,6 +22,9 @@ pub fn text(
     if is_invitation(mime, &body) {
         return Ok(super::calendar::read(&body).text);
     }
+    if super::calendar::is_card(&body) {
+        return Ok(super::calendar::read_card(&body));
+    }
     Ok(if html {
         html_to_text(&body)
     } else if mime == "text/enriched" || mime == "text/richtext" {

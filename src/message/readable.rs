@@ -4,6 +4,8 @@
 //! messages (`message/rfc822`, `message/global`, `message/news`, a `.eml` file), and files
 //! that are text by their name (`.txt`, `.csv`, `.htm`, `.html`) whatever their type says.
 
+use super::params;
+
 /// What to do with a part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reading {
@@ -27,6 +29,11 @@ fn extension(name: Option<&str>) -> Option<String> {
     name.map(|n| n.trim_end_matches(['.', ' ']))
         .and_then(|n| n.rsplit_once('.'))
         .map(|(_, e)| e.trim().to_ascii_lowercase())
+}
+
+/// Whether a file name says "message" (`.eml`): a mail client opens it as one.
+pub fn is_message_name(name: Option<&str>) -> bool {
+    extension(name).as_deref() == Some("eml")
 }
 
 /// Whether a file name ending (lower case) is a document's.
@@ -74,23 +81,40 @@ pub fn reading(mime: &str, attachment: bool, name: Option<&str>) -> Reading {
     ) {
         return Reading::Message;
     }
-    // A document's name wins over a text type: `text/plain; name=report.docx` opens in Word.
+    // A document's name wins over a text type: `text/plain; name=report.docx` opens in Word
+    // (and content that is no document format is read as the text Word shows).
     if is_document_name(ext.as_deref()) {
         return Reading::Document;
     }
-    // So does a message's: `text/plain; name=papers.eml` opens in the mail client, which
-    // reads its headers (an `X-Protective-Marking` there is the message's marking).
-    if ext.as_deref() == Some("eml") {
-        return Reading::Message;
-    }
-    if mime.starts_with("text/") || mime == "application/xhtml+xml" || mime == "application/ics" {
+    // A delivery report's status fields and a read receipt are shown as text.
+    if mime.starts_with("text/")
+        || matches!(
+            mime,
+            "application/xhtml+xml"
+                | "application/ics"
+                | "message/delivery-status"
+                | "message/global-delivery-status"
+                | "message/disposition-notification"
+                | "message/feedback-report"
+        )
+    {
+        // `text/plain; name=papers.eml` is read as text and, by the classifier, as the
+        // message the mail client opens it as.
         return Reading::Text {
             html: mime == "text/html" || mime == "application/xhtml+xml",
             inline: !attachment,
         };
     }
+    // A picture a client draws inline whose words are text: SVG.
+    if mime == "image/svg+xml" || ext.as_deref() == Some("svg") {
+        return Reading::Text {
+            html: true,
+            inline: !attachment,
+        };
+    }
     match ext.as_deref() {
-        Some("eml") => Reading::Message,
+        // A saved web page (MHTML) is a MIME message a browser opens.
+        Some("eml" | "mht" | "mhtml") => Reading::Message,
         // An invitation file opens in the calendar, which shows its title and text.
         Some("txt" | "csv" | "text" | "ics") => Reading::Text {
             html: false,
@@ -114,25 +138,36 @@ pub fn reading(mime: &str, attachment: bool, name: Option<&str>) -> Reading {
 
 /// How a part with these headers is read, with its parsed Content-Type: the walk's one
 /// reading of a header block (`digest`: inside `multipart/digest`, where the default type is
-/// `message/rfc822`).
+/// `message/rfc822`). The parameters are read as a client reads them ([`params`]); the walk
+/// writes them into the view in a form mailparse reads the same.
 pub fn of_headers(
     headers: &[mailparse::MailHeader],
     digest: bool,
 ) -> (mailparse::ParsedContentType, Reading) {
-    use mailparse::MailHeaderMap;
-    let ctype = match headers.get_first_value("Content-Type") {
-        Some(value) => mailparse::parse_content_type(&value),
-        None if digest => mailparse::parse_content_type("message/rfc822"),
-        None => mailparse::parse_content_type("text/plain"),
+    let parsed = params::content_type(headers, digest);
+    let ctype = mailparse::ParsedContentType {
+        charset: parsed
+            .params
+            .get("charset")
+            .cloned()
+            .unwrap_or_else(|| "us-ascii".to_string()),
+        mimetype: parsed.value,
+        params: parsed.params,
     };
-    let mime = ctype.mimetype.to_ascii_lowercase();
-    let disposition = headers
-        .get_first_value("Content-Disposition")
-        .map(|v| mailparse::parse_content_disposition(&v))
+    let disposition = params::content_disposition(headers)
+        .map(|d| mailparse::ParsedContentDisposition {
+            disposition: match d.value.as_str() {
+                "inline" => mailparse::DispositionType::Inline,
+                "attachment" => mailparse::DispositionType::Attachment,
+                "form-data" => mailparse::DispositionType::FormData,
+                other => mailparse::DispositionType::Extension(other.to_string()),
+            },
+            params: d.params,
+        })
         .unwrap_or_default();
     let name = file_name(&disposition, &ctype);
     let attachment = disposition.disposition == mailparse::DispositionType::Attachment;
-    let reading = reading(&mime, attachment, name.as_deref());
+    let reading = reading(&ctype.mimetype, attachment, name.as_deref());
     (ctype, reading)
 }
 
@@ -172,9 +207,13 @@ mod tests {
             reading("application/octet-stream", true, Some("fwd.EML")),
             Reading::Message
         );
+        // Text to the classifier, which also opens it as the message it names.
         assert_eq!(
             reading("text/plain", true, Some("case papers.eml")),
-            Reading::Message
+            Reading::Text {
+                html: false,
+                inline: false
+            }
         );
         assert_eq!(
             reading("text/csv", true, Some("list.csv")),

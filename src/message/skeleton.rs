@@ -34,7 +34,7 @@ use std::io;
 use std::time::Instant;
 
 use super::readable::{self, Reading};
-use super::Spool;
+use super::{params, Spool};
 
 /// The largest text part the classifier reads; a larger one is held as unclassifiable.
 pub const TEXT_MAX: usize = 8 * 1024 * 1024;
@@ -93,6 +93,9 @@ pub struct View<'a> {
     pub bytes: Cow<'a, [u8]>,
     /// Each document body: its base64 with the line ends removed.
     pub documents: Vec<Vec<u8>>,
+    /// Header blocks the walk gave a canonical Content-Type, Content-Disposition or
+    /// Content-Transfer-Encoding (where mailparse alone would have read them otherwise).
+    pub canonical: usize,
 }
 
 /// The placeholder for document body `n` in a view.
@@ -148,6 +151,7 @@ pub fn view_of(bytes: &[u8], deadline: Option<Instant>) -> Result<View<'_>, Walk
         return Ok(View {
             bytes: Cow::Borrowed(bytes),
             documents: Vec::new(),
+            canonical: 0,
         });
     }
     let mut walker = Walker::new(deadline);
@@ -184,6 +188,7 @@ fn whole_text(bytes: &[u8]) -> bool {
         return false;
     };
     known_encoding(&headers)
+        && params::canonical_headers(&headers, false).is_ok_and(|c| c.is_empty())
         && matches!(
             readable::of_headers(&headers, false).1,
             Reading::Text { .. }
@@ -213,6 +218,17 @@ fn may_be_banner(line: &[u8]) -> bool {
     head.first().is_some_and(u8::is_ascii_digit)
         || (head.len() >= 3 && STARTS.iter().any(|s| head[..3].eq_ignore_ascii_case(s)))
         || (head.len() >= 3 && head[1] == b' ' && head[0].is_ascii_alphabetic())
+}
+
+/// Whether what follows `--boundary` on a line makes it a delimiter as every client reads
+/// one: nothing, or `--`, then only blanks (RFC 2046 5.1.1; Python and Thunderbird match the
+/// whole line). A line that merely starts with the boundary (`--b1-notes`, `--b1---`) is a
+/// delimiter to RFC 2046's note and to mailparse but text to Python and Thunderbird: clients
+/// differ, so the walk refuses it rather than choose.
+fn exact_delimiter(rest: &[u8]) -> bool {
+    let rest = rest.strip_prefix(b"--").unwrap_or(rest);
+    rest.iter()
+        .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
 }
 
 /// A part's Content-Transfer-Encoding, as markgate reads it.
@@ -293,6 +309,8 @@ struct Walker {
     documents: Vec<Vec<u8>>,
     /// Their bytes in all.
     documents_len: usize,
+    /// Header blocks given a canonical form.
+    canonical: usize,
 }
 
 impl Walker {
@@ -313,6 +331,7 @@ impl Walker {
             lines: 0,
             documents: Vec::new(),
             documents_len: 0,
+            canonical: 0,
         }
     }
 
@@ -332,6 +351,11 @@ impl Walker {
                 .iter()
                 .position(|l| !l.closed && line.starts_with(&l.dashed))
             {
+                if !exact_delimiter(&line[self.levels[depth].dashed.len()..]) {
+                    return Err(WalkError::TooComplex(
+                        "a line starts with a MIME boundary but is not one (mail clients differ on it)",
+                    ));
+                }
                 return self.boundary(depth, line);
             }
         }
@@ -479,11 +503,22 @@ impl Walker {
         let Some((block, digest)) = self.headers.take() else {
             return Ok(());
         };
+        let (headers, _) = mailparse::parse_headers(&block)
+            .map_err(|_| WalkError::TooComplex("a header block cannot be parsed"))?;
+        let canonical = params::canonical_headers(&headers, digest).map_err(|_| {
+            WalkError::TooComplex(
+                "a MIME parameter is given twice with different values (mail clients differ on it)",
+            )
+        })?;
+        // Where mailparse would read the part's type, disposition or encoding otherwise than
+        // a client does, the client's reading goes first: mailparse reads the first of each.
+        if !canonical.is_empty() {
+            self.canonical += 1;
+            self.out.extend_from_slice(canonical.as_bytes());
+        }
         self.out.extend_from_slice(&block);
         self.out.extend_from_slice(blank);
         self.kept = 0;
-        let (headers, _) = mailparse::parse_headers(&block)
-            .map_err(|_| WalkError::TooComplex("a header block cannot be parsed"))?;
         let (ctype, reading) = readable::of_headers(&headers, digest);
         let mime = ctype.mimetype.to_ascii_lowercase();
         match reading {
@@ -499,6 +534,9 @@ impl Walker {
                     }
                     let mut dashed = b"--".to_vec();
                     dashed.extend_from_slice(boundary.as_bytes());
+                    if boundary.is_empty() {
+                        return Err(WalkError::TooComplex("a multipart with an empty boundary"));
+                    }
                     self.declared.push(dashed.clone());
                     self.levels.push(Level {
                         dashed,
@@ -576,6 +614,7 @@ impl Walker {
         Ok(View {
             bytes: Cow::Owned(self.out),
             documents: self.documents,
+            canonical: self.canonical,
         })
     }
 }

@@ -424,7 +424,9 @@ proptest! {
 /// Messages an adversarial review wrote to carry SECRET past the classifier in ways a mail
 /// client still shows it (HTML a browser hides or sets apart, bidi overrides, look-alike
 /// alphabets, invisible padding, line separators, other scripts' reply prefixes, unknown
-/// transfer encodings): each is classified above RESTRICTED or held as unclassifiable.
+/// transfer encodings; `mime_*`: MIME parameters, boundaries, types and file kinds the bare
+/// parser read otherwise than a client shows them): each is classified above RESTRICTED or
+/// held as unclassifiable.
 #[test]
 fn adversarial_messages_never_pass_below_confidential() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/adversarial");

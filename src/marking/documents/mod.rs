@@ -13,6 +13,7 @@
 mod archive;
 mod ooxml;
 mod pdf;
+mod text;
 mod xml;
 
 use std::time::Instant;
@@ -190,6 +191,11 @@ pub fn inspect(
                 Some("TNEF (winmail.dat) attachment, not read")
             } else if memchr::memmem::find(head, b"<?mso-application").is_some() {
                 Some("Office XML document, not read")
+            } else if let Some(shown) = text::shown(bytes) {
+                // No document format, but text: what the program that opens it shows.
+                budget.spend(shown.len() as u64)?;
+                banners(&shown, place, "text", out);
+                None
             } else if declared {
                 Some("named or typed as a document, but not a format markgate reads")
             } else {
