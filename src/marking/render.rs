@@ -141,9 +141,143 @@ const APART: &[&str] = &[
 /// Elements whose text is shown as written (no whitespace collapsing).
 const PREFORMATTED: &[&str] = &["pre", "textarea", "listing", "xmp", "plaintext"];
 
+/// Elements with no content (their start tag is all there is).
+const VOID: &[&str] = &[
+    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track",
+    "wbr",
+];
+
+/// What a page's `<style>` rules say that changes the words a reader sees: selectors whose
+/// elements are hidden (or shrunk to nothing), and text the rules themselves show
+/// (`::before { content: "SECRET" }`, `content: attr(data-m)`).
+#[derive(Default)]
+struct Css {
+    hidden_tags: Vec<String>,
+    hidden_classes: Vec<String>,
+    hidden_ids: Vec<String>,
+    /// Strings in `content:` declarations, shown as text.
+    content: Vec<String>,
+    /// Attributes named in `content: attr(…)`: their values are shown.
+    attrs: Vec<String>,
+}
+
+impl Css {
+    /// Reads the simple rules mail uses (`tag`, `.class`, `#id`, lists of them, the last
+    /// compound of a descendant selector); anything else is not understood and changes
+    /// nothing.
+    fn read(&mut self, sheet: &str) {
+        let mut sheet = sheet.to_string();
+        while let Some(start) = sheet.find("/*") {
+            let end = sheet[start + 2..]
+                .find("*/")
+                .map_or(sheet.len(), |e| start + 4 + e);
+            sheet.replace_range(start..end, " ");
+        }
+        for rule in sheet.split('}') {
+            let Some((selectors, written)) = rule.rsplit_once('{') else {
+                continue;
+            };
+            let selectors = selectors.to_ascii_lowercase();
+            // Generated text keeps its case; everything else is matched in lower case.
+            let lower = written.to_ascii_lowercase();
+            for (at, _) in lower.match_indices("content") {
+                let rest = written[at + "content".len()..].trim_start();
+                let Some(value) = rest.strip_prefix(':') else {
+                    continue;
+                };
+                let value = value.split(';').next().unwrap_or("");
+                for (i, piece) in value.split(['"', '\'']).enumerate() {
+                    if i % 2 == 1 && !piece.trim().is_empty() {
+                        self.content.push(piece.to_string());
+                    }
+                }
+                for attr in value.to_ascii_lowercase().split("attr(").skip(1) {
+                    if let Some(name) = attr.split(')').next() {
+                        self.attrs.push(name.trim().to_string());
+                    }
+                }
+            }
+            let declarations: String = lower.split_whitespace().collect();
+            if !conceals(&declarations) {
+                continue;
+            }
+            for selector in selectors.split(',') {
+                let Some(last) = selector
+                    .split([' ', '>', '+', '~'])
+                    .rfind(|s| !s.is_empty())
+                else {
+                    continue;
+                };
+                if last.contains([':', '[']) {
+                    continue;
+                }
+                // `span.x#y`: a tag, then classes and ids.
+                let mut kind = ' ';
+                let mut name = String::new();
+                for c in last.chars().chain(std::iter::once('.')) {
+                    if c != '.' && c != '#' {
+                        name.push(c);
+                        continue;
+                    }
+                    let list = match kind {
+                        '.' => &mut self.hidden_classes,
+                        '#' => &mut self.hidden_ids,
+                        _ => &mut self.hidden_tags,
+                    };
+                    if !name.is_empty() && name != "*" {
+                        list.push(std::mem::take(&mut name));
+                    }
+                    name.clear();
+                    kind = c;
+                }
+            }
+        }
+    }
+}
+
+/// Whether CSS declarations (lower case, no white space) make an element's text invisible:
+/// not displayed, hidden, no size, no opacity or no colour.
+fn conceals(declarations: &str) -> bool {
+    let value = |property: &str| {
+        declarations
+            .split(';')
+            .filter_map(|d| d.split_once(':'))
+            .filter(|(p, _)| *p == property)
+            .map(|(_, v)| v.trim_end_matches("!important"))
+            .next_back()
+    };
+    let zero = |v: Option<&str>| {
+        v.is_some_and(|v| {
+            let number: String = v
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.')
+                .collect();
+            !number.is_empty() && number.parse::<f64>().is_ok_and(|n| n == 0.0)
+        })
+    };
+    value("display") == Some("none")
+        || matches!(value("visibility"), Some("hidden" | "collapse"))
+        || zero(value("font-size"))
+        || zero(value("opacity"))
+        || value("color") == Some("transparent")
+}
+
 #[derive(Default)]
 struct Collect {
     out: RefCell<String>,
+    /// The text as a browser lays it out on one line: no line of its own for what the
+    /// other reading sets apart, and what the page hides left out. `SEC<span
+    /// style="display:none"></span>RET` is "SECRET" on screen; read apart, it is two lines.
+    glued: RefCell<String>,
+    /// Open elements whose text is invisible, innermost last.
+    concealed: RefCell<Vec<String>>,
+    /// Open block elements laid out inline by their style.
+    inline: RefCell<Vec<String>>,
+    /// Open elements with a right-to-left override in their style.
+    overrides: RefCell<Vec<String>>,
+    css: RefCell<Css>,
+    /// The text of the `<style>` element being read.
+    sheet: RefCell<String>,
     /// Inside an element whose text is not shown (`<script>`, `<style>`, `<title>`).
     hidden: RefCell<Option<String>>,
     /// Open `<svg>`/`<math>`: there `<style>` and `<script>` are ordinary elements (HTML's
@@ -157,20 +291,32 @@ struct Collect {
 
 impl Collect {
     fn text(&self, text: &str) {
-        let mut out = self.out.borrow_mut();
-        if *self.preformatted.borrow() > 0 || *self.plaintext.borrow() {
-            out.push_str(text);
-            return;
+        let pre = *self.preformatted.borrow() > 0 || *self.plaintext.borrow();
+        push_text(&mut self.out.borrow_mut(), text, pre);
+        if self.concealed.borrow().is_empty() {
+            push_text(&mut self.glued.borrow_mut(), text, pre);
         }
-        // Outside preformatted text a browser collapses white space, line breaks included.
-        for c in text.chars() {
-            if c.is_ascii_whitespace() {
-                if !out.ends_with([' ', '\n']) {
-                    out.push(' ');
-                }
-            } else {
-                out.push(c);
+    }
+
+    fn both(&self, s: &str) {
+        self.out.borrow_mut().push_str(s);
+        self.glued.borrow_mut().push_str(s);
+    }
+}
+
+fn push_text(out: &mut String, text: &str, pre: bool) {
+    if pre {
+        out.push_str(text);
+        return;
+    }
+    // Outside preformatted text a browser collapses white space, line breaks included.
+    for c in text.chars() {
+        if c.is_ascii_whitespace() {
+            if !out.ends_with([' ', '\n']) {
+                out.push(' ');
             }
+        } else {
+            out.push(c);
         }
     }
 }
@@ -181,6 +327,12 @@ impl TokenSink for Collect {
     fn process_token(&self, token: Token, _line: u64) -> TokenSinkResult<()> {
         match token {
             Token::CharacterTokens(text) if self.hidden.borrow().is_none() => self.text(&text),
+            Token::CharacterTokens(text)
+                if self.hidden.borrow().as_deref() == Some("style")
+                    && *self.foreign.borrow() == 0 =>
+            {
+                self.sheet.borrow_mut().push_str(&text)
+            }
             // Outlook (Word) renders its conditional comments: `<!--[if mso]>…<![endif]-->`.
             Token::CommentToken(comment) if comment.trim_start().starts_with("[if") => {
                 let inner = comment
@@ -201,6 +353,19 @@ impl TokenSink for Collect {
                 if let Some(hidden) = hidden {
                     if tag.kind == TagKind::EndTag && hidden == name {
                         *self.hidden.borrow_mut() = None;
+                        if name == "style" {
+                            let sheet = self.sheet.take();
+                            let mut css = self.css.borrow_mut();
+                            let before = css.content.len();
+                            css.read(&sheet);
+                            // Text the style sheet itself puts on the page.
+                            for shown in &css.content[before..] {
+                                let mut out = self.out.borrow_mut();
+                                out.push('\n');
+                                out.push_str(shown);
+                                out.push('\n');
+                            }
+                        }
                     }
                     return TokenSinkResult::Continue;
                 }
@@ -243,6 +408,59 @@ impl TokenSink for Collect {
                 if BLOCKS.contains(&name) || APART.contains(&name) || hidden_attr {
                     self.out.borrow_mut().push('\n');
                 }
+                // The same element as a browser lays it out.
+                let style = tag
+                    .attrs
+                    .iter()
+                    .find(|a| &*a.name.local == "style")
+                    .map(|a| {
+                        a.value
+                            .to_ascii_lowercase()
+                            .split_whitespace()
+                            .collect::<String>()
+                    })
+                    .unwrap_or_default();
+                let concealing = start && {
+                    let css = self.css.borrow();
+                    conceals(&style)
+                        || css.hidden_tags.iter().any(|t| t == name)
+                        || tag.attrs.iter().any(|a| {
+                            let n: &str = &a.name.local;
+                            let v = a.value.to_ascii_lowercase();
+                            n == "hidden"
+                                || (n == "class"
+                                    && v.split_whitespace()
+                                        .any(|c| css.hidden_classes.iter().any(|h| h == c)))
+                                || (n == "id" && css.hidden_ids.contains(&v))
+                        })
+                };
+                // A block made inline by its style lays out inline to its end tag too.
+                let mut inline = style.contains("display:inline") || matches!(name, "td" | "th");
+                if start && inline && !tag.self_closing && !VOID.contains(&name) {
+                    self.inline.borrow_mut().push(name.to_string());
+                } else if !start && self.inline.borrow().last().is_some_and(|n| n == name) {
+                    self.inline.borrow_mut().pop();
+                    inline = true;
+                }
+                if BLOCKS.contains(&name) && !inline && !concealing {
+                    self.glued.borrow_mut().push('\n');
+                }
+                if !VOID.contains(&name) {
+                    if concealing && !tag.self_closing {
+                        self.concealed.borrow_mut().push(name.to_string());
+                    } else if !start && self.concealed.borrow().last().is_some_and(|n| n == name) {
+                        self.concealed.borrow_mut().pop();
+                    }
+                    let rtl = style.contains("unicode-bidi:bidi-override")
+                        && style.contains("direction:rtl");
+                    if start && rtl && !tag.self_closing {
+                        self.overrides.borrow_mut().push(name.to_string());
+                        self.both("\u{202E}");
+                    } else if !start && self.overrides.borrow().last().is_some_and(|n| n == name) {
+                        self.overrides.borrow_mut().pop();
+                        self.both("\u{202C}");
+                    }
+                }
                 // An inline element set apart by its style ends its line where it ends.
                 if start && hidden_attr && !tag.self_closing {
                     self.apart.borrow_mut().push(name.to_string());
@@ -256,10 +474,13 @@ impl TokenSink for Collect {
                     for a in &tag.attrs {
                         let n: &str = &a.name.local;
                         let shown = match (name, n) {
-                            ("img" | "area" | "input", "alt") | ("input" | "button", "value") => {
+                            ("img" | "area" | "input", "alt")
+                            | ("input" | "button", "value")
+                            | ("input" | "textarea", "placeholder") => Some(a.value.to_string()),
+                            ("iframe", "srcdoc") => Some(html_to_text(&a.value)),
+                            _ if self.css.borrow().attrs.iter().any(|x| x == n) => {
                                 Some(a.value.to_string())
                             }
-                            ("iframe", "srcdoc") => Some(html_to_text(&a.value)),
                             _ => None,
                         };
                         if let Some(shown) = shown {
@@ -321,7 +542,21 @@ pub fn html_to_text(html: &str) -> String {
     input.push_back(StrTendril::from_slice(html));
     let _ = tokenizer.feed(&input);
     tokenizer.end();
-    let text = tokenizer.sink.out.take();
+    let mut text = tokenizer.sink.out.take();
+    let glued = tokenizer.sink.glued.take();
+    // Lines of the laid-out reading that the apart one does not have (a word split by
+    // something a browser hides or lays out inline) are read too, after it.
+    let shown: std::collections::HashSet<&str> = text.lines().map(str::trim).collect();
+    let extra: Vec<&str> = glued
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !shown.contains(l))
+        .collect();
+    if !extra.is_empty() {
+        text.push_str("\n\n");
+        text.push_str(&extra.join("\n"));
+        text.push('\n');
+    }
     // Non-breaking spaces are spaces on screen.
     text.replace('\u{A0}', " ")
 }
@@ -462,6 +697,39 @@ mod tests {
         // Source line breaks are spaces on screen.
         let t = html_to_text("<p><strong>\nconfidential\n</strong> waste collection</p>");
         assert!(t.lines().all(|l| l.trim() != "confidential"), "{t:?}");
+    }
+
+    #[test]
+    fn a_word_split_by_what_a_browser_hides_or_lays_inline_is_read_whole() {
+        for html in [
+            "<p>SEC<span style=\"display:none\">ly</span>RET</p>",
+            "<p>SE<br style=\"display:none\">CRET</p>",
+            "<p>SEC<img src=\"cid:x\" width=\"0\" alt=\"\">RET</p>",
+            "<table><tr><td>SEC</td><td>RET</td></tr></table>",
+            "<div style=\"display:inline\">SEC</div><div style=\"display:inline\">RET</div>",
+            "<style>.x{display:none}</style><p>SECRET<span class=\"x\">ly shared</span></p>",
+            "<style>i { font-size: 0px }</style><p>SECRET<i>ive</i></p>",
+            "<style>.m::before{content:\"SECRET\"}</style><p class=\"m\"></p>",
+            "<style>p[data-m]::after{content:attr(data-m)}</style><p data-m=\"SECRET\"></p>",
+            "<p style=\"direction:rtl;unicode-bidi:bidi-override\">TERCES</p>",
+            "<input placeholder=\"SECRET\">",
+        ] {
+            let text = html_to_text(html);
+            let folded: Vec<String> = text
+                .lines()
+                .map(|l| {
+                    let l = l.trim();
+                    crate::marking::normalize::visual(l).unwrap_or_else(|| l.to_string())
+                })
+                .collect();
+            assert!(
+                folded.iter().any(|l| l.contains("SECRET")),
+                "{html}: {text:?}"
+            );
+        }
+        // Plain HTML reads once: nothing laid out differently, nothing added.
+        let plain = "<p>Hello Bob,</p><p>The plan.</p>";
+        assert_eq!(html_to_text(plain).matches("The plan.").count(), 1);
     }
 
     #[test]
