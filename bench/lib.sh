@@ -53,6 +53,9 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "no listener on $1" >&2; return 1; }
 # User + system CPU ticks of a process (all its threads).
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# The whole machine's busy and total CPU ticks (all cores): busy / total over a round says
+# whether the round was bound by CPU (near 1) or by waiting (fsync, round trips).
+machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
 
 # The benchmark message: 10 KB, RESTRICTED, signed, to a CJSM recipient; LF line ends
 # (smtp-source adds the CR itself).

@@ -52,16 +52,18 @@ queue_empty() { [ -z "$(postqueue -c "$WORK/pf-$1/etc" -j 2>/dev/null)" ]; }
 
 # One round: N messages into Postfix; its rate is messages accepted per second (what the
 # sending clients see), then wait until the sink has them all.
-round() { # NAME PORT -> prints "rate cpu_ticks"
-  local before after start end t0 t1 rate
+round() { # NAME PORT -> prints "rate cpu_ticks machine_busy_fraction"
+  local before after start end t0 t1 rate m0 m1
   before=$(sink_count); before=${before:-0}
   t0=$(ticks "$MG_PID")
+  m0=$(machine_ticks)
   start=$(date +%s.%N)
   if ! smtp-source -s "$SESSIONS" -m "$N" -F "$WORK/msg.txt" -f jane@police.cjsm.net \
       -t bob@cps.cjsm.net "127.0.0.1:$2"; then
     echo "round $1: smtp-source failed" >&2; exit 1
   fi
   end=$(date +%s.%N)
+  m1=$(machine_ticks)
   for _ in $(seq 600); do
     after=$(sink_count); after=${after:-0}
     [ $((after - before)) -ge "$N" ] && queue_empty "$1" && break
@@ -72,27 +74,28 @@ round() { # NAME PORT -> prints "rate cpu_ticks"
     echo "round $1: the sink got $((after - before)) of $N messages" >&2; exit 1
   fi
   rate=$(echo "$N / ($end - $start)" | bc -l)
-  echo "$rate $((t1 - t0))"
+  echo "$rate $((t1 - t0)) $(echo "$m0 $m1" | awk '{print ($3 - $1) / ($4 - $2)}')"
 }
 
 # Warm both (and markgate's classifier) before measuring.
 round plain "$PLAIN" >/dev/null
 round milter "$WITH" >/dev/null
 
-printf '| round | Postfix alone (msg/s) | Postfix + markgate milter (msg/s) | ratio | markgate CPU s/1,000 msg |\n'
-printf '| --- | ---: | ---: | ---: | ---: |\n'
+printf '| round | Postfix alone (msg/s) | machine busy | Postfix + markgate milter (msg/s) | machine busy | ratio | markgate CPU s/1,000 msg |\n'
+printf '| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n'
 ratios=()
 best_plain=0
 with_rates=()
 for r in $(seq "$ROUNDS"); do
-  read -r plain _ < <(round plain "$PLAIN")
-  read -r with cpu < <(round milter "$WITH")
+  read -r plain _ busy_plain < <(round plain "$PLAIN")
+  read -r with cpu busy_with < <(round milter "$WITH")
   ratio=$(echo "$with / $plain" | bc -l)
   per=$(echo "$cpu / $HZ / $N * 1000" | bc -l)
   ratios+=("$ratio")
   with_rates+=("$with")
   best_plain=$(echo "if ($plain > $best_plain) $plain else $best_plain" | bc -l)
-  printf '| %d | %.0f | %.0f | %.2f | %.2f |\n' "$r" "$plain" "$with" "$ratio" "$per"
+  printf '| %d | %.0f | %.0f %% | %.0f | %.0f %% | %.2f | %.2f |\n' "$r" "$plain" \
+    "$(echo "$busy_plain * 100" | bc -l)" "$with" "$(echo "$busy_with * 100" | bc -l)" "$ratio" "$per"
 done
 sorted=$(printf '%s\n' "${ratios[@]}" | sort -g)
 min=$(echo "$sorted" | head -1)

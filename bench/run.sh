@@ -11,7 +11,9 @@
 # that can land on a slow round). Every run must deliver all its messages: smtp-source's exit
 # status, the sink's count and markgate's pass counter are checked after each round, and the
 # script exits 1 when any run lost a message. markgate's CPU per 1,000 messages (user +
-# system from /proc/PID/stat) per round and overall, and its peak RSS.
+# system from /proc/PID/stat) per round and overall, and its peak RSS. Beside each rate, how
+# busy the whole machine was during it (all cores, /proc/stat): near 100 % the round was
+# bound by CPU, so markgate's share of it is what the ratio measures.
 #
 #   bench/run.sh [MESSAGES] [ROUNDS]        (defaults 5000 and 5)
 #   MARKGATE_BENCH_STORE=postgres bench/run.sh ...   (the PostgreSQL store, on this machine)
@@ -128,7 +130,9 @@ for r in $(seq "$ROUNDS"); do
   for p in "${PEERS[@]}"; do
     before=$(sink_count); before=${before:-0}
     if [ "$p" = markgate ]; then t0=$(ticks "$MG_PID"); p0=$(passes); fi
+    m0=$(machine_ticks)
     v=$(rate "$(peer_port "$p")")
+    busy=$(echo "$m0 $(machine_ticks)" | awk '{printf "%.0f", 100 * ($3 - $1) / ($4 - $2)}')
     delivered "$before" || { echo "round $r, $p: messages lost" >&2; LOST=1; }
     if [ "$p" = markgate ]; then
       ticks=$(( $(ticks "$MG_PID") - t0 ))
@@ -140,7 +144,7 @@ for r in $(seq "$ROUNDS"); do
       MG_CPU=$(python3 -c "print(f'{$ticks/$(getconf CLK_TCK)/$N*1000:.3f}')")
     fi
     RATES[$p]="${RATES[$p]:-} $v"
-    line="$line | $v"
+    line="$line | $v ($busy %)"
   done
   d=$(echo "${RATES[direct]}" | awk '{print $NF}')
   m=$(echo "${RATES[markgate]}" | awk '{print $NF}')
@@ -175,7 +179,7 @@ echo
 echo "markgate benchmark: $N messages of 10 KB, $SESSIONS sessions, $ROUNDS alternating rounds, $(nproc) cores"
 echo
 header="| round"; rule="| ---"
-for p in "${PEERS[@]}"; do header="$header | $p msg/s"; rule="$rule | ---:"; done
+for p in "${PEERS[@]}"; do header="$header | $p msg/s (machine busy)"; rule="$rule | ---:"; done
 echo "$header | markgate / direct | markgate CPU s/1,000 |"
 echo "$rule | ---: | ---: |"
 for l in "${ROUND_LINES[@]}"; do echo "$l"; done
