@@ -265,50 +265,102 @@ fn starts_like_marking(line: &str) -> bool {
             .iter()
             .any(|s| head[..3].eq_ignore_ascii_case(s.as_bytes())))
         // Rarer forms: a list number (`1. SECRET`) or letters set apart (`S E C R E T`).
-        || unnumbered(visible) != visible
+        // (unnumbered returns the line itself or a shorter tail of it: compare lengths, not
+        // the bytes)
+        || unnumbered(visible).len() != visible.len()
         || letter_spaced(visible).is_some()
 }
 
 /// The lines of `text` that may be a marking.
 fn candidate_lines(text: &str) -> impl Iterator<Item = &str> {
-    visual_lines(text).filter(|line| {
-        let (_, unquoted) = unquote(line);
-        starts_like_marking(unquoted)
-            || line.contains(['\u{202E}', '\u{2067}'])
-            || (line.contains('=')
+    VisualLines { rest: text }.filter_map(|line| {
+        let (_, unquoted) = unquote(line.text);
+        let candidate = starts_like_marking(unquoted)
+            || line.bidi
+            || (line.equals
                 && line
+                    .text
                     .as_bytes()
                     .windows(4)
-                    .any(|w| w.eq_ignore_ascii_case(b"sec=")))
+                    .any(|w| w.eq_ignore_ascii_case(b"sec=")));
+        candidate.then_some(line.text)
     })
 }
 
-/// A character that ends a line on screen besides LF: a bare CR, VT, FF, NEL and the
-/// Unicode line and paragraph separators.
-fn breaks_line(c: char) -> bool {
-    matches!(
-        c,
-        '\r' | '\u{0B}' | '\u{0C}' | '\u{85}' | '\u{2028}' | '\u{2029}'
-    )
+/// One line a reader sees, with what the candidate test asks of it found by the same scan.
+struct VisualLine<'a> {
+    text: &'a str,
+    /// It holds `=` (an EPMS pair may stand anywhere in it).
+    equals: bool,
+    /// It holds a right-to-left override (U+202E) or isolate (U+2067): the reader sees it
+    /// reversed, so its first letters say nothing.
+    bidi: bool,
 }
 
-/// The lines a reader sees. Split at LF with memchr's speed; a line is split again only
-/// when it holds one of the rarer breaks.
-fn visual_lines(text: &str) -> impl Iterator<Item = &str> {
-    text.split('\n').flat_map(|line| {
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        let rare = if line.is_ascii() {
-            line.contains('\r') || line.contains('\u{0B}') || line.contains('\u{0C}')
-        } else {
-            line.contains(breaks_line)
+/// The lines a reader sees: ended by LF, CRLF, a bare CR, VT, FF, NEL (U+0085) and the
+/// Unicode line and paragraph separators (U+2028, U+2029). One pass over the bytes, which
+/// also notes what the candidate test needs: the classifier runs this over every text of
+/// every message, so it is the loop the gateway's CPU per message is made of.
+struct VisualLines<'a> {
+    rest: &'a str,
+}
+
+/// Bytes the scan stops at: the ASCII line breaks, `=`, and every non-ASCII byte (where
+/// NEL, U+2028/9 and the bidi controls begin). Everything else is skipped by a table lookup.
+static STOPS: [bool; 256] = {
+    let mut t = [false; 256];
+    t[b'\n' as usize] = true;
+    t[b'\r' as usize] = true;
+    t[0x0B] = true;
+    t[0x0C] = true;
+    t[b'=' as usize] = true;
+    let mut b = 0x80;
+    while b < 256 {
+        t[b] = true;
+        b += 1;
+    }
+    t
+};
+
+impl<'a> Iterator for VisualLines<'a> {
+    type Item = VisualLine<'a>;
+
+    fn next(&mut self) -> Option<VisualLine<'a>> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let bytes = self.rest.as_bytes();
+        let (mut equals, mut bidi) = (false, false);
+        let mut i = 0;
+        // (end of the line, start of the next)
+        let (end, next) = loop {
+            while i < bytes.len() && !STOPS[bytes[i] as usize] {
+                i += 1;
+            }
+            let Some(&b) = bytes.get(i) else {
+                break (i, i);
+            };
+            let after = |n: usize| bytes.get(i + n).copied();
+            match b {
+                b'\r' if after(1) == Some(b'\n') => break (i, i + 2),
+                b'\n' | b'\r' | 0x0B | 0x0C => break (i, i + 1),
+                b'=' => equals = true,
+                0xC2 if after(1) == Some(0x85) => break (i, i + 2),
+                0xE2 => match (after(1), after(2)) {
+                    (Some(0x80), Some(0xA8 | 0xA9)) => break (i, i + 3),
+                    (Some(0x80), Some(0xAE)) | (Some(0x81), Some(0xA7)) => bidi = true,
+                    _ => {}
+                },
+                _ => {}
+            }
+            i += 1;
         };
-        let (one, many) = if rare {
-            (None, Some(line.split(breaks_line as fn(char) -> bool)))
-        } else {
-            (Some(line), None)
-        };
-        one.into_iter().chain(many.into_iter().flatten())
-    })
+        // The stops are ASCII bytes or the lead byte of a whole UTF-8 sequence, so both
+        // indices fall on character boundaries.
+        let text = self.rest.get(..end).unwrap_or_default();
+        self.rest = self.rest.get(next..).unwrap_or_default();
+        Some(VisualLine { text, equals, bidi })
+    }
 }
 
 /// A list number in front: `1. SECRET`, `a) SECRET`.
@@ -500,6 +552,48 @@ mod tests {
             .into_iter()
             .filter_map(|(p, _, _)| p.level.map(Level::name))
             .collect()
+    }
+
+    fn lines(text: &str) -> Vec<&str> {
+        VisualLines { rest: text }.map(|l| l.text).collect()
+    }
+
+    #[test]
+    fn visual_lines_end_where_a_reader_sees_them_end() {
+        assert_eq!(
+            lines("a\nb\r\nc\rd\x0Be\x0Cf"),
+            ["a", "b", "c", "d", "e", "f"]
+        );
+        assert_eq!(lines("é\u{85}ü\u{2028}x\u{2029}y"), ["é", "ü", "x", "y"]);
+        // A break at either end, doubled breaks, a lone CR before CRLF.
+        assert_eq!(lines("\na\r\r\nb\n\n"), ["", "a", "", "b", ""]);
+        // Other three-byte characters that begin like U+2028 are text.
+        assert_eq!(lines("a\u{2026}b\u{2030}c"), ["a\u{2026}b\u{2030}c"]);
+        assert!(lines("").is_empty());
+        let flags: Vec<(bool, bool)> = VisualLines {
+            rest: "x=1\n\u{202E}TERCES\n\u{2067}a\nplain",
+        }
+        .map(|l| (l.equals, l.bidi))
+        .collect();
+        assert_eq!(
+            flags,
+            [(true, false), (false, true), (false, true), (false, false)]
+        );
+    }
+
+    #[test]
+    fn banners_after_every_kind_of_line_break() {
+        for text in [
+            "Hello\rSECRET\rBye",
+            "Hello\u{0B}SECRET",
+            "Hello\u{0C}SECRET\u{0C}",
+            "Hello\u{85}SECRET",
+            "Hello\u{2028}SECRET\u{2029}Bye",
+            "Dear Bob, note=1 \u{2029}SEC=SECRET",
+            "Hi\n\u{202E}TERCES\u{202C}",
+        ] {
+            assert_eq!(banner_levels(banners(text)), ["SECRET"], "{text:?}");
+        }
     }
 
     #[test]
