@@ -138,8 +138,9 @@ impl PgTracking {
             rows.iter()
                 .map(|r| {
                     let id: i64 = r.get(0);
-                    let record: serde_json::Value = r.get(1);
-                    Ok((id, serde_json::from_value(record)?))
+                    // Parsed straight from the row's JSON into the typed record.
+                    let tokio_postgres::types::Json(record) = r.try_get(1)?;
+                    Ok((id, record))
                 })
                 .collect()
         })
@@ -149,7 +150,7 @@ impl PgTracking {
 /// A record as a row: the searched fields beside the record itself.
 struct Row {
     record: TrackingRecord,
-    value: serde_json::Value,
+    value: JsonText,
     digest: String,
     recipients: Vec<String>,
     sender: String,
@@ -161,8 +162,8 @@ impl Row {
         use sha2::Digest;
         let bytes = serde_json::to_vec(record)?;
         Ok(Row {
-            value: serde_json::from_slice(&bytes)?,
             digest: format!("{:x}", sha2::Sha256::digest(&bytes)),
+            value: JsonText(bytes),
             recipients: record
                 .recipients
                 .iter()
@@ -216,6 +217,36 @@ impl Row {
             .await?;
         Ok(n == 1)
     }
+}
+
+/// A record's JSON text, bound as `json`/`jsonb` as it is: serialized once from the typed
+/// record. (Binding a `serde_json::Value` meant parsing the text into a tree only for the
+/// driver to serialize it again: a tenth of markgate's CPU per message with this store.)
+#[derive(Debug)]
+struct JsonText(Vec<u8>);
+
+impl tokio_postgres::types::ToSql for JsonText {
+    fn to_sql(
+        &self,
+        ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        if *ty == tokio_postgres::types::Type::JSONB {
+            // jsonb's binary format: a version byte, then the text.
+            out.extend_from_slice(&[1]);
+        }
+        out.extend_from_slice(&self.0);
+        Ok(tokio_postgres::types::IsNull::No)
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        matches!(
+            *ty,
+            tokio_postgres::types::Type::JSON | tokio_postgres::types::Type::JSONB
+        )
+    }
+
+    tokio_postgres::types::to_sql_checked!();
 }
 
 /// A record waiting for the next group commit, and where to say how it went.
