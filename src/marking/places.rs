@@ -232,7 +232,13 @@ pub fn banners(text: &str) -> Vec<(Parsed, String, &'static str)> {
         let parsed = grammar::parse(visible)
             .or_else(|| grammar::parse(line.trim()))
             .or_else(|| grammar::parse(unnumbered(visible)))
-            .or_else(|| letter_spaced(visible).and_then(|s| grammar::parse(&s)));
+            .or_else(|| letter_spaced(visible).and_then(|s| grammar::parse(&s)))
+            // Decoration around a reversed run (`*** \u{202E}TERCES\u{202C} ***` shows as
+            // `*** SECRET ***`): laid out as displayed first, then undecorated.
+            .or_else(|| {
+                let shown = super::normalize::visual(line)?;
+                grammar::parse(undecorate(&super::normalize::fold(&shown)))
+            });
         if let Some(p) = parsed {
             let source = if quoted { "quoted:banner" } else { "banner" };
             found.push((p, line.trim().to_string(), source));
@@ -591,6 +597,11 @@ mod tests {
             "Hello\u{2028}SECRET\u{2029}Bye",
             "Dear Bob, note=1 \u{2029}SEC=SECRET",
             "Hi\n\u{202E}TERCES\u{202C}",
+            "*** \u{202E}TERCES\u{202C} ***",
+            "\u{202E}*** TERCES ***\u{202C}",
+            "\u{202E}TERCES \u{2022}",
+            "\u{202E}TERCES\u{2026}",
+            "*** \u{202E}TERCES ***",
         ] {
             assert_eq!(banner_levels(banners(text)), ["SECRET"], "{text:?}");
         }
