@@ -165,20 +165,35 @@ impl TrackingRecord {
 
 /// Drops each intent record that a later record of the same queue id completes.
 pub fn supersede_intents(records: Vec<TrackingRecord>) -> Vec<TrackingRecord> {
+    let superseded = superseded_intents(&records);
+    records
+        .into_iter()
+        .zip(superseded)
+        .filter(|(_, gone)| !gone)
+        .map(|(r, _)| r)
+        .collect()
+}
+
+/// For each record in order, whether it is an intent that a later record of the same queue
+/// id completes (so a reader, or the index, leaves it out).
+pub fn superseded_intents<R: std::borrow::Borrow<TrackingRecord>>(records: &[R]) -> Vec<bool> {
     use std::collections::HashMap;
-    let mut last: HashMap<String, usize> = HashMap::new();
+    let mut last: HashMap<&str, usize> = HashMap::new();
     for (i, r) in records.iter().enumerate() {
-        if let Some(q) = &r.queue_id {
-            last.insert(q.clone(), i);
+        if let Some(q) = &r.borrow().queue_id {
+            last.insert(q, i);
         }
     }
     records
-        .into_iter()
+        .iter()
         .enumerate()
-        .filter(|(i, r)| {
-            !r.is_intent() || r.queue_id.as_ref().is_none_or(|q| last.get(q) == Some(i))
+        .map(|(i, r)| {
+            let r = r.borrow();
+            r.is_intent()
+                && r.queue_id
+                    .as_deref()
+                    .is_some_and(|q| last.get(q) != Some(&i))
         })
-        .map(|(_, r)| r)
         .collect()
 }
 

@@ -3,7 +3,6 @@
 //! is an index lookup, not a scan. The JSONL files stay the source of truth: the index can be
 //! rebuilt from them at any time (`markgate track reindex`). This is the only SQL in markgate.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -473,20 +472,11 @@ fn index_lines(
     // An intent whose outcome is in the same batch (nearly every one: the indexer runs a
     // few milliseconds behind the sessions) would be inserted only to be deleted by its
     // outcome: it is never written. Half the index's work per message was that.
-    let mut last: HashMap<&str, usize> = HashMap::new();
-    for (i, (_, record)) in records.iter().enumerate() {
-        if let Some(q) = &record.queue_id {
-            last.insert(q, i);
-        }
-    }
+    let only: Vec<&TrackingRecord> = records.iter().map(|(_, r)| r).collect();
+    let superseded = crate::store::record::superseded_intents(&only);
     let mut n = 0;
-    for (i, (at, record)) in records.iter().enumerate() {
-        let superseded = record.is_intent()
-            && record
-                .queue_id
-                .as_deref()
-                .is_some_and(|q| last.get(q) != Some(&i));
-        if !superseded {
+    for ((at, record), gone) in records.iter().zip(superseded) {
+        if !gone {
             insert(conn, record, name, *at)?;
             n += 1;
         }
