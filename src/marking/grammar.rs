@@ -25,9 +25,12 @@ const DESCRIPTORS: &[&str] = &[
     "VISITS",
 ];
 
+/// A level, after an optional introducer (`Protective Marking:`) and up to two national or
+/// alliance prefixes (`UK SECRET`, `NATO SECRET`, `COSMIC TOP SECRET`): a reader sees the
+/// level whatever owns it.
 static LEVEL: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"^(?:(?:PROTECTIVE\s+MARKING|SECURITY\s+CLASSIFICATION|CLASSIFICATION|MARKING|SEC)\s*[:=\-]\s*)?(NOT\s+PROTECTIVELY\s+MARKED|NPM|UNCLASSIFIED|TOP[\s_-]*SECRET|OFFICIAL\s*[-:_]?\s*SENSITIVE|OFFICIAL|PROTECT|RESTRICTED|CONFIDENTIAL|SECRET|PRIVATE)(?:$|[\s\-:/,_;\[\(])",
+        r"^(?:(?:PROTECTIVE\s+MARKING|SECURITY\s+CLASSIFICATION|CLASSIFICATION|MARKING|SEC)\s*[:=\-]\s*)?(?:(?:UK|HMG|NATO|EU|COSMIC)\s+){0,2}(NOT\s+PROTECTIVELY\s+MARKED|NPM|UNCLASSIFIED|TOP[\s_-]*SECRET|OFFICIAL\s*[-:_]?\s*SENSITIVE|OFFICIAL|PROTECT|RESTRICTED|CONFIDENTIAL|SECRET|PRIVATE)(?:$|[\s\-:/,_;\[\(])",
     )
     .expect("level regex")
 });
@@ -90,7 +93,7 @@ fn parse_folded(text: &str) -> Option<Parsed> {
         .and_then(|s| s.strip_suffix(']'))
         .unwrap_or(&upper)
         .trim();
-    if inner.contains("SEC=") {
+    if has_epms_sec(inner) {
         return parse_epms(inner);
     }
     let caps = LEVEL.captures(inner)?;
@@ -135,20 +138,63 @@ fn qualifiers(mut rest: &str, parsed: &mut Parsed) -> Option<()> {
     }
 }
 
+/// A key of an EPMS pair (`SEC=`, `VER =`): a name standing at the start or after a
+/// space, comma, semicolon or bracket, then `=`. Found anywhere in a line, so pairs after
+/// other `name=value` text (`Ref=12; SEC=SECRET`, `x=1 y=2 SEC=SECRET`) are read too.
+static EPMS_KEY: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)(?:^|[\s,;\[\(])([A-Z][A-Z0-9_.\-]*)\s*=").expect("epms key regex")
+});
+
+/// Whether `text` holds an EPMS `SEC` key (`SEC=`, `sec =`) anywhere: such a text is read as
+/// EPMS pairs. A byte scan, so every line of a body can be asked.
+pub fn has_epms_sec(text: &str) -> bool {
+    let b = text.as_bytes();
+    let mut i = 0;
+    while let Some(at) = memchr::memchr2(b'S', b's', &b[i..]).map(|at| i + at) {
+        i = at + 1;
+        if !b
+            .get(at..at + 3)
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"sec"))
+        {
+            continue;
+        }
+        let before_ok = at == 0 || !b[at - 1].is_ascii_alphanumeric();
+        let after = b[at + 3..].iter().position(|c| !matches!(c, b' ' | b'\t'));
+        if before_ok && after.is_some_and(|n| b[at + 3 + n] == b'=') {
+            return true;
+        }
+    }
+    false
+}
+
 /// The Email Protective Marking Standard form: `VER=2012.3, NS=gov.uk, SEC=RESTRICTED,
-/// CAVEAT=UK EYES ONLY, ORIGIN=a@b`. Only SEC decides the level; CAVEAT adds caveats and
-/// ACCESS adds descriptors. Keys are case-insensitive (the caller may upper-case).
+/// CAVEAT=UK EYES ONLY, ORIGIN=a@b`. Only SEC decides the level (the highest, when a text
+/// repeats it: a later `SEC=OFFICIAL` must not hide an earlier `SEC=SECRET`); CAVEAT adds
+/// caveats and ACCESS adds descriptors. A value runs to the next key or a closing bracket;
+/// keys are case-insensitive.
 pub fn parse_epms(value: &str) -> Option<Parsed> {
     let mut parsed = Parsed::default();
-    for pair in value.split(',') {
-        let Some((key, val)) = pair.split_once('=') else {
+    let keys: Vec<_> = EPMS_KEY.captures_iter(value).collect();
+    for (n, caps) in keys.iter().enumerate() {
+        let (Some(whole), Some(key)) = (caps.get(0), caps.get(1)) else {
             continue;
         };
-        let val = val.trim();
-        match key.trim().to_ascii_uppercase().as_str() {
+        let end = keys
+            .get(n + 1)
+            .and_then(|next| next.get(0))
+            .map_or(value.len(), |m| m.start());
+        // No value holds `]`: in `[SEC=SECRET] plan` the pairs end at the bracket.
+        let val = &value[whole.end()..end];
+        let val = val[..val.find(']').unwrap_or(val.len())]
+            .trim()
+            .trim_end_matches([',', ';', ']', ')'])
+            .trim();
+        match key.as_str().to_ascii_uppercase().as_str() {
             "SEC" => {
                 let sec = parse(val)?;
-                parsed.level = sec.level;
+                if parsed.level.map(Level::rank) < sec.level.map(Level::rank) {
+                    parsed.level = sec.level;
+                }
                 parsed.descriptors.extend(sec.descriptors);
                 parsed.caveats.extend(sec.caveats);
             }
@@ -201,6 +247,16 @@ mod tests {
             ("ЅЕСRЕТ", "SECRET"),
             ("ＳＥＣＲＥＴ", "SECRET"),
             ("SE\u{AD}CRET", "SECRET"),
+            ("UK SECRET", "SECRET"),
+            ("NATO SECRET", "SECRET"),
+            ("EU RESTRICTED", "RESTRICTED"),
+            ("COSMIC TOP SECRET", "TOP SECRET"),
+            ("NATO COSMIC TOP SECRET", "TOP SECRET"),
+            ("HMG Secret", "SECRET"),
+            (
+                "Classification: UK OFFICIAL-SENSITIVE",
+                "OFFICIAL-SENSITIVE",
+            ),
         ] {
             assert_eq!(level(text), Some(want), "{text}");
         }
@@ -230,6 +286,10 @@ mod tests {
             "SECRET (santa)",
             "R v Secret",
             "Top secret recipe",
+            "UK secret recipe",
+            "NATO summit",
+            "EU restricted area",
+            "UK",
         ] {
             assert_eq!(level(text), None, "{text}");
         }
@@ -245,5 +305,33 @@ mod tests {
         assert!(p.caveats.contains("UK EYES ONLY"));
         assert!(p.descriptors.contains("LEGAL-PRIVILEGE"));
         assert!(parse_epms("VER=2012.3, NS=gov.uk").is_none());
+    }
+
+    #[test]
+    fn epms_pairs_after_other_pairs_and_spaced_keys_are_read() {
+        for text in [
+            "x=1 y=2 SEC=SECRET",
+            "Ref=12; SEC=TOP-SECRET",
+            "Ref=12;SEC=SECRET",
+            "VER=2012.3 NS=gov.uk SEC=SECRET",
+            "SEC = SECRET",
+            "ver=2012.3, ns=gov.uk, sec=secret",
+            // A later, lower SEC must not hide the first.
+            "SEC=SECRET, SEC=OFFICIAL",
+            "SEC=OFFICIAL, NOTE=x, SEC=SECRET",
+        ] {
+            let got = parse(text).and_then(|p| p.level);
+            assert!(
+                matches!(got, Some(Level::Secret | Level::TopSecret)),
+                "{text}: {got:?}"
+            );
+            let header = parse_epms(text).and_then(|p| p.level);
+            assert_eq!(header, got, "{text}");
+        }
+        let p = parse_epms("Ref=12; SEC=RESTRICTED; CAVEAT=UK EYES ONLY; ORIGIN=a@b").unwrap();
+        assert_eq!(p.level, Some(Level::Restricted));
+        assert!(p.caveats.contains("UK EYES ONLY"), "{p:?}");
+        assert!(has_epms_sec("a SEC =x") && has_epms_sec("sec=") && !has_epms_sec("BSEC=1"));
+        assert!(!has_epms_sec("SECTION=4") && !has_epms_sec("sec") && !has_epms_sec("SEC x=1"));
     }
 }

@@ -121,6 +121,13 @@ fn in_title(text: &str, separators: &[&str]) -> Vec<(Parsed, String)> {
     // The same text found by two rules is one finding.
     let mut seen = std::collections::HashSet::new();
     found.retain(|(_, raw)| seen.insert(raw.clone()));
+    // And a finding that only repeats a shorter one inside it (`[SEC=SECRET]` and
+    // `[SEC=SECRET] plan`) is that one.
+    let all = found.clone();
+    found.retain(|(p, raw)| {
+        !all.iter()
+            .any(|(q, r)| q == p && r.len() < raw.len() && raw.contains(r.as_str()))
+    });
     found
 }
 
@@ -150,7 +157,7 @@ pub fn file_name(name: &str) -> Vec<(Parsed, String)> {
 
 /// A header whose value is a marking, or EPMS pairs.
 pub fn header_value(value: &str) -> Option<Parsed> {
-    if value.to_ascii_uppercase().contains("SEC=") {
+    if grammar::has_epms_sec(value) {
         grammar::parse_epms(value)
     } else {
         grammar::parse(value)
@@ -259,13 +266,13 @@ fn starts_like_marking(line: &str) -> bool {
     ];
     // Most lines of prose fail on their first letter.
     if let Some(first) = line.bytes().find(|b| !b.is_ascii_whitespace()) {
-        if first.is_ascii_alphabetic() && !b"SsRrOoCcPpTtNnUuMmVv".contains(&first) {
+        if first.is_ascii_alphabetic() && !b"SsRrOoCcPpTtNnUuMmVvHhEe".contains(&first) {
             return false;
         }
     }
     let folded = super::normalize::fold(line);
     let visible = undecorate(&folded);
-    let head = visible.trim_start_matches(['[', '(', ' ']).as_bytes();
+    let head = without_nations(visible.trim_start_matches(['[', '(', ' ']).as_bytes());
     (head.len() >= 3
         && STARTS
             .iter()
@@ -277,18 +284,32 @@ fn starts_like_marking(line: &str) -> bool {
         || letter_spaced(visible).is_some()
 }
 
+/// `head` after up to two national or alliance prefixes (`UK `, `NATO `, `COSMIC `), the
+/// words the grammar reads before a level.
+fn without_nations(mut head: &[u8]) -> &[u8] {
+    for _ in 0..2 {
+        let word = head
+            .iter()
+            .position(|b| !b.is_ascii_alphabetic())
+            .unwrap_or(head.len());
+        let is_nation = ["uk", "hmg", "nato", "eu", "cosmic"]
+            .iter()
+            .any(|n| head[..word].eq_ignore_ascii_case(n.as_bytes()));
+        if !is_nation || !head.get(word).is_some_and(|b| b.is_ascii_whitespace()) {
+            break;
+        }
+        head = head[word..].trim_ascii_start();
+    }
+    head
+}
+
 /// The lines of `text` that may be a marking.
 fn candidate_lines(text: &str) -> impl Iterator<Item = &str> {
     VisualLines { rest: text }.filter_map(|line| {
         let (_, unquoted) = unquote(line.text);
         let candidate = starts_like_marking(unquoted)
             || line.bidi
-            || (line.equals
-                && line
-                    .text
-                    .as_bytes()
-                    .windows(4)
-                    .any(|w| w.eq_ignore_ascii_case(b"sec=")));
+            || (line.equals && grammar::has_epms_sec(line.text));
         candidate.then_some(line.text)
     })
 }
@@ -515,6 +536,9 @@ mod tests {
                 "NOT PROTECTIVELY MARKED",
             ),
             ("Re: FW: SECRET // plan", "SECRET"),
+            ("NATO SECRET: exercise plan", "SECRET"),
+            ("AW: [UK SECRET] Quelle", "SECRET"),
+            ("COSMIC TOP SECRET plan", "TOP SECRET"),
         ] {
             assert_eq!(levels(subject(s)).first().copied(), Some(want), "{s}");
         }
@@ -596,6 +620,11 @@ mod tests {
             "Hello\u{85}SECRET",
             "Hello\u{2028}SECRET\u{2029}Bye",
             "Dear Bob, note=1 \u{2029}SEC=SECRET",
+            "Hello\nx=1 y=2 SEC=SECRET\nBye",
+            "Hello\nRef=12; SEC = SECRET\n",
+            "Hello\nNATO SECRET\nBye",
+            "*** UK SECRET ***",
+            "Hi\n[EU SECRET]",
             "Hi\n\u{202E}TERCES\u{202C}",
             "*** \u{202E}TERCES\u{202C} ***",
             "\u{202E}*** TERCES ***\u{202C}",
@@ -604,6 +633,21 @@ mod tests {
             "*** \u{202E}TERCES ***",
         ] {
             assert_eq!(banner_levels(banners(text)), ["SECRET"], "{text:?}");
+        }
+    }
+
+    #[test]
+    fn epms_header_pairs_after_other_pairs() {
+        for value in [
+            "Ref=12; SEC=TOP-SECRET",
+            "x=1 y=2 SEC=SECRET",
+            "SEC = SECRET",
+        ] {
+            let level = header_value(value).and_then(|p| p.level);
+            assert!(
+                matches!(level, Some(Level::Secret | Level::TopSecret)),
+                "{value}: {level:?}"
+            );
         }
     }
 

@@ -449,3 +449,22 @@ fn adversarial_messages_never_pass_below_confidential() {
     assert!(n >= 50, "{n} adversarial messages");
     assert!(passed.is_empty(), "{}", passed.join("\n"));
 }
+
+/// `markgate classify … | head` closes the pipe before the report is written: the command
+/// ends as a Unix tool killed by SIGPIPE would (status 141), with no panic on stderr.
+#[test]
+fn classify_into_a_closed_pipe_exits_quietly() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(bin())
+        .arg("classify")
+        .arg(root.join("subject/restricted-commercial.eml"))
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+}
