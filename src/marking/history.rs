@@ -101,11 +101,8 @@ pub fn inline(text: &str, place: &str) -> Vec<Forwarded> {
     let text = &*super::normalize::without_invisible(text);
     let mut found = Vec::new();
     let mut lines: Option<Vec<&str>> = None;
-    for (i, line) in text.lines().enumerate() {
-        // Cheap first: history lines have a colon.
-        if !line.contains(':') {
-            continue;
-        }
+    // Cheap first: history lines have a colon.
+    for (i, line) in super::places::lines_holding(text, b':') {
         if let Some(caps) = FROM_LINE.captures(line) {
             let lines = lines.get_or_insert_with(|| text.lines().collect());
             if !near_block_line(lines, i) {

@@ -265,9 +265,29 @@ fn starts_like_marking(line: &str) -> bool {
         "ver", "ns=",
     ];
     // Most lines of prose fail on their first letter.
-    if let Some(first) = line.bytes().find(|b| !b.is_ascii_whitespace()) {
-        if first.is_ascii_alphabetic() && !b"SsRrOoCcPpTtNnUuMmVvHhEe".contains(&first) {
+    let trimmed = line.trim_ascii_start().as_bytes();
+    if let Some(first) = trimmed.first() {
+        if first.is_ascii_alphabetic() && !b"SsRrOoCcPpTtNnUuMmVvHhEe".contains(first) {
             return false;
+        }
+    }
+    // Or on their first word: a line that starts with an ASCII word of four or more letters
+    // (`Please`, `Thanks`) followed by ASCII is the same line folded and undecorated, is no
+    // list number nor letters set apart, so its first three letters decide. Only a word
+    // followed by other characters (a zero-width space, a look-alike letter), or a national
+    // prefix, needs the whole test.
+    let word = trimmed
+        .iter()
+        .position(|b| !b.is_ascii_alphanumeric())
+        .unwrap_or(trimmed.len());
+    if word >= 4 && trimmed.get(word).is_none_or(u8::is_ascii) {
+        let nation = ["nato", "cosmic"]
+            .iter()
+            .any(|n| trimmed[..word].eq_ignore_ascii_case(n.as_bytes()));
+        if !nation {
+            return STARTS
+                .iter()
+                .any(|s| trimmed[..3].eq_ignore_ascii_case(s.as_bytes()));
         }
     }
     let folded = super::normalize::fold(line);
@@ -311,6 +331,30 @@ fn candidate_lines(text: &str) -> impl Iterator<Item = &str> {
             || line.bidi
             || (line.equals && grammar::has_epms_sec(line.text));
         candidate.then_some(line.text)
+    })
+}
+
+/// The lines of `text` that hold `byte`, numbered and cut as `str::lines` numbers and cuts
+/// them. The walks that only read lines with a colon find those by one vectorised search
+/// over the whole text rather than one scan per line.
+pub(super) fn lines_holding(text: &str, byte: u8) -> impl Iterator<Item = (usize, &str)> {
+    let b = text.as_bytes();
+    // `from` is always the start of a line; `index` numbers the line starting at `counted`.
+    let (mut from, mut counted, mut index) = (0, 0, 0);
+    std::iter::from_fn(move || {
+        let at = from + memchr::memchr(byte, b.get(from..)?)?;
+        let start = memchr::memrchr(b'\n', &b[from..at]).map_or(from, |n| from + n + 1);
+        let end = memchr::memchr(b'\n', &b[at..]).map_or(b.len(), |n| at + n);
+        index += memchr::memchr_iter(b'\n', &b[counted..start]).count();
+        counted = start;
+        from = end + 1;
+        let line = &text[start..end];
+        // `str::lines` drops the CR of a CRLF only.
+        let line = match line.strip_suffix('\r') {
+            Some(cut) if end < b.len() => cut,
+            _ => line,
+        };
+        Some((index, line))
     })
 }
 
@@ -441,10 +485,7 @@ static HISTORY_HEADER: LazyLock<Regex> = LazyLock::new(|| {
 pub fn history_subjects(text: &str) -> Vec<(Parsed, String, &'static str)> {
     let mut found = Vec::new();
     let mut lines: Option<Vec<&str>> = None;
-    for (i, line) in text.lines().enumerate() {
-        if !line.contains(':') {
-            continue;
-        }
+    for (i, line) in lines_holding(text, b':') {
         let Some(caps) = HISTORY_SUBJECT.captures(line) else {
             continue;
         };
@@ -633,6 +674,30 @@ mod tests {
             "*** \u{202E}TERCES ***",
         ] {
             assert_eq!(banner_levels(banners(text)), ["SECRET"], "{text:?}");
+        }
+    }
+
+    #[test]
+    fn lines_holding_numbers_and_cuts_as_str_lines() {
+        for text in [
+            "",
+            "a:b",
+            "a\nb:c\r\nd\n:e:f\n\ng:",
+            "x:\r",
+            ":\n:\n\n\r\n:x\r\n",
+            "no colon\nat all\n",
+            "\u{e9}:\u{2028}\n\u{ff1a}: x",
+        ] {
+            let want: Vec<(usize, &str)> = text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| l.contains(':'))
+                .collect();
+            assert_eq!(
+                lines_holding(text, b':').collect::<Vec<_>>(),
+                want,
+                "{text:?}"
+            );
         }
     }
 
