@@ -285,9 +285,9 @@ fn starts_like_marking(line: &str) -> bool {
             .iter()
             .any(|n| trimmed[..word].eq_ignore_ascii_case(n.as_bytes()));
         if !nation {
-            return STARTS
-                .iter()
-                .any(|s| trimmed[..3].eq_ignore_ascii_case(s.as_bytes()));
+            // Lower case by the 0x20 bit: no byte but a letter becomes one.
+            let key = [trimmed[0] | 0x20, trimmed[1] | 0x20, trimmed[2] | 0x20];
+            return STARTS.iter().any(|s| key == s.as_bytes()[..3]);
         }
     }
     let folded = super::normalize::fold(line);
@@ -393,6 +393,39 @@ static STOPS: [bool; 256] = {
     t
 };
 
+/// The index of the first byte at or after `i` that is in `STOPS` (or the length). Eight
+/// bytes at a time while none of them can be a stop: a byte below 0x0E (the line breaks are
+/// 0x0A–0x0D), `=`, or one with the high bit set; the table decides the rest.
+fn next_stop(bytes: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    const EQUALS: u64 = u64::from_ne_bytes([b'='; 8]);
+    loop {
+        while let Some(chunk) = bytes.get(i..i + 8) {
+            let mut word = [0; 8];
+            word.copy_from_slice(chunk);
+            let w = u64::from_ne_bytes(word);
+            // Some byte below 0x0E, some byte equal to `=`, some byte >= 0x80.
+            let low = w.wrapping_sub(ONES * 0x0E) & !w;
+            let eq = (w ^ EQUALS).wrapping_sub(ONES) & !(w ^ EQUALS);
+            if (low | eq | w) & HIGH != 0 {
+                break;
+            }
+            i += 8;
+        }
+        let end = (i + 8).min(bytes.len());
+        while i < end {
+            if STOPS[bytes[i] as usize] {
+                return i;
+            }
+            i += 1;
+        }
+        if i == bytes.len() {
+            return i;
+        }
+    }
+}
+
 impl<'a> Iterator for VisualLines<'a> {
     type Item = VisualLine<'a>;
 
@@ -405,9 +438,7 @@ impl<'a> Iterator for VisualLines<'a> {
         let mut i = 0;
         // (end of the line, start of the next)
         let (end, next) = loop {
-            while i < bytes.len() && !STOPS[bytes[i] as usize] {
-                i += 1;
-            }
+            i = next_stop(bytes, i);
             let Some(&b) = bytes.get(i) else {
                 break (i, i);
             };
@@ -517,7 +548,19 @@ pub fn history_subjects(text: &str) -> Vec<(Parsed, String, &'static str)> {
 /// sender's signature is looked for here only.
 pub fn new_text(text: &str) -> &str {
     let mut offset = 0;
-    let mut lines = text.split_inclusive('\n').peekable();
+    // The lines as `split_inclusive('\n')` cuts them, found by a vectorised search.
+    let b = text.as_bytes();
+    let ends = memchr::memchr_iter(b'\n', b)
+        .map(|n| n + 1)
+        .chain((b.last() != Some(&b'\n') && !b.is_empty()).then_some(b.len()));
+    let mut start = 0;
+    let mut lines = ends
+        .map(move |end| {
+            let line = &text[start..end];
+            start = end;
+            line
+        })
+        .peekable();
     while let Some(line) = lines.next() {
         let l = line.trim();
         // Cheap tests first: most lines start with none of these.
@@ -674,6 +717,54 @@ mod tests {
             "*** \u{202E}TERCES ***",
         ] {
             assert_eq!(banner_levels(banners(text)), ["SECRET"], "{text:?}");
+        }
+    }
+
+    #[test]
+    fn next_stop_finds_what_the_table_finds() {
+        let mut texts: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"plain ascii text with no stop at all".to_vec(),
+        ];
+        for stop in [b'\n', b'\r', 0x0B, 0x0C, b'=', 0x80, 0xC2, 0xE2, 0xFF] {
+            for at in 0..20 {
+                let mut t = b"abc\tdef ghi jkl mno pqr".to_vec();
+                t.insert(at, stop);
+                texts.push(t);
+            }
+        }
+        texts.push((0u8..=255).collect());
+        for t in &texts {
+            for from in 0..=t.len() {
+                let want = (from..t.len())
+                    .find(|&i| STOPS[t[i] as usize])
+                    .unwrap_or(t.len());
+                assert_eq!(next_stop(t, from), want, "{t:?} from {from}");
+            }
+        }
+    }
+
+    #[test]
+    fn new_text_ends_at_the_history() {
+        for (text, want) in [
+            ("", ""),
+            ("Hi Bob\r\nJane\r\n", "Hi Bob\r\nJane\r\n"),
+            ("Hi\n> quoted\n", "Hi\n"),
+            (
+                "Hi\r\n\r\n-----Original Message-----\r\nFrom: x",
+                "Hi\r\n\r\n",
+            ),
+            ("Hi\nOn Mon, Bob wrote:\n> x", "Hi\n"),
+            ("Hi\nBegin forwarded message:", "Hi\n"),
+            (
+                "Hi\nFrom: Bob <b@x>\nSent: Monday\nTo: a@x\nSubject: s\n",
+                "Hi\n",
+            ),
+            ("Hi\nFrom: the team, regards", "Hi\nFrom: the team, regards"),
+            ("> all quoted", ""),
+            ("no newline at the end", "no newline at the end"),
+        ] {
+            assert_eq!(new_text(text), want, "{text:?}");
         }
     }
 
