@@ -134,13 +134,7 @@ pub async fn write_stuffed(
                 Some(r) => ((r.start - offset) as usize).min(n),
                 None => n,
             };
-            for &b in &buf[i..keep_to] {
-                if at_line_start && b == b'.' {
-                    out.push(b'.');
-                }
-                out.push(b);
-                at_line_start = b == b'\n';
-            }
+            stuff_into(&mut out, &buf[i..keep_to], &mut at_line_start);
             if keep_to > i {
                 last = Some(buf[keep_to - 1]);
             }
@@ -159,6 +153,28 @@ pub async fn write_stuffed(
     out.extend_from_slice(b".\r\n");
     stream.write_all(&out).await?;
     stream.flush().await
+}
+
+/// Appends `bytes` to `out` with a dot doubled at the start of every line, a line at a time
+/// (the next line end found by a vectorised search, not byte by byte).
+fn stuff_into(out: &mut Vec<u8>, mut bytes: &[u8], at_line_start: &mut bool) {
+    while let Some(&first) = bytes.first() {
+        if *at_line_start && first == b'.' {
+            out.push(b'.');
+        }
+        match memchr::memchr(b'\n', bytes) {
+            Some(n) => {
+                out.extend_from_slice(&bytes[..=n]);
+                bytes = &bytes[n + 1..];
+                *at_line_start = true;
+            }
+            None => {
+                out.extend_from_slice(bytes);
+                *at_line_start = false;
+                return;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -202,6 +218,28 @@ mod tests {
         want.extend_from_slice(&msg[..cut]);
         want.extend_from_slice(b"Subject: s\r\n\r\n..leading dot\r\nbody\r\n.\r\n");
         assert_eq!(out, want);
+    }
+
+    #[test]
+    fn dots_are_stuffed_as_byte_by_byte_whatever_the_cut() {
+        let reference = |bytes: &[u8]| {
+            let (mut out, mut start) = (Vec::new(), true);
+            for &b in bytes {
+                if start && b == b'.' {
+                    out.push(b'.');
+                }
+                out.push(b);
+                start = b == b'\n';
+            }
+            out
+        };
+        let text: &[u8] = b".a\r\n..b\r\nc.d\n.\r\n\n.\n.e.";
+        for cut in 0..=text.len() {
+            let (mut out, mut start) = (Vec::new(), true);
+            stuff_into(&mut out, &text[..cut], &mut start);
+            stuff_into(&mut out, &text[cut..], &mut start);
+            assert_eq!(out, reference(text), "cut at {cut}");
+        }
     }
 
     #[test]

@@ -81,10 +81,7 @@ impl DataReader {
                 }
                 State::LineStart | State::Mid => {
                     // Fast path: copy the run of ordinary bytes up to the next CR or LF.
-                    let run = input[i..]
-                        .iter()
-                        .position(|&c| c == b'\r' || c == b'\n')
-                        .unwrap_or(input.len() - i);
+                    let run = memchr::memchr2(b'\r', b'\n', &input[i..]).unwrap_or(input.len() - i);
                     if run > 0 {
                         self.text(&input[i..i + run], out);
                         i += run;
