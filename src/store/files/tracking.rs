@@ -22,8 +22,8 @@ const INDEX_INTERVAL: Duration = Duration::from_millis(50);
 pub struct Tracking {
     dir: PathBuf,
     retention: Duration,
-    /// Today's file, its day and its length (the next record's offset).
-    current: Mutex<Option<(String, File, u64)>>,
+    /// Today's day and its file.
+    current: Mutex<Option<(String, File)>>,
     index: Mutex<Option<Index>>,
     /// Wakes the indexer thread (started on the first append) to catch the index up.
     indexer: Mutex<Option<std::sync::mpsc::Sender<()>>>,
@@ -181,11 +181,11 @@ impl Tracking {
         self.with_index(|index| index.rebuild())
     }
 
-    fn write_line(&self, mut line: Vec<u8>, now: SystemTime) -> io::Result<(String, u64)> {
+    fn write_line(&self, mut line: Vec<u8>, now: SystemTime) -> io::Result<()> {
         line.push(b'\n');
         let day = timefmt::date(now);
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if current.as_ref().is_none_or(|(d, _, _)| *d != day) {
+        if current.as_ref().is_none_or(|(d, _)| *d != day) {
             create_private_dir(&self.dir)?;
             let path = path_of(&self.dir, &day);
             let mut file = OpenOptions::new()
@@ -194,57 +194,30 @@ impl Tracking {
                 .mode(0o600)
                 .custom_flags(no_follow())
                 .open(path)?;
-            let mut len = file.metadata()?.len();
-            if len > 0 && !ends_with_newline(&path_of(&self.dir, &day))? {
+            if file.metadata()?.len() > 0 && !ends_with_newline(&path_of(&self.dir, &day))? {
                 // A file restored from a copy taken mid-write ends in part of a line: end it
                 // there, so the next record starts a line of its own (the part is skipped
                 // when read; the copy's source holds the whole record).
                 file.write_all(b"\n")?;
-                len += 1;
             }
-            *current = Some((day, file, len));
+            *current = Some((day, file));
         }
-        let Some((day, file, len)) = current.as_mut() else {
+        let Some((_, file)) = current.as_mut() else {
             return Err(io::Error::other("tracking file not open"));
         };
-        let name = format!("tracking-{day}.jsonl");
-        // Another process (a `quarantine release`) may append too: take the length from
-        // the file, not from what this process wrote.
-        // Writers in other processes (a `quarantine release`) take the same lock, so the
-        // length read here is still the end when a failed write is cut back to it: the
-        // cut never takes another writer's record with it.
-        let lock = rustix::fs::flock(&*file, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(io::Error::from);
-        let written = lock
-            .and_then(|_| file.metadata().map(|m| m.len()))
-            .and_then(|offset| {
-                if let Err(err) = file.write_all(&line).and_then(|_| file.flush()) {
-                    // A full disk can take part of the line: cut it off again, so the file
-                    // never holds half a record (shrinking needs no room).
-                    let _ = file.set_len(offset);
-                    return Err(err);
-                }
-                // With O_APPEND the kernel put the line at the end as it was then, which may be
-                // past `offset` if another process appended in between: where it ended is
-                // exact.
-                use std::io::Seek;
-                Ok(file
-                    .stream_position()
-                    .map(|end| end - line.len() as u64)
-                    .unwrap_or(offset))
-            });
+        // Writers in other processes (a `quarantine release`) take the same lock, so a
+        // failed write cut back by what it wrote never takes another writer's record with
+        // it. A record costs the lock, one write and the unlock: where it landed is only
+        // asked when a write fails.
+        let written = rustix::fs::flock(&*file, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(io::Error::from)
+            .and_then(|_| append_whole(file, &line));
         let _ = rustix::fs::flock(&*file, rustix::fs::FlockOperation::Unlock);
-        match written {
-            Ok(offset) => {
-                *len = offset + line.len() as u64;
-                Ok((name, offset))
-            }
-            Err(err) => {
-                // Reopen next time: the file may have been rotated away or the disk freed.
-                *current = None;
-                Err(err)
-            }
+        if written.is_err() {
+            // Reopen next time: the file may have been rotated away or the disk freed.
+            *current = None;
         }
+        written
     }
 
     /// Checks, before a message is handed on, that its record will have room: the tracking
@@ -327,6 +300,36 @@ impl Tracking {
 fn typed(value: serde_json::Value) -> TrackingRecord {
     // Every field has a default: a line of an older shape still reads.
     serde_json::from_value(value).unwrap_or_default()
+}
+
+/// Appends `line` to `file` (opened with O_APPEND, under the writers' lock) whole or not at
+/// all: a full disk can take part of the line, which is then cut off again (shrinking needs
+/// no room), so the file never holds half a record.
+fn append_whole(file: &mut File, line: &[u8]) -> io::Result<()> {
+    let mut written = 0;
+    while written < line.len() {
+        match file.write(&line[written..]) {
+            Ok(0) => {
+                return cut_back(file, written, io::ErrorKind::WriteZero.into());
+            }
+            Ok(n) => written += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return cut_back(file, written, err),
+        }
+    }
+    Ok(())
+}
+
+/// Removes the `written` bytes of a failed record from the end of `file`, then returns `err`.
+fn cut_back(file: &mut File, written: usize, err: io::Error) -> io::Result<()> {
+    if written > 0 {
+        use std::io::Seek;
+        // With O_APPEND the position is the end of what this write put there.
+        if let Ok(end) = file.stream_position() {
+            let _ = file.set_len(end.saturating_sub(written as u64));
+        }
+    }
+    Err(err)
 }
 
 impl TrackingStore for Tracking {
