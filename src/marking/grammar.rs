@@ -25,12 +25,13 @@ const DESCRIPTORS: &[&str] = &[
     "VISITS",
 ];
 
-/// A level, after an optional introducer (`Protective Marking:`) and up to two national or
-/// alliance prefixes (`UK SECRET`, `NATO SECRET`, `COSMIC TOP SECRET`): a reader sees the
-/// level whatever owns it.
+/// A level, after an optional introducer (`Protective Marking:`) and up to three national or
+/// alliance prefixes (`UK SECRET`, `NATO/EU SECRET`, `UK-SECRET`, `COSMIC TOP SECRET`): a
+/// reader sees the level whatever owns it. The EU's French names (`TRES SECRET UE`,
+/// `RESTREINT UE`, `CONFIDENTIEL UE`) are its levels too.
 static LEVEL: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"^(?:(?:PROTECTIVE\s+MARKING|SECURITY\s+CLASSIFICATION|CLASSIFICATION|MARKING|SEC)\s*[:=\-]\s*)?(?:(?:UK|HMG|NATO|EU|COSMIC)\s+){0,2}(NOT\s+PROTECTIVELY\s+MARKED|NPM|UNCLASSIFIED|TOP[\s_-]*SECRET|OFFICIAL\s*[-:_]?\s*SENSITIVE|OFFICIAL|PROTECT|RESTRICTED|CONFIDENTIAL|SECRET|PRIVATE)(?:$|[\s\-:/,_;\[\(])",
+        r"^(?:(?:PROTECTIVE\s+MARKING|SECURITY\s+CLASSIFICATION|CLASSIFICATION|MARKING|SEC)\s*[:=\-]\s*)?(?:(?:UK|U\.K\.|HMG|NATO|EU|UE|COSMIC|US|FVEY)(?:\s*[-/]\s*|\s+)){0,3}(NOT\s+PROTECTIVELY\s+MARKED|NPM|UNCLASSIFIED|TOP[\s_-]*SECRET|TRES\s+SECRET|OFFICIAL\s*[-:_]?\s*SENSITIVE|OFFICIAL|PROTECT|RESTRICTED|RESTREINT|CONFIDENTIAL|CONFIDENTIEL|SECRET|PRIVATE)(?:$|[\s\-:/,_;\[\(])",
     )
     .expect("level regex")
 });
@@ -51,7 +52,7 @@ static DESCRIPTOR: LazyLock<Regex> = LazyLock::new(|| {
 /// Codewords and national caveats that follow a level (`TOP SECRET STRAP1`); a closed list,
 /// so `SECRET SANTA` stays prose.
 static CODEWORD: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^(STRAP\s*[1-3]|ATOMAL|NATO|CABINET|UK\s+ONLY|NOFORN|ORCON|DO\s+NOT\s+FORWARD|RELEASABLE\s+TO\s+[A-Z]{2,5}(?:\s*,\s*[A-Z]{2,5})*|REL\s+TO\s+[A-Z]{2,5}(?:\s*,\s*[A-Z]{2,5})*)(?:$|[\s\-:/,_;\])])")
+    Regex::new(r"^(STRAP\s*[1-3]|ATOMAL|NATO|CABINET|UE\s*/\s*EU(?:\s+(?:TOP\s+SECRET|SECRET|CONFIDENTIAL|RESTRICTED))?|UE|SI|TK|HCS|FVEY|UK\s+ONLY|NOFORN|ORCON|DO\s+NOT\s+FORWARD|RELEASABLE\s+TO\s+[A-Z]{2,5}(?:\s*,\s*[A-Z]{2,5})*|REL\s+TO\s+[A-Z]{2,5}(?:\s*,\s*[A-Z]{2,5})*)(?:$|[\s\-:/,_;\])])")
         .expect("codeword regex")
 });
 
@@ -66,7 +67,9 @@ fn level_of(token: &str) -> Option<Level> {
         "OFFICIAL" => Level::Official,
         "PRIVATE" => Level::Private,
         "RESTRICTED" => Level::Restricted,
-        "CONFIDENTIAL" => Level::Confidential,
+        "CONFIDENTIAL" | "CONFIDENTIEL" => Level::Confidential,
+        "RESTREINT" => Level::Restricted,
+        "TRES SECRET" => Level::TopSecret,
         "SECRET" => Level::Secret,
         t if t.starts_with("TOP") => Level::TopSecret,
         t if t.starts_with("OFFICIAL") => Level::OfficialSensitive,
@@ -77,24 +80,36 @@ fn level_of(token: &str) -> Option<Level> {
 /// Parses a text that must be a marking and nothing else: `RESTRICTED - COMMERCIAL`,
 /// `OFFICIAL:Sensitive`, `[RESTRICTED - UK EYES ONLY]`, `Protective Marking: NPM`.
 pub fn parse(text: &str) -> Option<Parsed> {
+    parse_as(text, Pairs::Read)
+}
+
+/// Whether a text may be read as EPMS pairs. A pair's own value is read as a marking, never
+/// as pairs again: `SEC=SEC=…` must cost one pass, not one nested parse per key.
+#[derive(Clone, Copy, PartialEq)]
+enum Pairs {
+    Read,
+    Not,
+}
+
+fn parse_as(text: &str, pairs: Pairs) -> Option<Parsed> {
     // Text under a right-to-left override is displayed reversed: read it as displayed too.
     if let Some(shown) = super::normalize::visual(text) {
-        if let Some(parsed) = parse_folded(&shown) {
+        if let Some(parsed) = parse_folded(&shown, pairs) {
             return Some(parsed);
         }
     }
-    parse_folded(text)
+    parse_folded(text, pairs)
 }
 
-fn parse_folded(text: &str) -> Option<Parsed> {
+fn parse_folded(text: &str, pairs: Pairs) -> Option<Parsed> {
     let upper = super::normalize::fold(text).trim().to_uppercase();
     let inner = upper
         .strip_prefix('[')
         .and_then(|s| s.strip_suffix(']'))
         .unwrap_or(&upper)
         .trim();
-    if has_epms_sec(inner) {
-        return parse_epms(inner);
+    if pairs == Pairs::Read && has_epms_sec(inner) {
+        return epms(inner, Strictness::Whole);
     }
     let caps = LEVEL.captures(inner)?;
     let level_match = caps.get(1)?;
@@ -142,7 +157,15 @@ fn qualifiers(mut rest: &str, parsed: &mut Parsed) -> Option<()> {
 /// space, comma, semicolon or bracket, then `=`. Found anywhere in a line, so pairs after
 /// other `name=value` text (`Ref=12; SEC=SECRET`, `x=1 y=2 SEC=SECRET`) are read too.
 static EPMS_KEY: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)(?:^|[\s,;\[\(])([A-Z][A-Z0-9_.\-]*)\s*=").expect("epms key regex")
+    Regex::new(r#"(?i)(?:^|[\s,;:\[\(|/&"'{])([A-Z][A-Z0-9_.\-]*)\s*="#).expect("epms key regex")
+});
+
+/// The words that introduce a marking: `Protective Marking:`, `Classification:`.
+static INTRODUCER: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)^(?:PROTECTIVE\s+MARKING|SECURITY\s+CLASSIFICATION|CLASSIFICATION|MARKING)\s*:\s*",
+    )
+    .expect("introducer regex")
 });
 
 /// Whether `text` holds an EPMS `SEC` key (`SEC=`, `sec =`) anywhere: such a text is read as
@@ -168,13 +191,38 @@ pub fn has_epms_sec(text: &str) -> bool {
 }
 
 /// The Email Protective Marking Standard form: `VER=2012.3, NS=gov.uk, SEC=RESTRICTED,
-/// CAVEAT=UK EYES ONLY, ORIGIN=a@b`. Only SEC decides the level (the highest, when a text
-/// repeats it: a later `SEC=OFFICIAL` must not hide an earlier `SEC=SECRET`); CAVEAT adds
-/// caveats and ACCESS adds descriptors. A value runs to the next key or a closing bracket;
-/// keys are case-insensitive.
+/// CAVEAT=UK EYES ONLY, ORIGIN=a@b`, as a header holds it: any `SEC` in it counts. Only SEC
+/// decides the level (the highest, when a text repeats it: a later `SEC=OFFICIAL` must not
+/// hide an earlier `SEC=SECRET`; a SEC whose value is no marking, as in `NOTE=see Sec = 4`,
+/// hides nothing either); CAVEAT adds caveats and ACCESS adds descriptors. A value runs to
+/// the next key or a closing bracket; keys are case-insensitive.
 pub fn parse_epms(value: &str) -> Option<Parsed> {
+    epms(value, Strictness::Anywhere)
+}
+
+/// Where pairs may stand: anywhere in a header made for them, or (a line of a body, a
+/// subject) from the start, so prose that ends in `sec=secret` stays prose.
+#[derive(Clone, Copy, PartialEq)]
+enum Strictness {
+    Anywhere,
+    Whole,
+}
+
+fn epms(value: &str, strictness: Strictness) -> Option<Parsed> {
     let mut parsed = Parsed::default();
+    // Quotes or braces around the whole (`"SEC=SECRET"`, `{SEC=SECRET}`) are not text.
+    let value = value.trim_matches(|c: char| c.is_whitespace() || "\"'{}".contains(c));
+    // An introducer may stand in front, as before a level (`Marking: SEC=SECRET`).
+    let value = INTRODUCER.find(value).map_or(value, |m| &value[m.end()..]);
     let keys: Vec<_> = EPMS_KEY.captures_iter(value).collect();
+    if strictness == Strictness::Whole
+        && keys
+            .first()
+            .and_then(|k| k.get(1))
+            .is_none_or(|k| !value[..k.start()].trim_start_matches(['[', '(']).is_empty())
+    {
+        return None;
+    }
     for (n, caps) in keys.iter().enumerate() {
         let (Some(whole), Some(key)) = (caps.get(0), caps.get(1)) else {
             continue;
@@ -187,11 +235,13 @@ pub fn parse_epms(value: &str) -> Option<Parsed> {
         let val = &value[whole.end()..end];
         let val = val[..val.find(']').unwrap_or(val.len())]
             .trim()
-            .trim_end_matches([',', ';', ']', ')'])
-            .trim();
+            .trim_end_matches([',', ';', ')', '.', '|', '&', '/'])
+            .trim_matches(|c: char| c.is_whitespace() || c == '"' || c == '\'');
         match key.as_str().to_ascii_uppercase().as_str() {
             "SEC" => {
-                let sec = parse(val)?;
+                let Some(sec) = sec_value(val) else {
+                    continue;
+                };
                 if parsed.level.map(Level::rank) < sec.level.map(Level::rank) {
                     parsed.level = sec.level;
                 }
@@ -210,6 +260,31 @@ pub fn parse_epms(value: &str) -> Option<Parsed> {
         }
     }
     parsed.level.map(|_| parsed)
+}
+
+/// A SEC value: a marking, after any `SEC=` written again in front of it (`SEC=SEC=SECRET`),
+/// and never read as pairs itself.
+fn sec_value(val: &str) -> Option<Parsed> {
+    // A remark in parentheses after it (`SEC=SECRET (by secure post)`) is not the value.
+    sec_value_whole(val).or_else(|| val.split_once('(').and_then(|(v, _)| sec_value_whole(v)))
+}
+
+fn sec_value_whole(mut val: &str) -> Option<Parsed> {
+    loop {
+        let t = val.trim_start();
+        let Some(rest) = t
+            .get(..3)
+            .filter(|k| k.eq_ignore_ascii_case("SEC"))
+            .map(|_| &t[3..])
+        else {
+            break;
+        };
+        let Some(after) = rest.trim_start().strip_prefix('=') else {
+            break;
+        };
+        val = after;
+    }
+    parse_as(val.trim(), Pairs::Not)
 }
 
 #[cfg(test)]
@@ -288,11 +363,24 @@ mod tests {
             "Top secret recipe",
             "UK secret recipe",
             "NATO summit",
+            "Restreint aux membres",
+            "US secret service",
             "EU restricted area",
             "UK",
         ] {
             assert_eq!(level(text), None, "{text}");
         }
+    }
+
+    #[test]
+    fn nested_sec_keys_cost_one_pass_not_a_stack_each() {
+        // Each `SEC=` once parsed the rest as pairs again: 3,500 of them overflowed the
+        // stack (an abort no thread survives).
+        let text = format!("{}SECRET", "SEC=".repeat(50_000));
+        assert_eq!(parse_epms(&text).and_then(|p| p.level), Some(Level::Secret));
+        assert_eq!(parse(&text).and_then(|p| p.level), Some(Level::Secret));
+        let bracketed = format!("[{}SECRET]", "SEC=".repeat(50_000));
+        assert_eq!(parse(&bracketed).and_then(|p| p.level), Some(Level::Secret));
     }
 
     #[test]
@@ -327,6 +415,36 @@ mod tests {
             );
             let header = parse_epms(text).and_then(|p| p.level);
             assert_eq!(header, got, "{text}");
+        }
+        // A later key in free text, or a SEC that is no marking, hides nothing.
+        for text in [
+            "VER=2012.3, NS=gov.uk, SEC=SECRET, NOTE=Handling per Sec = 4.2 of policy, ORIGIN=j@x",
+            "SEC=SECRET, NOTE=handling per sec=4",
+            "SEC=SECRET, SEC=n/a",
+            "SEC=SECRET, SEC=",
+            "SEC=\"SECRET\"",
+            "SEC='SECRET'",
+            "\"SEC=SECRET\"",
+            "{SEC=SECRET}",
+            "VER=2012.3|SEC=SECRET",
+            "VER=2012.3/SEC=SECRET",
+            "x=1 SEC=SECRET.",
+            "SEC=SEC=SECRET",
+            "Marking: SEC=SECRET",
+            "Marking:SEC=SECRET",
+            "SEC=SECRET (handle via secure post)",
+        ] {
+            let got = parse(text).and_then(|p| p.level);
+            assert_eq!(got, Some(Level::Secret), "{text}");
+            assert_eq!(parse_epms(text).and_then(|p| p.level), got, "{text}");
+        }
+        // In a line or a subject the pairs are the whole text: prose ending in one stays prose.
+        for text in [
+            "The old setting was sec=secret",
+            "Witness statement for Monday sec=secret",
+            "export SEC=secret",
+        ] {
+            assert_eq!(parse(text), None, "{text}");
         }
         let p = parse_epms("Ref=12; SEC=RESTRICTED; CAVEAT=UK EYES ONLY; ORIGIN=a@b").unwrap();
         assert_eq!(p.level, Some(Level::Restricted));

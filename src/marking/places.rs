@@ -36,6 +36,11 @@ fn strip_reply_prefixes(mut s: &str) -> &str {
     }
 }
 
+/// The longest part of a title (before, after or between separators) read as a marking: a
+/// marking with its qualifiers, or a subject's EPMS pairs, is far shorter, and a megabyte
+/// subject then costs one parse, not one per separator.
+const MAX_PART: usize = 1000;
+
 /// Markings in a subject line or file name: bracketed anywhere, at the start before a
 /// separator (after any reply/forward prefixes and tags), at the end after one, or as a
 /// whole upper-case segment between separators. Returns every one found, with its raw text.
@@ -90,6 +95,9 @@ fn in_title(text: &str, separators: &[&str]) -> Vec<(Parsed, String)> {
     let mut best: Option<(Parsed, &str)> = None;
     for (pos, _) in &positions {
         let head = &text[..*pos];
+        if head.len() > MAX_PART {
+            break;
+        }
         if let Some(p) = grammar::parse(head) {
             best = Some((p, head));
         }
@@ -100,6 +108,9 @@ fn in_title(text: &str, separators: &[&str]) -> Vec<(Parsed, String)> {
     // Trailing: the longest suffix starting after a separator that parses.
     for (pos, sep) in &positions {
         let tail = &text[pos + sep.len()..];
+        if tail.len() > MAX_PART {
+            continue;
+        }
         if let Some(p) = grammar::parse(tail) {
             found.push((p, tail.trim().to_string()));
             break;
@@ -111,7 +122,10 @@ fn in_title(text: &str, separators: &[&str]) -> Vec<(Parsed, String)> {
     for (pos, sep) in positions.iter().chain(std::iter::once(&(text.len(), ""))) {
         let segment = strip_reply_prefixes(&text[start..*pos]).trim();
         start = pos + sep.len();
-        if segment.chars().any(|c| c.is_lowercase()) || segment.is_empty() {
+        if segment.len() > MAX_PART
+            || segment.chars().any(|c| c.is_lowercase())
+            || segment.is_empty()
+        {
             continue;
         }
         if let Some(p) = grammar::parse(segment) {
@@ -232,8 +246,14 @@ pub fn banners(text: &str) -> Vec<(Parsed, String, &'static str)> {
         // decoration.
         let folded = super::normalize::fold(line);
         let visible = undecorate(&folded);
-        // Banners are short; a long line is a sentence.
-        if visible.is_empty() || visible.chars().count() > 120 {
+        // Banners are short; a long line is a sentence. A line of EPMS pairs may be longer
+        // (`VER=…, NS=…, SEC=…, CAVEAT=…, ORIGIN=…`), within reason.
+        let limit = if grammar::has_epms_sec(visible) {
+            1000
+        } else {
+            120
+        };
+        if visible.is_empty() || visible.chars().count() > limit {
             continue;
         }
         let parsed = grammar::parse(visible)
@@ -261,13 +281,14 @@ pub fn banners(text: &str) -> Vec<(Parsed, String, &'static str)> {
 fn starts_like_marking(line: &str) -> bool {
     const STARTS: &[&str] = &[
         "sec", "res", "off", "con", "pro", "pri", "top", "not", "npm", "unc", "cla", "mar",
-        // EPMS pairs written as a line: `VER=2012.3, NS=gov.uk, SEC=…`.
+        // The EU's `TRES SECRET UE`.
+        "tre", // EPMS pairs written as a line: `VER=2012.3, NS=gov.uk, SEC=…`.
         "ver", "ns=",
     ];
     // Most lines of prose fail on their first letter.
     let trimmed = line.trim_ascii_start().as_bytes();
     if let Some(first) = trimmed.first() {
-        if first.is_ascii_alphabetic() && !b"SsRrOoCcPpTtNnUuMmVvHhEe".contains(first) {
+        if first.is_ascii_alphabetic() && !b"SsRrOoCcPpTtNnUuMmVvHhEeFf".contains(first) {
             return false;
         }
     }
@@ -281,7 +302,7 @@ fn starts_like_marking(line: &str) -> bool {
         .position(|b| !b.is_ascii_alphanumeric())
         .unwrap_or(trimmed.len());
     if word >= 4 && trimmed.get(word).is_none_or(u8::is_ascii) {
-        let nation = ["nato", "cosmic"]
+        let nation = ["nato", "cosmic", "fvey"]
             .iter()
             .any(|n| trimmed[..word].eq_ignore_ascii_case(n.as_bytes()));
         if !nation {
@@ -304,21 +325,34 @@ fn starts_like_marking(line: &str) -> bool {
         || letter_spaced(visible).is_some()
 }
 
-/// `head` after up to two national or alliance prefixes (`UK `, `NATO `, `COSMIC `), the
-/// words the grammar reads before a level.
+/// `head` after up to three national or alliance prefixes (`UK `, `NATO/`, `UK-`,
+/// `COSMIC `), the words the grammar reads before a level.
 fn without_nations(mut head: &[u8]) -> &[u8] {
-    for _ in 0..2 {
-        let word = head
+    const NATIONS: &[&str] = &[
+        "uk", "u.k.", "hmg", "nato", "eu", "ue", "cosmic", "us", "fvey",
+    ];
+    for _ in 0..3 {
+        let word = if head.len() >= 4 && head[..4].eq_ignore_ascii_case(b"u.k.") {
+            4
+        } else {
+            head.iter()
+                .position(|b| !b.is_ascii_alphabetic())
+                .unwrap_or(head.len())
+        };
+        if !NATIONS
             .iter()
-            .position(|b| !b.is_ascii_alphabetic())
-            .unwrap_or(head.len());
-        let is_nation = ["uk", "hmg", "nato", "eu", "cosmic"]
-            .iter()
-            .any(|n| head[..word].eq_ignore_ascii_case(n.as_bytes()));
-        if !is_nation || !head.get(word).is_some_and(|b| b.is_ascii_whitespace()) {
+            .any(|n| head[..word].eq_ignore_ascii_case(n.as_bytes()))
+        {
             break;
         }
-        head = head[word..].trim_ascii_start();
+        // Then a space, `-` or `/` (`UK SECRET`, `UK-SECRET`, `NATO/EU SECRET`).
+        let spaced = head[word..].trim_ascii_start();
+        let rest = match spaced.first() {
+            Some(b'-' | b'/') => spaced[1..].trim_ascii_start(),
+            _ if spaced.len() < head.len() - word => spaced,
+            _ => break,
+        };
+        head = rest;
     }
     head
 }
@@ -329,7 +363,9 @@ fn candidate_lines(text: &str) -> impl Iterator<Item = &str> {
         let (_, unquoted) = unquote(line.text);
         let candidate = starts_like_marking(unquoted)
             || line.bidi
-            || (line.equals && grammar::has_epms_sec(line.text));
+            || (line.equals && grammar::has_epms_sec(line.text))
+            // A key a reader sees as `SEC=` (`ＳＥＣ＝`, `S\u{200B}EC=`, `SEC\u{A0}=`).
+            || (line.non_ascii && grammar::has_epms_sec(&super::normalize::fold(line.text)));
         candidate.then_some(line.text)
     })
 }
@@ -366,6 +402,8 @@ struct VisualLine<'a> {
     /// It holds a right-to-left override (U+202E) or isolate (U+2067): the reader sees it
     /// reversed, so its first letters say nothing.
     bidi: bool,
+    /// It holds a character outside ASCII (which folding may turn into `SEC=`).
+    non_ascii: bool,
 }
 
 /// The lines a reader sees: ended by LF, CRLF, a bare CR, VT, FF, NEL (U+0085) and the
@@ -434,7 +472,7 @@ impl<'a> Iterator for VisualLines<'a> {
             return None;
         }
         let bytes = self.rest.as_bytes();
-        let (mut equals, mut bidi) = (false, false);
+        let (mut equals, mut bidi, mut non_ascii) = (false, false, false);
         let mut i = 0;
         // (end of the line, start of the next)
         let (end, next) = loop {
@@ -451,9 +489,9 @@ impl<'a> Iterator for VisualLines<'a> {
                 0xE2 => match (after(1), after(2)) {
                     (Some(0x80), Some(0xA8 | 0xA9)) => break (i, i + 3),
                     (Some(0x80), Some(0xAE)) | (Some(0x81), Some(0xA7)) => bidi = true,
-                    _ => {}
+                    _ => non_ascii = true,
                 },
-                _ => {}
+                _ => non_ascii |= b >= 0x80,
             }
             i += 1;
         };
@@ -461,7 +499,12 @@ impl<'a> Iterator for VisualLines<'a> {
         // indices fall on character boundaries.
         let text = self.rest.get(..end).unwrap_or_default();
         self.rest = self.rest.get(next..).unwrap_or_default();
-        Some(VisualLine { text, equals, bidi })
+        Some(VisualLine {
+            text,
+            equals,
+            bidi,
+            non_ascii,
+        })
     }
 }
 
@@ -707,6 +750,16 @@ mod tests {
             "Hello\nx=1 y=2 SEC=SECRET\nBye",
             "Hello\nRef=12; SEC = SECRET\n",
             "Hello\nNATO SECRET\nBye",
+            "Hi\nx=1 \u{FF33}\u{FF25}\u{FF23}=SECRET\n",
+            "Hi\nx=1 S\u{200B}EC=SECRET\n",
+            "Hi\nx=1 SEC\u{A0}=SECRET\n",
+            "Hi\nx=1 SEC\u{FF1D}SECRET\n",
+            "Hi\nRef=12;\u{A0}SEC\u{A0}=\u{A0}SECRET\n",
+            "Hi\nx=1 \u{405}\u{415}\u{421}=SECRET\n",
+            "Hi\nNATO \u{2013} SECRET\n",
+            "UK-SECRET",
+            "[NATO/EU SECRET]",
+            "SECRET UE/EU SECRET",
             "*** UK SECRET ***",
             "Hi\n[EU SECRET]",
             "Hi\n\u{202E}TERCES\u{202C}",
@@ -790,6 +843,15 @@ mod tests {
                 "{text:?}"
             );
         }
+    }
+
+    #[test]
+    fn long_pair_lines_and_huge_subjects() {
+        let padded = format!("Hello\n{}SEC=SECRET\nBye", "x=1 ".repeat(30));
+        assert_eq!(banner_levels(banners(&padded)), ["SECRET"]);
+        // One parse for the whole subject, none for its 125,000 separators' parts.
+        let huge = format!("{}SECRET", "SEC=x - ".repeat(125_000));
+        assert!(subject(&huge).is_empty());
     }
 
     #[test]
