@@ -365,7 +365,10 @@ fn candidate_lines(text: &str) -> impl Iterator<Item = &str> {
             || line.bidi
             || (line.equals && grammar::has_epms_sec(line.text))
             // A key a reader sees as `SEC=` (`ＳＥＣ＝`, `S\u{200B}EC=`, `SEC\u{A0}=`).
-            || (line.non_ascii && grammar::has_epms_sec(&super::normalize::fold(line.text)));
+            // (Folding gives `=` only from `=` or the full-width `＝`.)
+            || (line.non_ascii
+                && (line.equals || line.text.contains('\u{FF1D}'))
+                && grammar::has_epms_sec(&super::normalize::fold(line.text)));
         candidate.then_some(line.text)
     })
 }
