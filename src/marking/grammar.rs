@@ -83,6 +83,12 @@ pub fn parse(text: &str) -> Option<Parsed> {
     parse_as(text, Pairs::Read)
 }
 
+/// A marking that is not EPMS pairs (`SEC=SECRET` alone still is one, as a level after the
+/// `SEC=` introducer): for the parts of a text whose whole has been read as pairs already.
+pub fn parse_marking(text: &str) -> Option<Parsed> {
+    parse_as(text, Pairs::Not)
+}
+
 /// Whether a text may be read as EPMS pairs. A pair's own value is read as a marking, never
 /// as pairs again: `SEC=SEC=…` must cost one pass, not one nested parse per key.
 #[derive(Clone, Copy, PartialEq)]
@@ -102,14 +108,22 @@ fn parse_as(text: &str, pairs: Pairs) -> Option<Parsed> {
 }
 
 fn parse_folded(text: &str, pairs: Pairs) -> Option<Parsed> {
-    let upper = super::normalize::fold(text).trim().to_uppercase();
+    let folded = super::normalize::fold(text);
+    let upper = folded.trim().to_uppercase();
     let inner = upper
         .strip_prefix('[')
         .and_then(|s| s.strip_suffix(']'))
         .unwrap_or(&upper)
         .trim();
     if pairs == Pairs::Read && has_epms_sec(inner) {
-        return epms(inner, Strictness::Whole);
+        // `SEC=SECRET` written in capitals is meant wherever it stands (`Case 4411
+        // SEC=SECRET`); `sec=secret` is more often a setting or a URL.
+        let strictness = if CAPITAL_SEC.is_match(&folded) {
+            Strictness::Anywhere
+        } else {
+            Strictness::Whole
+        };
+        return epms(inner, strictness);
     }
     let caps = LEVEL.captures(inner)?;
     let level_match = caps.get(1)?;
@@ -219,10 +233,12 @@ fn epms(value: &str, strictness: Strictness) -> Option<Parsed> {
         && keys
             .first()
             .and_then(|k| k.get(1))
-            .is_none_or(|k| !value[..k.start()].trim_start_matches(['[', '(']).is_empty())
+            .is_none_or(|k| !labels_pairs(&value[..k.start()]))
     {
         return None;
     }
+    // A value written again and again (`SEC=(SEC=(…`) is read once.
+    let mut seen = std::collections::HashSet::new();
     for (n, caps) in keys.iter().enumerate() {
         let (Some(whole), Some(key)) = (caps.get(0), caps.get(1)) else {
             continue;
@@ -239,6 +255,9 @@ fn epms(value: &str, strictness: Strictness) -> Option<Parsed> {
             .trim_matches(|c: char| c.is_whitespace() || c == '"' || c == '\'');
         match key.as_str().to_ascii_uppercase().as_str() {
             "SEC" => {
+                if !seen.insert(val) {
+                    continue;
+                }
                 let Some(sec) = sec_value(val) else {
                     continue;
                 };
@@ -265,9 +284,38 @@ fn epms(value: &str, strictness: Strictness) -> Option<Parsed> {
 /// A SEC value: a marking, after any `SEC=` written again in front of it (`SEC=SEC=SECRET`),
 /// and never read as pairs itself.
 fn sec_value(val: &str) -> Option<Parsed> {
+    // A level is letters: junk (`(`, `4.2`) is refused before any parse.
+    if val.bytes().filter(u8::is_ascii_alphabetic).count() < 3 {
+        return None;
+    }
     // A remark in parentheses after it (`SEC=SECRET (by secure post)`) is not the value.
-    sec_value_whole(val).or_else(|| val.split_once('(').and_then(|(v, _)| sec_value_whole(v)))
+    sec_value_whole(val).or_else(|| {
+        val.split_once('(')
+            .filter(|(v, _)| !v.trim().is_empty())
+            .and_then(|(v, _)| sec_value_whole(v))
+    })
 }
+
+/// Whether the text before the first pair of a line or subject may stand there: nothing, a
+/// bracket, or a label ending in a separator (`Case 4411:`, `X-Protective-Marking:`,
+/// `Classification -`, `Budget //`); prose running into the pairs (`The old setting was
+/// sec=secret`) may not.
+fn labels_pairs(before: &str) -> bool {
+    let t = before.trim().trim_start_matches(['[', '(']).trim_end();
+    t.is_empty() || t.ends_with([':', '-', ',', ';', '/', '|']) || MARKING_LABEL.is_match(t)
+}
+
+/// A label that names what follows as a marking, with no separator after it
+/// (`Protective Marking SEC=SECRET`).
+static MARKING_LABEL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)(?:PROTECTIVE\s+MARKING|SECURITY\s+MARKING|CLASSIFICATION|MARKING|EPMS)$")
+        .expect("marking label regex")
+});
+
+/// `SEC=` and a level in capitals, as a sender writes a marking on purpose.
+static CAPITAL_SEC: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"(?:^|[^A-Za-z0-9])SEC\s*=\s*["']?[A-Z]{3}"#).expect("capital sec regex")
+});
 
 fn sec_value_whole(mut val: &str) -> Option<Parsed> {
     loop {
@@ -438,13 +486,32 @@ mod tests {
             assert_eq!(got, Some(Level::Secret), "{text}");
             assert_eq!(parse_epms(text).and_then(|p| p.level), got, "{text}");
         }
-        // In a line or a subject the pairs are the whole text: prose ending in one stays prose.
+        // In a line or a subject the pairs follow nothing or a label, or are in capitals:
+        // prose ending in one stays prose.
         for text in [
             "The old setting was sec=secret",
             "Witness statement for Monday sec=secret",
             "export SEC=secret",
         ] {
             assert_eq!(parse(text), None, "{text}");
+        }
+        for text in [
+            "X-Protective-Marking: VER=2012.3, NS=gov.uk, SEC=SECRET, ORIGIN=a@b",
+            "Security marking: SEC=SECRET",
+            "EPMS: sec=secret",
+            "Classification - sec=secret",
+            "Protective Marking sec=secret",
+            "Case 4411: sec=secret",
+            "Case 4411 SEC=SECRET",
+            "Case 4411, SEC=SECRET",
+            "[Case 4411 SEC=SECRET]",
+            "Case 12 Ref=12; SEC=SECRET",
+        ] {
+            assert_eq!(
+                parse(text).and_then(|p| p.level),
+                Some(Level::Secret),
+                "{text}"
+            );
         }
         let p = parse_epms("Ref=12; SEC=RESTRICTED; CAVEAT=UK EYES ONLY; ORIGIN=a@b").unwrap();
         assert_eq!(p.level, Some(Level::Restricted));

@@ -90,6 +90,8 @@ fn in_title(text: &str, separators: &[&str]) -> Vec<(Parsed, String)> {
             found.push((p, caps.to_string()));
         }
     }
+    // EPMS pairs were read in the whole text above; its parts are read as markings only, so
+    // a subject of many pairs and separators costs one pass over its pairs, not one per part.
     let positions = separator_positions(text, separators);
     // Leading: the longest prefix ending at a separator that parses.
     let mut best: Option<(Parsed, &str)> = None;
@@ -98,7 +100,7 @@ fn in_title(text: &str, separators: &[&str]) -> Vec<(Parsed, String)> {
         if head.len() > MAX_PART {
             break;
         }
-        if let Some(p) = grammar::parse(head) {
+        if let Some(p) = grammar::parse_marking(head) {
             best = Some((p, head));
         }
     }
@@ -111,7 +113,7 @@ fn in_title(text: &str, separators: &[&str]) -> Vec<(Parsed, String)> {
         if tail.len() > MAX_PART {
             continue;
         }
-        if let Some(p) = grammar::parse(tail) {
+        if let Some(p) = grammar::parse_marking(tail) {
             found.push((p, tail.trim().to_string()));
             break;
         }
@@ -128,7 +130,7 @@ fn in_title(text: &str, separators: &[&str]) -> Vec<(Parsed, String)> {
         {
             continue;
         }
-        if let Some(p) = grammar::parse(segment) {
+        if let Some(p) = grammar::parse_marking(segment) {
             found.push((p, segment.to_string()));
         }
     }
@@ -149,9 +151,12 @@ fn separator_positions<'a>(text: &str, separators: &'a [&'a str]) -> Vec<(usize,
     let mut positions: Vec<(usize, &str)> = separators
         .iter()
         .flat_map(|sep| text.match_indices(sep).map(move |(i, _)| (i, *sep)))
-        .take(64)
         .collect();
     positions.sort_by_key(|(i, _)| *i);
+    // The first and the last 64: a marking leads or trails a title, whatever stands between.
+    if positions.len() > 128 {
+        positions.drain(64..positions.len() - 64);
+    }
     positions
 }
 
@@ -256,10 +261,17 @@ pub fn banners(text: &str) -> Vec<(Parsed, String, &'static str)> {
         if visible.is_empty() || visible.chars().count() > limit {
             continue;
         }
+        // Pairs are read once, in the undecorated line; the other readings of the same line
+        // look for a marking only (else a line of many pairs is read four times over).
+        let again: fn(&str) -> Option<Parsed> = if grammar::has_epms_sec(visible) {
+            grammar::parse_marking
+        } else {
+            grammar::parse
+        };
         let parsed = grammar::parse(visible)
-            .or_else(|| grammar::parse(line.trim()))
-            .or_else(|| grammar::parse(unnumbered(visible)))
-            .or_else(|| letter_spaced(visible).and_then(|s| grammar::parse(&s)))
+            .or_else(|| again(line.trim()))
+            .or_else(|| again(unnumbered(visible)))
+            .or_else(|| letter_spaced(visible).and_then(|s| again(&s)))
             // Decoration around a reversed run (`*** \u{202E}TERCES\u{202C} ***` shows as
             // `*** SECRET ***`): laid out as displayed first, then undecorated.
             .or_else(|| {
@@ -852,9 +864,15 @@ mod tests {
     fn long_pair_lines_and_huge_subjects() {
         let padded = format!("Hello\n{}SEC=SECRET\nBye", "x=1 ".repeat(30));
         assert_eq!(banner_levels(banners(&padded)), ["SECRET"]);
-        // One parse for the whole subject, none for its 125,000 separators' parts.
+        // One parse of pairs for the whole subject, none for its 125,000 separators' parts;
+        // the marking at its end is found.
         let huge = format!("{}SECRET", "SEC=x - ".repeat(125_000));
-        assert!(subject(&huge).is_empty());
+        assert!(levels(subject(&huge)).contains(&"SECRET"));
+        // A trailing marking after a hundred separators of another kind.
+        let trailing = format!("{}SEC=SECRET", "Ref: 4411 - ".repeat(100));
+        assert!(levels(subject(&trailing)).contains(&"SECRET"));
+        let trailing = format!("{}SECRET", "Ref: 4411 - ".repeat(100));
+        assert!(levels(subject(&trailing)).contains(&"SECRET"));
     }
 
     #[test]
