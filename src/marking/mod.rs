@@ -1,5 +1,6 @@
 //! Protective markings: the model and ranking (`level`), the one grammar for marking
-//! strings (`grammar`, after one normalisation, `normalize`), one extractor per place a marking can stand (`places`), the
+//! strings (`grammar`, after one normalisation, `normalize`) and the EPMS pairs it hands on
+//! (`epms`), one extractor per place a marking can stand (`places`), the
 //! senders of forwarded and quoted correspondence (`history`), and the
 //! MIME walk that applies them to a message (`classify`).
 
@@ -7,6 +8,7 @@ pub mod calendar;
 pub mod classify;
 pub mod decode;
 pub mod documents;
+pub mod epms;
 pub mod grammar;
 pub mod history;
 pub mod level;

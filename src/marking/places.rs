@@ -176,8 +176,8 @@ pub fn file_name(name: &str) -> Vec<(Parsed, String)> {
 
 /// A header whose value is a marking, or EPMS pairs.
 pub fn header_value(value: &str) -> Option<Parsed> {
-    if grammar::has_epms_sec(value) {
-        grammar::parse_epms(value)
+    if super::epms::has_sec(value) {
+        super::epms::parse(value)
     } else {
         grammar::parse(value)
     }
@@ -253,7 +253,7 @@ pub fn banners(text: &str) -> Vec<(Parsed, String, &'static str)> {
         let visible = undecorate(&folded);
         // Banners are short; a long line is a sentence. A line of EPMS pairs may be longer
         // (`VER=…, NS=…, SEC=…, CAVEAT=…, ORIGIN=…`), within reason.
-        let limit = if grammar::has_epms_sec(visible) {
+        let limit = if super::epms::has_sec(visible) {
             1000
         } else {
             120
@@ -263,7 +263,7 @@ pub fn banners(text: &str) -> Vec<(Parsed, String, &'static str)> {
         }
         // Pairs are read once, in the undecorated line; the other readings of the same line
         // look for a marking only (else a line of many pairs is read four times over).
-        let again: fn(&str) -> Option<Parsed> = if grammar::has_epms_sec(visible) {
+        let again: fn(&str) -> Option<Parsed> = if super::epms::has_sec(visible) {
             grammar::parse_marking
         } else {
             grammar::parse
@@ -375,12 +375,12 @@ fn candidate_lines(text: &str) -> impl Iterator<Item = &str> {
         let (_, unquoted) = unquote(line.text);
         let candidate = starts_like_marking(unquoted)
             || line.bidi
-            || (line.equals && grammar::has_epms_sec(line.text))
+            || (line.equals && super::epms::has_sec(line.text))
             // A key a reader sees as `SEC=` (`ＳＥＣ＝`, `S\u{200B}EC=`, `SEC\u{A0}=`).
             // (Folding gives `=` only from `=` or the full-width `＝`.)
             || (line.non_ascii
                 && (line.equals || line.text.contains('\u{FF1D}'))
-                && grammar::has_epms_sec(&super::normalize::fold(line.text)));
+                && super::epms::has_sec(&super::normalize::fold(line.text)));
         candidate.then_some(line.text)
     })
 }
