@@ -2,7 +2,7 @@
 //! level is only ever one of the canonical ones.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use markgate::marking::{grammar, places, Level};
+use markgate::marking::{epms, grammar, places, Level};
 
 fuzz_target!(|text: &str| {
     let check = |p: Option<markgate::marking::level::Parsed>| {
@@ -11,8 +11,11 @@ fuzz_target!(|text: &str| {
         }
     };
     check(grammar::parse(text));
-    check(grammar::parse_epms(text));
-    for (p, _) in places::subject(text).into_iter().chain(places::file_name(text)).chain(places::banners(text)) {
+    check(epms::parse(text));
+    for (p, _) in places::subject(text).into_iter().chain(places::file_name(text)) {
+        check(Some(p));
+    }
+    for (p, _, _) in places::banners(text).into_iter().chain(places::history_subjects(text)) {
         check(Some(p));
     }
 });
