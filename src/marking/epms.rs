@@ -142,25 +142,38 @@ fn epms(value: &str, strictness: Strictness) -> Option<Parsed> {
 /// A SEC value: a marking, after any `SEC=` written again in front of it (`SEC=SEC=SECRET`),
 /// and never read as pairs itself.
 fn sec_value(val: &str) -> Option<Parsed> {
-    // A level is letters: junk (`(`, `4.2`) is refused before any parse.
-    if val.bytes().filter(u8::is_ascii_alphabetic).count() < 3 {
+    // A level is letters as a reader sees them (`ＳＥＣＲＥＴ` is letters too): junk (`(`,
+    // `4.2`) is refused before any parse.
+    let letters = super::normalize::fold(val)
+        .bytes()
+        .filter(u8::is_ascii_alphabetic)
+        .count();
+    if letters < 3 {
         return None;
     }
-    // A remark in parentheses after it (`SEC=SECRET (by secure post)`) is not the value.
-    sec_value_whole(val).or_else(|| {
-        val.split_once('(')
-            .filter(|(v, _)| !v.trim().is_empty())
-            .and_then(|(v, _)| sec_value_whole(v))
-    })
+    if let Some(parsed) = sec_value_whole(val) {
+        return Some(parsed);
+    }
+    // A remark after it (`SEC=SECRET (by secure post)`), or the rest of a title after a
+    // separator (`SEC=SECRET // draft`, `SEC=SECRET - draft`, `SEC=SECRET: bail`), is not the
+    // value: the longest part before one of them that is a marking.
+    let mut cuts: Vec<usize> = ["(", " - ", "//", ":", " | ", "__", " _"]
+        .iter()
+        .flat_map(|sep| val.match_indices(sep).take(8).map(|(at, _)| at))
+        .filter(|&at| at > 0)
+        .collect();
+    cuts.sort_unstable_by(|a, b| b.cmp(a));
+    cuts.dedup();
+    cuts.into_iter().find_map(|at| sec_value_whole(&val[..at]))
 }
 
 /// Whether the text before the first pair of a line or subject may stand there: nothing, a
-/// bracket, or a label ending in a separator (`Case 4411:`, `X-Protective-Marking:`,
-/// `Classification -`, `Budget //`); prose running into the pairs (`The old setting was
-/// sec=secret`) may not.
+/// bracket, or a label ending in `:`, `-` or `|` (`Case 4411:`, `X-Protective-Marking:`,
+/// `Classification -`); prose running into the pairs (`The old setting was sec=secret`), a
+/// URL's path (`…/app/sec=secret`, `…;sec=secret`) may not.
 fn labels_pairs(before: &str) -> bool {
     let t = before.trim().trim_start_matches(['[', '(']).trim_end();
-    t.is_empty() || t.ends_with([':', '-', ',', ';', '/', '|']) || MARKING_LABEL.is_match(t)
+    t.is_empty() || t.ends_with([':', '-', '|']) || MARKING_LABEL.is_match(t)
 }
 
 /// A label that names what follows as a marking, with no separator after it
@@ -170,9 +183,11 @@ static MARKING_LABEL: LazyLock<Regex> = LazyLock::new(|| {
         .expect("marking label regex")
 });
 
-/// `SEC=` and a level in capitals, as a sender writes a marking on purpose.
+/// `SEC=` and a level in capitals, as a sender writes a marking on purpose (not another
+/// key's tail: `X_SEC=YES`, `AUTH_SEC=TLS`).
 static CAPITAL_SEC: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r#"(?:^|[^A-Za-z0-9])SEC\s*=\s*["']?[A-Z]{3}"#).expect("capital sec regex")
+    Regex::new(r#"(?:^|[^A-Za-z0-9_])SEC\s*=\s*["']?(?:TOP[\s_-]*SECRET|SECRET|CONFIDENTIAL|RESTRICTED|OFFICIAL|PROTECT|PRIVATE|NOT\s+PROTECTIVELY|UNCLASSIFIED|NPM)"#)
+        .expect("capital sec regex")
 });
 
 fn sec_value_whole(mut val: &str) -> Option<Parsed> {
@@ -278,8 +293,24 @@ mod tests {
             "The old setting was sec=secret",
             "Witness statement for Monday sec=secret",
             "export SEC=secret",
+            "SEC=SECRET_KEY_BASE",
+            "The old setting was sec=secret; X_SEC=YES",
+            "Old value sec=secret, AUTH_SEC=TLS",
+            "http://intranet/app/sec=secret",
+            "https://portal.example.com/a;sec=secret",
         ] {
             assert_eq!(grammar::parse(text), None, "{text}");
+        }
+        // In a header the value is read as a reader sees it.
+        for value in [
+            "SEC= \u{FF33}\u{FF25}\u{FF23}\u{FF32}\u{FF25}\u{FF34}",
+            "SEC=\u{A731}\u{1D07}\u{1D04}\u{280}\u{1D07}\u{1D1B}",
+        ] {
+            assert_eq!(
+                parse(value).and_then(|p| p.level),
+                Some(Level::Secret),
+                "{value}"
+            );
         }
         for text in [
             "X-Protective-Marking: VER=2012.3, NS=gov.uk, SEC=SECRET, ORIGIN=a@b",
@@ -292,6 +323,12 @@ mod tests {
             "Case 4411, SEC=SECRET",
             "[Case 4411 SEC=SECRET]",
             "Case 12 Ref=12; SEC=SECRET",
+            "Budget // VER=1, SEC=SECRET // draft",
+            "VER=2012.3, NS=gov.uk, SEC=SECRET - draft",
+            "NS=gov.uk, SEC=SECRET: bail hearing",
+            "RE: NS=gov.uk, SEC=SECRET | Case 1",
+            "SEC=\u{FF33}\u{FF25}\u{FF23}\u{FF32}\u{FF25}\u{FF34}",
+            "SEC= \u{405}\u{415}\u{421}R\u{415}\u{422}",
         ] {
             assert_eq!(
                 parse(text).and_then(|p| p.level),

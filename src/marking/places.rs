@@ -59,7 +59,7 @@ fn in_title(text: &str, separators: &[&str]) -> Vec<(Parsed, String)> {
             };
             let inner = &rest[at + 1..at + len];
             if let Some(p) = grammar::parse(inner) {
-                found.push((p, rest[at..=at + len].to_string()));
+                keep(&mut found, p, rest[at..=at + len].to_string());
             }
             rest = &rest[at + len + 1..];
         }
@@ -70,7 +70,11 @@ fn in_title(text: &str, separators: &[&str]) -> Vec<(Parsed, String)> {
     let text = strip_reply_prefixes(&folded).trim();
     if let Some(p) = grammar::parse(text) {
         found.push((p, text.to_string()));
-        return found;
+        // A whole title of pairs may still hold a higher marking in a part
+        // (`SECRET plan - SEC=OFFICIAL`): read the parts too.
+        if !super::epms::has_sec(text) {
+            return found;
+        }
     }
     // A level in capitals at the start, followed by ordinary words: `SECRET plan for Monday`
     // (capitals, so `Secret Santa` stays prose).
@@ -147,15 +151,32 @@ fn in_title(text: &str, separators: &[&str]) -> Vec<(Parsed, String)> {
     found
 }
 
+/// Adds a title's finding, keeping their number bounded (a subject of forty thousand
+/// bracketed markings): past 64, only one above every finding so far is kept, so the
+/// highest is never lost.
+fn keep(found: &mut Vec<(Parsed, String)>, p: Parsed, raw: String) {
+    if found.len() >= 64 {
+        let top = found
+            .iter()
+            .filter_map(|(q, _)| q.level.map(Level::rank))
+            .max();
+        if p.level.map(Level::rank) <= top {
+            return;
+        }
+    }
+    found.push((p, raw));
+}
+
 fn separator_positions<'a>(text: &str, separators: &'a [&'a str]) -> Vec<(usize, &'a str)> {
     let mut positions: Vec<(usize, &str)> = separators
         .iter()
         .flat_map(|sep| text.match_indices(sep).map(move |(i, _)| (i, *sep)))
         .collect();
     positions.sort_by_key(|(i, _)| *i);
-    // The first and the last 64: a marking leads or trails a title, whatever stands between.
-    if positions.len() > 128 {
-        positions.drain(64..positions.len() - 64);
+    // The first and the last 256: a marking leads or trails a title, or stands near one
+    // end, whatever stands between.
+    if positions.len() > 512 {
+        positions.drain(256..positions.len() - 256);
     }
     positions
 }
@@ -270,7 +291,15 @@ pub fn banners(text: &str) -> Vec<(Parsed, String, &'static str)> {
         };
         let parsed = grammar::parse(visible)
             .or_else(|| again(line.trim()))
-            .or_else(|| again(unnumbered(visible)))
+            // A numbered line is another text: its pairs are read (`1. VER=…, SEC=…`).
+            .or_else(|| {
+                let rest = unnumbered(visible);
+                if rest.len() == visible.len() {
+                    None
+                } else {
+                    grammar::parse(rest)
+                }
+            })
             .or_else(|| letter_spaced(visible).and_then(|s| again(&s)))
             // Decoration around a reversed run (`*** \u{202E}TERCES\u{202C} ***` shows as
             // `*** SECRET ***`): laid out as displayed first, then undecorated.
@@ -775,6 +804,8 @@ mod tests {
             "UK-SECRET",
             "[NATO/EU SECRET]",
             "SECRET UE/EU SECRET",
+            "Hi\n1. VER=2012.3, NS=gov.uk, SEC=Secret\n",
+            "Hi\na) NS=gov.uk, sec=secret\n",
             "*** UK SECRET ***",
             "Hi\n[EU SECRET]",
             "Hi\n\u{202E}TERCES\u{202C}",
@@ -873,6 +904,29 @@ mod tests {
         assert!(levels(subject(&trailing)).contains(&"SECRET"));
         let trailing = format!("{}SECRET", "Ref: 4411 - ".repeat(100));
         assert!(levels(subject(&trailing)).contains(&"SECRET"));
+    }
+
+    #[test]
+    fn a_low_pair_never_hides_a_higher_marking_in_a_title() {
+        for title in [
+            "SECRET plan - SEC=OFFICIAL",
+            "SECRET: SEC=OFFICIAL",
+            "Budget // SEC=OFFICIAL, ORIGIN=a@b.gov.uk // SECRET",
+            "TOP SECRET STRAP1 // SEC=OFFICIAL",
+        ] {
+            let found = levels(subject(title));
+            assert!(
+                found.contains(&"SECRET") || found.contains(&"TOP SECRET"),
+                "{title}: {found:?}"
+            );
+        }
+        assert!(levels(file_name("SECRET_report SEC=OFFICIAL.pdf")).contains(&"SECRET"));
+        // Forty thousand bracketed findings keep the highest, in linear time.
+        let many = format!(
+            "{}[SECRET]",
+            "[SEC=OFFICIAL, CAVEAT=A EYES ONLY]".repeat(40_000)
+        );
+        assert!(levels(subject(&many)).contains(&"SECRET"));
     }
 
     #[test]
