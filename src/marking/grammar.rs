@@ -26,13 +26,21 @@ const DESCRIPTORS: &[&str] = &[
     "VISITS",
 ];
 
+/// The national and alliance prefixes a level may follow (`UK SECRET`, `NATO/EU SECRET`):
+/// the grammar reads them, and the banner pre-filter skips them, from this one list.
+pub const NATIONS: &[&str] = &[
+    "UK", "U.K.", "HMG", "NATO", "EU", "UE", "COSMIC", "US", "FVEY",
+];
+
 /// A level, after an optional introducer (`Protective Marking:`) and up to three national or
 /// alliance prefixes (`UK SECRET`, `NATO/EU SECRET`, `UK-SECRET`, `COSMIC TOP SECRET`): a
 /// reader sees the level whatever owns it. The EU's French names (`TRES SECRET UE`,
 /// `RESTREINT UE`, `CONFIDENTIEL UE`) are its levels too.
 static LEVEL: LazyLock<Regex> = LazyLock::new(|| {
+    let nations: Vec<String> = NATIONS.iter().map(|n| regex::escape(n)).collect();
     Regex::new(
-        r"^(?:(?:PROTECTIVE\s+MARKING|SECURITY\s+CLASSIFICATION|CLASSIFICATION|MARKING|SEC)\s*[:=\-]\s*)?(?:(?:UK|U\.K\.|HMG|NATO|EU|UE|COSMIC|US|FVEY)(?:\s*[-/]\s*|\s+)){0,3}(NOT\s+PROTECTIVELY\s+MARKED|NPM|UNCLASSIFIED|TOP[\s_-]*SECRET|TRES\s+SECRET|OFFICIAL\s*[-:_]?\s*SENSITIVE|OFFICIAL|PROTECT|RESTRICTED|RESTREINT|CONFIDENTIAL|CONFIDENTIEL|SECRET|PRIVATE)(?:$|[\s\-:/,_;\[\(])",
+        &r"^(?:(?:PROTECTIVE\s+MARKING|SECURITY\s+CLASSIFICATION|CLASSIFICATION|MARKING|SEC)\s*[:=\-]\s*)?(?:(?:NATIONS)(?:\s*[-/]\s*|\s+)){0,3}(NOT\s+PROTECTIVELY\s+MARKED|NPM|UNCLASSIFIED|TOP[\s_-]*SECRET|TRES\s+SECRET|OFFICIAL\s*[-:_]?\s*SENSITIVE|OFFICIAL|PROTECT|RESTRICTED|RESTREINT|CONFIDENTIAL|CONFIDENTIEL|SECRET|PRIVATE)(?:$|[\s\-:/,_;\[\(])"
+            .replace("NATIONS", &nations.join("|")),
     )
     .expect("level regex")
 });

@@ -343,7 +343,7 @@ fn starts_like_marking(line: &str) -> bool {
         .position(|b| !b.is_ascii_alphanumeric())
         .unwrap_or(trimmed.len());
     if word >= 4 && trimmed.get(word).is_none_or(u8::is_ascii) {
-        let nation = ["nato", "cosmic", "fvey"]
+        let nation = grammar::NATIONS
             .iter()
             .any(|n| trimmed[..word].eq_ignore_ascii_case(n.as_bytes()));
         if !nation {
@@ -369,9 +369,6 @@ fn starts_like_marking(line: &str) -> bool {
 /// `head` after up to three national or alliance prefixes (`UK `, `NATO/`, `UK-`,
 /// `COSMIC `), the words the grammar reads before a level.
 fn without_nations(mut head: &[u8]) -> &[u8] {
-    const NATIONS: &[&str] = &[
-        "uk", "u.k.", "hmg", "nato", "eu", "ue", "cosmic", "us", "fvey",
-    ];
     for _ in 0..3 {
         let word = if head.len() >= 4 && head[..4].eq_ignore_ascii_case(b"u.k.") {
             4
@@ -380,7 +377,7 @@ fn without_nations(mut head: &[u8]) -> &[u8] {
                 .position(|b| !b.is_ascii_alphabetic())
                 .unwrap_or(head.len())
         };
-        if !NATIONS
+        if !grammar::NATIONS
             .iter()
             .any(|n| head[..word].eq_ignore_ascii_case(n.as_bytes()))
         {
