@@ -73,7 +73,8 @@ pub(super) fn in_text(inner: &str, folded: &str) -> Option<Parsed> {
 }
 
 /// Where pairs may stand: anywhere in a header made for them, or (a line of a body, a
-/// subject) from the start, so prose that ends in `sec=secret` stays prose.
+/// subject) after nothing or a label (`labels_pairs`), so prose that ends in `sec=secret`
+/// stays prose.
 #[derive(Clone, Copy, PartialEq)]
 enum Strictness {
     Anywhere,

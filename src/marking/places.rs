@@ -274,17 +274,14 @@ pub fn banners(text: &str) -> Vec<(Parsed, String, &'static str)> {
         let visible = undecorate(&folded);
         // Banners are short; a long line is a sentence. A line of EPMS pairs may be longer
         // (`VER=…, NS=…, SEC=…, CAVEAT=…, ORIGIN=…`), within reason.
-        let limit = if super::epms::has_sec(visible) {
-            1000
-        } else {
-            120
-        };
+        let pairs = super::epms::has_sec(visible);
+        let limit = if pairs { 1000 } else { 120 };
         if visible.is_empty() || visible.chars().count() > limit {
             continue;
         }
         // Pairs are read once, in the undecorated line; the other readings of the same line
         // look for a marking only (else a line of many pairs is read four times over).
-        let again: fn(&str) -> Option<Parsed> = if super::epms::has_sec(visible) {
+        let again: fn(&str) -> Option<Parsed> = if pairs {
             grammar::parse_marking
         } else {
             grammar::parse
