@@ -538,8 +538,13 @@ static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
 /// 15 non-blank lines.
 pub fn has_signature(text: &str) -> bool {
     let tail = last_lines(text, 15);
-    if EMAIL.is_match(&tail) {
+    // Each search needs what the tail may lack (an `@`; ten ASCII digits in all): most
+    // messages are decided without running a regex over the tail.
+    if tail.contains('@') && EMAIL.is_match(&tail) {
         return true;
+    }
+    if tail.bytes().filter(u8::is_ascii_digit).count() < 10 {
+        return false;
     }
     PHONE
         .find_iter(&tail)
@@ -559,6 +564,34 @@ mod tests {
         Classifier::new(&ClassifierConfig::default())
             .classify(raw.as_bytes())
             .unwrap()
+    }
+
+    /// `has_signature` without the checks that skip its searches.
+    fn signature_by_regex(text: &str) -> bool {
+        let tail = last_lines(text, 15);
+        EMAIL.is_match(&tail)
+            || PHONE
+                .find_iter(&tail)
+                .any(|m| m.as_str().chars().filter(char::is_ascii_digit).count() >= 10)
+    }
+
+    #[test]
+    fn signature_checks_agree_with_the_searches() {
+        for text in [
+            "Regards\nJane",
+            "Regards\njane@police.cjsm.net",
+            "Regards\njane@localhost",
+            "Tel: 020 7946 0018",
+            "Tel: 020 7946 001",
+            "Tel: 020\n7946\n0018",
+            "Tel: \u{661}\u{662}\u{663}\u{664}\u{665}\u{666}\u{667}\u{668}\u{669}\u{660}",
+            "Ref 12345 and 67890",
+            "12345\n\n67890",
+            "+44 (0)20 7946-0018",
+            "",
+        ] {
+            assert_eq!(has_signature(text), signature_by_regex(text), "{text:?}");
+        }
     }
 
     #[test]

@@ -199,15 +199,34 @@ impl Index {
     /// that shrank, or whose bytes no longer end a line where indexing would resume
     /// (rewritten, truncated, replaced), is indexed afresh from its start.
     pub fn catch_up_file(&mut self, name: &str) -> Result<usize, IndexError> {
+        self.catch_up_file_by(name, MAX_BATCH_BYTES)
+    }
+
+    /// [`Index::catch_up_file`] reading at most `batch` bytes per transaction (more only
+    /// for a line longer than that): what a pass holds in memory stays bounded however far
+    /// behind the index is.
+    fn catch_up_file_by(&mut self, name: &str, batch: u64) -> Result<usize, IndexError> {
+        let mut n = 0;
+        loop {
+            let (k, more) = self.catch_up_part(name, batch)?;
+            n += k;
+            if !more {
+                return Ok(n);
+            }
+        }
+    }
+
+    /// One transaction of [`Index::catch_up_file_by`]; true when the file holds more.
+    fn catch_up_part(&mut self, name: &str, batch: u64) -> Result<(usize, bool), IndexError> {
         use std::os::unix::fs::FileExt;
         let path = self.dir.join(name);
         let size = match std::fs::metadata(&path) {
             Ok(m) => m.len(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, false)),
             Err(e) => return Err(e.into()),
         };
         if size == self.indexed_to(name)? {
-            return Ok(0);
+            return Ok((0, false));
         }
         let tx =
             rusqlite::Transaction::new(&mut self.conn, rusqlite::TransactionBehavior::Immediate)?;
@@ -242,15 +261,23 @@ impl Index {
             tx.execute("DELETE FROM records WHERE file = ?1", params![name])?;
             from = 0;
         }
-        let mut tail = vec![0u8; size.saturating_sub(from) as usize];
+        let rest = size.saturating_sub(from);
+        let mut tail = vec![0u8; rest.min(batch) as usize];
         file.read_exact_at(&mut tail, from)?;
+        if (tail.len() as u64) < rest && memchr::memchr(b'\n', &tail).is_none() {
+            // A line longer than a batch: the rest of the file in one.
+            tail = vec![0u8; rest as usize];
+            file.read_exact_at(&mut tail, from)?;
+        }
+        // Each batch cut short holds a whole line, so the next starts further on.
+        let more = (tail.len() as u64) < rest;
         let (n, offset) = index_lines(&tx, name, &tail, from)?;
         tx.execute(
             "INSERT OR REPLACE INTO files (name, indexed_to) VALUES (?1, ?2)",
             params![name, offset as i64],
         )?;
         tx.commit()?;
-        Ok(n)
+        Ok((n, more))
     }
 
     /// How far `name` is indexed (0: not at all).
@@ -454,6 +481,10 @@ impl Index {
 /// Indexes the whole lines of `bytes`, which start at `from` in `name`; returns how many
 /// records it indexed and where the last whole line ended. A line still being written is
 /// left for next time; a torn one (a restored copy's last) is skipped, as readers skip it.
+/// The most a catch-up reads into memory for one transaction (a second of records at
+/// several thousand messages a second).
+const MAX_BATCH_BYTES: u64 = 8 * 1024 * 1024;
+
 fn index_lines(
     conn: &Connection,
     name: &str,
@@ -745,6 +776,40 @@ mod tests {
         let new = index.search(&after).unwrap();
         assert_eq!(new.len(), 1, "{new:?}");
         assert_eq!(new[0].outcome, "delivered");
+    }
+
+    #[test]
+    fn a_catch_up_in_small_batches_indexes_what_one_batch_does() {
+        let file = "tracking-2026-11-24.jsonl";
+        let mut lines = [
+            outcome("A1", INTENT),
+            outcome("B2", INTENT),
+            outcome("A1", "delivered"),
+            outcome("C3", "delivered"),
+        ]
+        .concat();
+        // A record still being written: never indexed, and no batch waits on it forever.
+        lines.push_str("{\"time\":");
+        let found = |batch: u64| {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join(file), &lines).unwrap();
+            let mut index = Index::open(dir.path()).unwrap();
+            index.catch_up_file_by(file, batch).unwrap();
+            let mut all: Vec<_> = index
+                .search(&Query::default())
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.queue_id, r.outcome))
+                .collect();
+            all.sort();
+            (index.count().unwrap(), all)
+        };
+        let whole = found(u64::MAX);
+        assert_eq!(whole.0, 3, "{whole:?}");
+        // 1 and 40 bytes: every line is longer than a batch.
+        for batch in [1, 40, lines.len() as u64 / 3, lines.len() as u64 - 5] {
+            assert_eq!(found(batch), whole, "batch of {batch} bytes");
+        }
     }
 
     #[test]
