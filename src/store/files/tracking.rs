@@ -16,8 +16,8 @@ use crate::store::record::{supersede_intents, TrackingRecord};
 use crate::store::{AddressMatch, Redacted, TrackingStore};
 use crate::timefmt;
 
-/// The shortest time between two passes of the indexer. Under load each pass is one
-/// transaction of about a second of records (bounded in memory by the index's batch size).
+/// The shortest time between two passes of the indexer. Under load a pass catches up about
+/// a second of records, in transactions bounded in memory by the index's batch size.
 /// Passes every 50 ms cost the gateway a sixth of its pass-path rate in the benchmark with
 /// the indexer's own CPU unchanged (bench/RESULTS.md, thirteenth session); a search never
 /// waits for a pass (it catches up itself), so readers see the same records either way.
