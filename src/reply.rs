@@ -61,11 +61,13 @@ impl Reply {
     pub fn new(code: u16, status: &str, text: impl Into<String>) -> Reply {
         // CR and LF in a reply text would let rule authors (or a mirrored upstream reply)
         // inject extra reply lines; flatten them.
-        let text: String = text
-            .into()
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
+        let mut text: String = text.into();
+        if text.contains(char::is_control) {
+            text = text
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
+        }
         Reply {
             code,
             status: Status::parse(status),
@@ -237,5 +239,18 @@ impl Reply {
     }
     pub fn no_valid_recipients() -> Reply {
         Reply::new(554, "5.5.1", "No valid recipients")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Reply;
+
+    #[test]
+    fn control_characters_in_a_text_become_spaces() {
+        let r = Reply::new(550, "5.7.1", "no\r\n250 injected\tline\u{85}x");
+        assert_eq!(r.to_wire(), "550 5.7.1 no  250 injected line x\r\n");
+        let plain = Reply::new(250, "2.0.0", "Ok: queued as ABC (next hop: 250 2.0.0 Ok)");
+        assert_eq!(plain.text, "Ok: queued as ABC (next hop: 250 2.0.0 Ok)");
     }
 }
