@@ -478,14 +478,14 @@ impl Index {
     }
 }
 
-/// Indexes the whole lines of `bytes`, which start at `from` in `name`; returns how many
-/// records it indexed and where the last whole line ended. A line still being written is
-/// left for next time; a torn one (a restored copy's last) is skipped, as readers skip it.
 /// The most a catch-up reads into memory for one transaction (about a thousand records).
 /// A pass under load takes several: 8 MiB took markgate's peak RSS in the benchmark from
 /// 25 to 63 MB, 1 MiB left it at 25 MB and the rate where it was.
 const MAX_BATCH_BYTES: u64 = 1024 * 1024;
 
+/// Indexes the whole lines of `bytes`, which start at `from` in `name`; returns how many
+/// records it indexed and where the last whole line ended. A line still being written is
+/// left for next time; a torn one (a restored copy's last) is skipped, as readers skip it.
 fn index_lines(
     conn: &Connection,
     name: &str,
