@@ -19,8 +19,11 @@ use crate::timefmt;
 /// The shortest time between two passes of the indexer. Under load a pass catches up about
 /// a second of records, in transactions bounded in memory by the index's batch size.
 /// Passes every 50 ms cost the gateway a sixth of its pass-path rate in the benchmark with
-/// the indexer's own CPU unchanged (bench/RESULTS.md, thirteenth session); a search never
-/// waits for a pass (it catches up itself), so readers see the same records either way.
+/// the indexer's own CPU unchanged: its short, frequent bursts took a core just when the
+/// sessions and their peers needed it (the idle scheduling class for the thread recovered
+/// the rate; nice 10 did not; bench/RESULTS.md, thirteenth session). The idle class is
+/// not used: a starved indexer holding SQLite's write lock would stall a search. A search
+/// never waits for a pass (it catches up itself), so readers see the same records.
 const INDEX_INTERVAL: Duration = Duration::from_millis(1000);
 
 pub struct Tracking {
