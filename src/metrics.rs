@@ -288,23 +288,18 @@ impl Metrics {
 
     pub fn reply(&self, code: u16) {
         let class = usize::from(code / 100);
-        let Some(cached) = self.reply_classes.get(class) else {
+        let counter = || {
             self.replies
                 .get_or_create(&CodeClassLabel {
                     code_class: format!("{class}xx"),
                 })
-                .inc();
-            return;
+                .clone()
         };
-        cached
-            .get_or_init(|| {
-                self.replies
-                    .get_or_create(&CodeClassLabel {
-                        code_class: format!("{class}xx"),
-                    })
-                    .clone()
-            })
-            .inc();
+        // A code outside SMTP's classes is counted, not cached.
+        match self.reply_classes.get(class) {
+            Some(cached) => cached.get_or_init(counter).inc(),
+            None => counter().inc(),
+        };
     }
 
     pub fn decision(&self, labels: DecisionLabels) {
