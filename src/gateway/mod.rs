@@ -146,10 +146,11 @@ impl Gateway {
         }
     }
 
-    /// A store call from a session. A shared store's call waits on the network: it runs
-    /// with `block_in_place`, so the runtime moves this worker's other sessions to another
-    /// thread meanwhile and concurrent sessions' commits overlap (PostgreSQL flushes them
-    /// together). The files store's calls are local and short, and run as they are.
+    /// A store call from a session that has no awaitable form (a hold). A shared store's
+    /// call waits on the network: it runs with `block_in_place`, so the runtime moves this
+    /// worker's other sessions to another thread meanwhile. The files store's calls are
+    /// local and short, and run as they are. (Tracking records are awaited instead:
+    /// [`crate::store::Appending`].)
     fn store_call<T>(&self, f: impl FnOnce() -> T) -> T {
         use tokio::runtime::{Handle, RuntimeFlavor};
         let multi =
@@ -188,7 +189,7 @@ impl Gateway {
     }
 
     /// A message refused before it could be judged (bad data): tracked as a reject.
-    pub fn refuse(&self, snap: &Snapshot, txn: &Transaction, reply: Reply) -> Reply {
+    pub async fn refuse(&self, snap: &Snapshot, txn: &Transaction, reply: Reply) -> Reply {
         let verdict = Verdict {
             action: Action::Reject,
             rule: None,
@@ -203,7 +204,7 @@ impl Gateway {
             forwarded_from: Vec::new(),
             verdict,
         };
-        self.finish(snap, txn, &eval, Outcome::Refused, reply)
+        self.finish(snap, txn, &eval, Outcome::Refused, reply).await
     }
 
     /// Runs the whole path and returns what the front end answers.
@@ -220,7 +221,7 @@ impl Gateway {
             .observe(started.elapsed().as_secs_f64());
         let mut notice = None;
         let (outcome, reply) = self.act(snap, &txn, &eval, hand_off, &mut notice).await;
-        let reply = self.finish(snap, &txn, &eval, outcome, reply);
+        let reply = self.finish(snap, &txn, &eval, outcome, reply).await;
         // The sender is told only of a hold the client was told of (a 451 after the hold,
         // when its record could not be written, is retried: one notice per retry otherwise).
         if let Some(notice) = notice.filter(|_| reply.is_positive()) {
@@ -252,7 +253,8 @@ impl Gateway {
     ) -> (Outcome, Reply) {
         let verdict = &eval.verdict;
         if verdict.action != Action::Reject {
-            if let Err(err) = self.store_call(|| self.store.tracking.preflight()) {
+            // Local and short in either store (a statvfs, or nothing): no store_call.
+            if let Err(err) = self.store.tracking.preflight() {
                 self.metrics.tracking_write_error();
                 tracing::error!(queue_id = %txn.id, error = %err, "no room to track this message; deferring");
                 return (
@@ -335,8 +337,12 @@ impl Gateway {
                 // The intent record: if the record of how it went cannot be written once
                 // the next hop has the message, this one stands and the reply stays 250.
                 let intent = record::record(snap, txn, eval, &Outcome::HandingOff, &Reply::ok());
-                if let Err(err) =
-                    self.store_call(|| self.store.tracking.append(&intent, SystemTime::now()))
+                if let Err(err) = self
+                    .store
+                    .tracking
+                    .append_async(&intent, SystemTime::now())
+                    .wait()
+                    .await
                 {
                     self.metrics.tracking_write_error();
                     tracing::error!(queue_id = %txn.id, error = %err, "intent record not written; deferring");
@@ -375,7 +381,7 @@ impl Gateway {
 
     /// Tracks and counts the transaction; a record that cannot be written turns the reply
     /// into 451 (fail closed).
-    fn finish(
+    async fn finish(
         &self,
         snap: &Snapshot,
         txn: &Transaction,
@@ -424,7 +430,12 @@ impl Gateway {
             "{}",
             record::log_line(&record, self.next_hop().address())
         );
-        if let Err(err) = self.store_call(|| self.store.tracking.append(&record, SystemTime::now()))
+        if let Err(err) = self
+            .store
+            .tracking
+            .append_async(&record, SystemTime::now())
+            .wait()
+            .await
         {
             self.metrics.tracking_write_error();
             if delivered {

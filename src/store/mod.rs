@@ -63,6 +63,11 @@ pub trait TrackingStore: Send + Sync {
     /// Appends one record; returns once it is written (the record is the log: an index
     /// that could not be updated is repaired by `reindex`, not an error here).
     fn append(&self, record: &TrackingRecord, now: SystemTime) -> io::Result<()>;
+    /// `append` for a session: a shared store's commit is awaited (see [`Appending`]) rather
+    /// than waited for on the session's thread. The files store writes it here and now.
+    fn append_async(&self, record: &TrackingRecord, now: SystemTime) -> Appending {
+        Appending::done(self.append(record, now))
+    }
     /// Whether a record written now would have room (checked before a hand-off).
     fn preflight(&self) -> io::Result<()>;
     /// Records matching `q`, newest first (oldest first with `q.after`).
@@ -86,6 +91,56 @@ pub trait TrackingStore: Send + Sync {
         today: &str,
         holds: &[AddressMatch],
     ) -> io::Result<Redacted>;
+}
+
+/// A record on its way into the tracking log: [`Appending::wait`] returns once it is
+/// written (or could not be). A session awaits it, so while a database commits the record
+/// the session's thread serves other sessions, whose records then join the same commit;
+/// blocking the thread instead (`block_in_place`) handed the thread's other sessions to
+/// another one twice a message.
+pub struct Appending(AppendingState);
+
+enum AppendingState {
+    Done(io::Result<()>),
+    Waiting {
+        answer: tokio::sync::oneshot::Receiver<Result<(), String>>,
+        within: std::time::Duration,
+    },
+}
+
+impl Appending {
+    /// Already written (or failed).
+    pub fn done(result: io::Result<()>) -> Appending {
+        Appending(AppendingState::Done(result))
+    }
+
+    /// Written when `answer` says so; a store that says nothing `within` that long has
+    /// failed (a timeout, so the message fails closed).
+    pub fn waiting(
+        answer: tokio::sync::oneshot::Receiver<Result<(), String>>,
+        within: std::time::Duration,
+    ) -> Appending {
+        Appending(AppendingState::Waiting { answer, within })
+    }
+
+    pub async fn wait(self) -> io::Result<()> {
+        match self.0 {
+            AppendingState::Done(result) => result,
+            AppendingState::Waiting { answer, within } => {
+                match tokio::time::timeout(within, answer).await {
+                    Ok(Ok(Ok(()))) => Ok(()),
+                    Ok(Ok(Err(e))) => Err(io::Error::other(e)),
+                    Ok(Err(_)) => Err(io::Error::other(
+                        "tracking store: the committer stopped before answering",
+                    )),
+                    Err(_) => Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("tracking store: no answer within {within:?}"),
+                    )),
+                }
+            }
+        }
+    }
 }
 
 /// What an export wrote.
@@ -267,5 +322,41 @@ impl Store {
             Some(_) => "the PostgreSQL store (store.url)".to_string(),
             None => self.files.describe(),
         }
+    }
+}
+
+#[cfg(test)]
+mod appending_tests {
+    use super::Appending;
+    use std::io;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_store_that_never_answers_fails_the_record_in_time() {
+        let (_keep, answer) = tokio::sync::oneshot::channel();
+        let err = Appending::waiting(answer, Duration::from_millis(20))
+            .wait()
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn a_committer_gone_before_answering_is_an_error_not_a_write() {
+        let (gone, answer) = tokio::sync::oneshot::channel::<Result<(), String>>();
+        drop(gone);
+        let appending = Appending::waiting(answer, Duration::from_secs(5));
+        assert!(appending.wait().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn the_answer_is_passed_on() {
+        let (tx, answer) = tokio::sync::oneshot::channel();
+        tx.send(Err("disk full".to_string())).unwrap();
+        let err = Appending::waiting(answer, Duration::from_secs(5))
+            .wait()
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("disk full"));
     }
 }

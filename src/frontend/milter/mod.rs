@@ -363,7 +363,8 @@ impl Milter for Session {
             let max = self.snapshot.config.limits.max_message_size;
             let reply = self
                 .gateway
-                .refuse(&self.snapshot, &txn, Reply::message_too_big(max));
+                .refuse(&self.snapshot, &txn, Reply::message_too_big(max))
+                .await;
             self.reset();
             return Ok(ModificationResponse::builder().build(reply_code(&reply)));
         }

@@ -35,7 +35,7 @@ impl Session {
                 spool.unwrap_or_else(|| Spool::from_bytes(Vec::new())),
             );
         let reply = match refusal {
-            Some(reply) => self.gateway.refuse(&self.snapshot, &txn, reply),
+            Some(reply) => self.gateway.refuse(&self.snapshot, &txn, reply).await,
             None => {
                 // Let the client see any replies still queued before the decision runs.
                 if let Err(err) = self.flush().await {
