@@ -423,3 +423,108 @@ fn export_and_redaction_work_on_the_shared_store() {
         )
         .contains("victim@"));
 }
+
+#[test]
+fn an_intent_is_searchable_until_its_outcome_replaces_it() {
+    // A files store's pass leaves its intent and its outcome; a site moved mid-message
+    // (only the intent so far) must find the intent, by sender and by Message-ID, and then
+    // the outcome alone once it arrives.
+    let sink = Sink::start(&[]);
+    let old = Markgate::start(sink.port);
+    let msg = good_message("[OFFICIAL] in flight");
+    assert_eq!(
+        smtplib_send(old.port, FROM, &["bob@cps.cjsm.net"], &msg).0,
+        250
+    );
+    let state = old.state();
+    let day_file = std::fs::read_dir(state.join("tracking"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .expect("a tracking file");
+    let whole = std::fs::read_to_string(&day_file).unwrap();
+    let lines: Vec<&str> = whole.lines().collect();
+    assert_eq!(lines.len(), 2, "intent and outcome: {whole}");
+    assert!(lines[0].contains("handing-off"), "{}", lines[0]);
+    std::fs::write(&day_file, format!("{}\n", lines[0])).unwrap();
+
+    let pg = Postgres::start();
+    pg.migrate();
+    let new = on(&pg, sink.port);
+    let import = || {
+        let out = new.cli(&[
+            "store",
+            "import",
+            "--from-state-dir",
+            state.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let search = |args: &[&str]| {
+        let mut all = vec!["track", "search", "--json"];
+        all.extend_from_slice(args);
+        json_out(&new.cli(&all))
+    };
+    let mid = format!("{}@test", "[OFFICIAL] in flight".len());
+    import();
+    for found in [search(&["--sender", FROM]), search(&["--message-id", &mid])] {
+        assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
+        assert_eq!(found[0]["outcome"], "handing-off", "{found}");
+    }
+    assert_eq!(new.records().len(), 1);
+
+    std::fs::write(&day_file, &whole).unwrap();
+    import();
+    for found in [search(&["--sender", FROM]), search(&["--message-id", &mid])] {
+        assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
+        assert_eq!(found[0]["outcome"], "delivered", "{found}");
+    }
+    let records = new.records();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["outcome"], "delivered");
+}
+
+#[test]
+fn migrating_moves_waiting_intents_where_searches_and_outcomes_find_them() {
+    // A database at schema version 1 (intents among the history) with one waiting intent.
+    let pg = Postgres::start();
+    pg.psql("markgate", markgate::store::postgres::MIGRATIONS[0]);
+    pg.psql(
+        "markgate",
+        "INSERT INTO markgate_schema (version) VALUES (1)",
+    );
+    let record = serde_json::json!({
+        "time": "2026-12-03T10:00:00Z", "queue_id": "AAAAAAAAAAAAAAA9",
+        "sender": FROM, "recipients": [{"address": "bob@cps.cjsm.net"}],
+        "message_id": "<waiting@police.cjsm.net>", "action": "pass", "outcome": "handing-off"
+    });
+    pg.psql(
+        "markgate",
+        &format!(
+            "INSERT INTO tracking (time, queue_id, message_id, sender, recipients, action, level, outcome, record, digest) \
+             VALUES ('2026-12-03T10:00:00Z', 'AAAAAAAAAAAAAAA9', '<waiting@police.cjsm.net>', '{FROM}', \
+             '{{bob@cps.cjsm.net}}', 'pass', 'NONE', 'handing-off', '{record}', 'd9'); \
+             INSERT INTO tracking_ids VALUES ('<waiting@police.cjsm.net>', '2026-12-03T10:00:00Z')"
+        ),
+    );
+    pg.migrate();
+    assert_eq!(
+        pg.psql("markgate", "SELECT count(*) FROM tracking").trim(),
+        "0"
+    );
+    let sink = Sink::start(&[]);
+    let mg = on(&pg, sink.port);
+    let found = json_out(&mg.cli(&[
+        "track",
+        "search",
+        "--json",
+        "--message-id",
+        "waiting@police.cjsm.net",
+    ]));
+    assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
+    assert_eq!(found[0]["outcome"], "handing-off");
+}

@@ -4,13 +4,15 @@
 //! write one database in two shapes.
 //!
 //! Tracking records are partitioned by day (retention drops whole days), with the typed
-//! record as `jsonb` beside the columns searches filter on. Held messages keep their
+//! record as `jsonb` beside the columns searches filter on; intents wait for their
+//! outcomes in a small table of their own, and searches read both (`tracking_all`). Held messages keep their
 //! metadata and state apart from the bodies, so listings never read a body.
 
 use super::{Pg, PgError};
 
 /// Each migration, in order; the schema's version is how many have been applied.
-pub const MIGRATIONS: &[&str] = &[r"
+pub const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE markgate_schema (
     version integer NOT NULL,
     applied timestamptz NOT NULL DEFAULT now()
@@ -79,7 +81,39 @@ CREATE TABLE audit (
     reason text,
     instance text NOT NULL
 );
-"];
+",
+    r"
+-- Intents (a pass's record, written before the hand-off) apart from the history: each is
+-- replaced by its outcome a few milliseconds later, and a row in tracking cost eight index
+-- entries written and deleted for nothing. Its ids come from tracking's sequence, so the
+-- two order as one log; searches read both through tracking_all.
+CREATE TABLE tracking_intent (
+    id bigint NOT NULL DEFAULT nextval('tracking_id_seq'),
+    time timestamptz NOT NULL,
+    queue_id text PRIMARY KEY,
+    message_id text,
+    sender text NOT NULL,
+    recipients text[] NOT NULL,
+    action text NOT NULL,
+    rule text,
+    level text NOT NULL,
+    outcome text NOT NULL,
+    record jsonb NOT NULL,
+    digest text NOT NULL
+);
+INSERT INTO tracking_intent (id, time, queue_id, message_id, sender, recipients, action, rule, level, outcome, record, digest)
+    SELECT id, time, queue_id, message_id, sender, recipients, action, rule, level, outcome, record, digest
+    FROM tracking WHERE outcome = 'handing-off' AND queue_id IS NOT NULL
+    ON CONFLICT DO NOTHING;
+DELETE FROM tracking WHERE outcome = 'handing-off' AND queue_id IS NOT NULL;
+CREATE VIEW tracking_all AS
+    SELECT id, time, queue_id, message_id, sender, recipients, action, rule, level, outcome, record, digest
+    FROM tracking
+    UNION ALL
+    SELECT id, time, queue_id, message_id, sender, recipients, action, rule, level, outcome, record, digest
+    FROM tracking_intent;
+",
+];
 
 /// The version this binary writes.
 pub const LATEST: i32 = MIGRATIONS.len() as i32;

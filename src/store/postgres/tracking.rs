@@ -92,7 +92,7 @@ impl PgTracking {
                         dropped += 1;
                     }
                 }
-                for table in ["tracking_default", "tracking_ids"] {
+                for table in ["tracking_default", "tracking_ids", "tracking_intent"] {
                     client
                         .execute(
                             &format!("DELETE FROM {table} WHERE time < ($1::text)::timestamptz"),
@@ -175,38 +175,51 @@ impl Row {
         })
     }
 
-    /// Inserts the rows (each once: the same record again is a no-op) and, for an outcome,
-    /// removes its intent in the same statement; how many were new. The statements are
+    /// Inserts the rows (each once: the same record again is a no-op), an intent in
+    /// `tracking_intent`, and for an outcome removes its intent in the same statement; how
+    /// many were new. The statements are
     /// pipelined: all sent, then all answered, so a batch costs one round trip to the
     /// database rather than one a row.
     async fn insert_all(
         rows: &[&Row],
         tx: &deadpool_postgres::Transaction<'_>,
     ) -> Result<usize, PgError> {
-        const INSERT: &str = "WITH ids AS (INSERT INTO tracking_ids (message_id, time) \
+        const COLUMNS: &str = "(time, queue_id, message_id, sender, recipients, action, rule, level, outcome, record, digest) \
+             VALUES (($1::text)::timestamptz, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+        // A record with no queue id (nothing of it to wait for).
+        const PLAIN: &str = "WITH ids AS (INSERT INTO tracking_ids (message_id, time) \
              SELECT $3, ($1::text)::timestamptz WHERE $3::text IS NOT NULL) \
-             INSERT INTO tracking (time, queue_id, message_id, sender, recipients, action, rule, level, outcome, record, digest) \
-             VALUES (($1::text)::timestamptz, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-             ON CONFLICT (time, digest) DO NOTHING";
-        // An intent has its outcome's time (both are the message's arrival): with it the
-        // database plans and searches that day's partition only, not every day's (which
-        // cost more than the rest of the message's rows). `handing-off` is record::INTENT
-        // (a test holds them together).
-        const OUTCOME: &str = "WITH intent AS (DELETE FROM tracking \
-             WHERE time = ($1::text)::timestamptz AND queue_id = $2 AND outcome = 'handing-off'), \
+             INSERT INTO tracking ";
+        // An intent: in the small table, once per queue id.
+        const INTENT: &str = "WITH ids AS (INSERT INTO tracking_ids (message_id, time) \
+             SELECT $3, ($1::text)::timestamptz WHERE $3::text IS NOT NULL) \
+             INSERT INTO tracking_intent ";
+        // An outcome takes its intent's place (whose Message-ID is already in tracking_ids).
+        const OUTCOME: &str =
+            "WITH intent AS (DELETE FROM tracking_intent WHERE queue_id = $2 RETURNING 1), \
              ids AS (INSERT INTO tracking_ids (message_id, time) \
-             SELECT $3, ($1::text)::timestamptz WHERE $3::text IS NOT NULL) \
-             INSERT INTO tracking (time, queue_id, message_id, sender, recipients, action, rule, level, outcome, record, digest) \
-             VALUES (($1::text)::timestamptz, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-             ON CONFLICT (time, digest) DO NOTHING";
-        let insert = tx.prepare_cached(INSERT).await?;
-        let outcome = tx.prepare_cached(OUTCOME).await?;
+             SELECT $3, ($1::text)::timestamptz WHERE $3::text IS NOT NULL \
+             AND NOT EXISTS (SELECT 1 FROM intent)) \
+             INSERT INTO tracking ";
+        let plain = tx
+            .prepare_cached(&format!(
+                "{PLAIN}{COLUMNS} ON CONFLICT (time, digest) DO NOTHING"
+            ))
+            .await?;
+        let intent = tx
+            .prepare_cached(&format!("{INTENT}{COLUMNS} ON CONFLICT DO NOTHING"))
+            .await?;
+        let outcome = tx
+            .prepare_cached(&format!(
+                "{OUTCOME}{COLUMNS} ON CONFLICT (time, digest) DO NOTHING"
+            ))
+            .await?;
         let done = futures_util::future::try_join_all(rows.iter().map(|row| {
             let r = &row.record;
-            let statement = if r.is_intent() || r.queue_id.is_none() {
-                &insert
-            } else {
-                &outcome
+            let statement = match (r.queue_id.is_some(), r.is_intent()) {
+                (false, _) => &plain,
+                (true, true) => &intent,
+                (true, false) => &outcome,
             };
             async move {
                 tx.execute(
@@ -486,7 +499,7 @@ fn search_sql(q: &Query, times: Option<Vec<SystemTime>>) -> (String, Vec<Arg>) {
     if let Some(after) = q.after {
         conds.push(format!("id > {after}"));
     }
-    let mut sql = String::from("SELECT id, record FROM tracking");
+    let mut sql = String::from("SELECT id, record FROM tracking_all");
     if !conds.is_empty() {
         sql.push_str(" WHERE ");
         sql.push_str(&conds.join(" AND "));
@@ -555,7 +568,7 @@ impl TrackingStore for PgTracking {
         self.pg
             .run(|client| async move {
                 let id: Option<i64> = client
-                    .query_one("SELECT max(id) FROM tracking", &[])
+                    .query_one("SELECT max(id) FROM tracking_all", &[])
                     .await?
                     .get(0);
                 Ok(id.unwrap_or(0))
@@ -572,7 +585,7 @@ impl TrackingStore for PgTracking {
         self.pg
             .run(|client| async move {
                 let n: i64 = client
-                    .query_one("SELECT count(*) FROM tracking", &[])
+                    .query_one("SELECT count(*) FROM tracking_all", &[])
                     .await?
                     .get(0);
                 Ok(n as usize)
@@ -613,7 +626,7 @@ impl PgTracking {
             .run(move |client| async move {
                 let rows = client
                     .query(
-                        "SELECT record FROM tracking \
+                        "SELECT record FROM tracking_all \
                          WHERE ($2::text IS NULL OR time >= ($2::text)::timestamptz) \
                            AND (sender = $1 OR recipients @> ARRAY[$1::text] \
                                 OR strpos(lower(record->>'forwarded'), $1) > 0) \
@@ -680,7 +693,7 @@ impl PgTracking {
             .run(move |client| async move {
                 let rows = client
                     .query(
-                        "SELECT id, time::text, record FROM tracking \
+                        "SELECT id, time::text, record FROM tracking_all \
                          WHERE time < ($2::text)::date::timestamptz \
                            AND (sender = $1 OR recipients @> ARRAY[$1::text] \
                                 OR strpos(lower(record::text), $1) > 0)",
@@ -728,12 +741,17 @@ impl PgTracking {
                 .run(move |mut client| async move {
                     let tx = client.transaction().await?;
                     for (id, time, row) in &chunk {
-                        tx.execute(
-                            "UPDATE tracking SET record = $3, sender = $4, recipients = $5, digest = $6 \
-                             WHERE id = $1 AND time = ($2::text)::timestamptz",
-                            &[id, time, &row.value, &row.sender, &row.recipients, &row.digest],
-                        )
-                        .await?;
+                        // The row is in one of the two (an intent whose outcome never came).
+                        for table in ["tracking", "tracking_intent"] {
+                            tx.execute(
+                                &format!(
+                                    "UPDATE {table} SET record = $3, sender = $4, recipients = $5, digest = $6 \
+                                     WHERE id = $1 AND time = ($2::text)::timestamptz"
+                                ),
+                                &[id, time, &row.value, &row.sender, &row.recipients, &row.digest],
+                            )
+                            .await?;
+                        }
                     }
                     tx.commit().await?;
                     Ok(())
