@@ -175,15 +175,22 @@ impl Row {
         })
     }
 
-    /// Inserts the rows (each once: the same record again is a no-op), an intent in
-    /// `tracking_intent`, and for an outcome removes its intent in the same statement; how
-    /// many were new. The statements are
+    /// Inserts the rows in one transaction (each once: the same record again is a no-op),
+    /// an intent in `tracking_intent`, and for an outcome removes its intent in the same
+    /// statement; how many were new. `BEGIN`, the rows' statements and `COMMIT` are
     /// pipelined: all sent, then all answered, so a batch costs one round trip to the
-    /// database rather than one a row.
-    async fn insert_all(
+    /// database, not one a row and two more for the transaction. (The futures send their
+    /// requests when first polled, in order; a failed statement aborts the transaction and
+    /// is the error returned, its `COMMIT` then rolling back.)
+    async fn commit_all(
         rows: &[&Row],
-        tx: &deadpool_postgres::Transaction<'_>,
+        client: deadpool_postgres::Object,
     ) -> Result<usize, PgError> {
+        let client = Discard(Some(client));
+        let tx = client
+            .0
+            .as_deref()
+            .ok_or_else(|| PgError::Runtime("no connection".into()))?;
         const COLUMNS: &str = "(time, queue_id, message_id, sender, recipients, action, rule, level, outcome, record, digest) \
              VALUES (($1::text)::timestamptz, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
         // A record with no queue id (nothing of it to wait for).
@@ -214,7 +221,8 @@ impl Row {
                 "{OUTCOME}{COLUMNS} ON CONFLICT (time, digest) DO NOTHING"
             ))
             .await?;
-        let done = futures_util::future::try_join_all(rows.iter().map(|row| {
+        let c: &tokio_postgres::Client = tx;
+        let inserts = futures_util::future::try_join_all(rows.iter().map(|row| {
             let r = &row.record;
             let statement = match (r.queue_id.is_some(), r.is_intent()) {
                 (false, _) => &plain,
@@ -222,7 +230,7 @@ impl Row {
                 (true, false) => &outcome,
             };
             async move {
-                tx.execute(
+                c.execute(
                     statement,
                     &[
                         &r.time,
@@ -240,9 +248,35 @@ impl Row {
                 )
                 .await
             }
-        }))
+        }));
+        let (_, done, _) = futures_util::future::try_join3(
+            c.batch_execute("BEGIN"),
+            inserts,
+            c.batch_execute("COMMIT"),
+        )
         .await?;
+        client.keep();
         Ok(done.iter().filter(|&&n| n == 1).count())
+    }
+}
+
+/// A pooled connection that leaves the pool (and closes, so the server rolls back) unless
+/// its batch finished: one cut short by an error or by `store.timeout` may have left a
+/// transaction open on it.
+struct Discard(Option<deadpool_postgres::Object>);
+
+impl Discard {
+    /// The batch finished: back to the pool.
+    fn keep(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for Discard {
+    fn drop(&mut self) {
+        if let Some(object) = self.0.take() {
+            drop(deadpool_postgres::Object::take(object));
+        }
     }
 }
 
@@ -321,10 +355,7 @@ async fn committer(pg: Arc<Pg>, mut queue: tokio::sync::mpsc::UnboundedReceiver<
 async fn commit(pg: &Pg, batch: Vec<Waiting>) {
     let rows: Vec<&Row> = batch.iter().map(|(row, _)| row).collect();
     let result = tokio::time::timeout(pg.timeout, async {
-        let mut client = pg.pool.get().await?;
-        let tx = client.transaction().await?;
-        Row::insert_all(&rows, &tx).await?;
-        tx.commit().await?;
+        Row::commit_all(&rows, pg.pool.get().await?).await?;
         Ok::<(), PgError>(())
     })
     .await
@@ -364,12 +395,9 @@ impl PgTracking {
             let rows = chunk.iter().map(Row::of).collect::<io::Result<Vec<_>>>()?;
             added += self
                 .pg
-                .run(move |mut client| async move {
-                    let tx = client.transaction().await?;
+                .run(move |client| async move {
                     let rows: Vec<&Row> = rows.iter().collect();
-                    let n = Row::insert_all(&rows, &tx).await?;
-                    tx.commit().await?;
-                    Ok(n)
+                    Row::commit_all(&rows, client).await
                 })
                 .map_err(io::Error::from)?;
         }
