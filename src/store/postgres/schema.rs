@@ -106,6 +106,9 @@ INSERT INTO tracking_intent (id, time, queue_id, message_id, sender, recipients,
     FROM tracking WHERE outcome = 'handing-off' AND queue_id IS NOT NULL
     ON CONFLICT DO NOTHING;
 DELETE FROM tracking WHERE outcome = 'handing-off' AND queue_id IS NOT NULL;
+-- Newest first is the primary key (time, id) read backwards: this copy of it was one more
+-- index for every record to update.
+DROP INDEX IF EXISTS tracking_time;
 CREATE VIEW tracking_all AS
     SELECT id, time, queue_id, message_id, sender, recipients, action, rule, level, outcome, record, digest
     FROM tracking
