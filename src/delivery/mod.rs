@@ -10,9 +10,7 @@ mod stream;
 mod tls;
 mod wire;
 
-use std::future::Future;
 use std::sync::Mutex;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use mail_send::SmtpClient;
@@ -22,9 +20,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 pub use stream::Stream;
-use wire::{
-    mail_command, mirror, queue_id_of, rcpt_command, response_line, write_stuffed, END_OF_DATA,
-};
+use wire::{mail_command, mirror, queue_id_of, rcpt_command, response_line, write_stuffed};
 
 use crate::config::{TlsMode, Upstream};
 use crate::message::own_headers;
@@ -138,51 +134,24 @@ impl NextHop {
         prepend: &[u8],
         message: &Spool,
     ) -> Result<Delivered, NextHopError> {
-        let open = std::future::ready(Ok(()));
-        match self.send_gated(envelope, prepend, message, open).await {
-            Ok(delivered) => Ok(delivered),
-            Err(Gated::NextHop(err)) => Err(err),
-            // The gate above is open: never here.
-            Err(Gated::Held(err)) => Err(unavailable("held back", err)),
-        }
-    }
-
-    /// `send`, with the end of the data (the final dot, when the next hop takes the
-    /// message) held back until `gate` says yes. The gateway's gate is its intent record's
-    /// commit: the envelope and the data go out while the record is being committed, so a
-    /// message waits for the slower of the two, not for both one after the other. A gate
-    /// that fails leaves the next hop with a transaction never ended: the connection is
-    /// dropped, and the next hop discards what it had (RFC 5321 4.1.1.4).
-    pub async fn send_gated(
-        &self,
-        envelope: &Envelope,
-        prepend: &[u8],
-        message: &Spool,
-        gate: impl Future<Output = std::io::Result<()>>,
-    ) -> Result<Delivered, Gated> {
         let skip = own_headers::ranges(message).map_err(|e| unavailable("reading the spool", e))?;
         let body = Body {
             prepend,
             message,
             skip: &skip,
         };
-        let mut gate = std::pin::pin!(gate);
         let (mut conn, reused) = self.checkout().await?;
-        let mut result = self
-            .transact(&mut conn, envelope, &body, gate.as_mut())
-            .await;
+        let mut result = self.transact(&mut conn, envelope, &body).await;
         if reused
             && matches!(
                 result,
                 Err(Failure::BeforeData(NextHopError::Unavailable(_)))
             )
         {
-            // An idle connection the next hop had closed: nothing was sent (and the gate
-            // not yet asked), so a fresh connection may try again.
+            // An idle connection the next hop had closed: nothing was sent, so a fresh
+            // connection may try again.
             conn = self.connect().await?;
-            result = self
-                .transact(&mut conn, envelope, &body, gate.as_mut())
-                .await;
+            result = self.transact(&mut conn, envelope, &body).await;
         }
         match result {
             Ok(delivered) => {
@@ -195,20 +164,18 @@ impl NextHop {
                 if matches!(reset, Ok(Ok(ref r)) if r.code == 250) && !conn.unasked().await {
                     self.checkin(conn);
                 }
-                Err(NextHopError::Refused(reply).into())
+                Err(NextHopError::Refused(reply))
             }
             Err(Failure::AfterData(NextHopError::Refused(reply))) => {
                 // A refusal at the final dot leaves the session ready for the next MAIL.
                 if !conn.unasked().await {
                     self.checkin(conn);
                 }
-                Err(NextHopError::Refused(reply).into())
+                Err(NextHopError::Refused(reply))
             }
-            // The gate said no mid-transaction: hang up, so the message is not delivered.
-            Err(Failure::Held(err)) => Err(Gated::Held(err)),
             // Anything else: the connection's state is unknown; drop it.
             Err(Failure::BeforeData(err) | Failure::AfterData(err) | Failure::Abandon(err)) => {
-                Err(err.into())
+                Err(err)
             }
         }
     }
@@ -334,7 +301,6 @@ impl NextHop {
         conn: &mut Connection,
         envelope: &Envelope,
         body: &Body<'_>,
-        mut gate: std::pin::Pin<&mut impl Future<Output = std::io::Result<()>>>,
     ) -> Result<Delivered, Failure> {
         let size = body.len();
         let mut commands = vec![mail_command(envelope, size, conn.dsn)];
@@ -421,18 +387,11 @@ impl NextHop {
         let data_timeout = self.cfg.data_timeout;
         let (mut reader, mut writer) = tokio::io::split(&mut conn.client.stream);
         let mut early = [0u8; 1];
-        // An open gate (the files store's record is written by now) lets the data and its
-        // end go in one write, as without one.
-        let open = match std::future::poll_fn(|cx| Poll::Ready(gate.as_mut().poll(cx))).await {
-            Poll::Ready(Ok(())) => true,
-            Poll::Ready(Err(err)) => return Err(Failure::Held(err)),
-            Poll::Pending => false,
-        };
         let sent = tokio::time::timeout(data_timeout, async {
             tokio::select! {
                 // Reads are cancel-safe: if the data finishes first, nothing is lost.
                 biased;
-                written = write_stuffed(&mut writer, body.prepend, body.message, body.skip, open) => {
+                written = write_stuffed(&mut writer, body.prepend, body.message, body.skip) => {
                     written.map_err(|e| after(unavailable("sending data", e)))
                 }
                 _ = reader.read(&mut early) => Err(Failure::Abandon(unavailable(
@@ -444,17 +403,6 @@ impl NextHop {
         .await
         .map_err(|_| after(unavailable("sending data", "timed out")))?;
         sent?;
-        if !open {
-            // Bounded by the gate's own limit (store.timeout for the intent record).
-            gate.as_mut().await.map_err(Failure::Held)?;
-            tokio::time::timeout(data_timeout, async {
-                writer.write_all(END_OF_DATA).await?;
-                writer.flush().await
-            })
-            .await
-            .map_err(|_| after(unavailable("sending data", "timed out")))?
-            .map_err(|e| after(unavailable("sending data", e)))?;
-        }
         let reply = tokio::time::timeout(data_timeout, conn.read_reply())
             .await
             .map_err(|_| after(unavailable("reply", "timed out")))?
@@ -487,18 +435,6 @@ enum Failure {
     AfterData(NextHopError),
     /// DATA was accepted but the transaction must not go on: hang up.
     Abandon(NextHopError),
-    /// The gate said no before the end of the data: hang up.
-    Held(std::io::Error),
-}
-
-/// Why a gated send did not deliver.
-#[derive(Debug, thiserror::Error)]
-pub enum Gated {
-    #[error(transparent)]
-    NextHop(#[from] NextHopError),
-    /// The gate said no: the next hop never got the end of the data, so it has nothing.
-    #[error("held back from the next hop: {0}")]
-    Held(std::io::Error),
 }
 
 async fn timed<F>(limit: Duration, f: F) -> Result<Response<String>, NextHopError>

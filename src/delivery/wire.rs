@@ -98,19 +98,14 @@ pub fn xtext(s: &str) -> String {
     out
 }
 
-/// The end of DATA content (the line before it ended by `write_stuffed`).
-pub const END_OF_DATA: &[u8] = b".\r\n";
-
 /// Writes the message as DATA content: dot-stuffed, without the byte ranges in `skip`
-/// (sorted, whole lines), then the end marker if `end` (else the caller writes
-/// [`END_OF_DATA`] when it may). Reads the spool a chunk at a time so a large message is
-/// never held whole.
+/// (sorted, whole lines), then the end marker. Reads the spool a chunk at a time so a large
+/// message is never held whole.
 pub async fn write_stuffed(
     stream: &mut (impl AsyncWrite + Unpin),
     prepend: &[u8],
     message: &Spool,
     skip: &[Range<u64>],
-    end: bool,
 ) -> std::io::Result<()> {
     let mut out = Vec::with_capacity(CHUNK + CHUNK / 8 + prepend.len());
     out.extend_from_slice(prepend);
@@ -155,9 +150,7 @@ pub async fn write_stuffed(
         out.extend_from_slice(b"\r\n");
     }
     // The last chunk and the end marker go in one write.
-    if end {
-        out.extend_from_slice(END_OF_DATA);
-    }
+    out.extend_from_slice(b".\r\n");
     stream.write_all(&out).await?;
     stream.flush().await
 }
@@ -218,7 +211,7 @@ mod tests {
         );
 
         let mut out = Vec::new();
-        write_stuffed(&mut out, b"Received: x\r\n", &spool, &skip, true)
+        write_stuffed(&mut out, b"Received: x\r\n", &spool, &skip)
             .await
             .unwrap();
         let mut want = b"Received: x\r\n".to_vec();

@@ -17,7 +17,7 @@ mod snapshot;
 pub use record::{client_record, forwarded_records, marking_record, matched_records};
 pub use snapshot::{Evaluation, Snapshot, Unclassifiable};
 
-use crate::delivery::{Delivered, Gated, NextHop, NextHopError};
+use crate::delivery::{Delivered, NextHop, NextHopError};
 use crate::marking::classify::Classification;
 use crate::message::Spool;
 use crate::metrics::{DecisionLabels, Metrics};
@@ -336,35 +336,26 @@ impl Gateway {
             Action::Pass => {
                 // The intent record: if the record of how it went cannot be written once
                 // the next hop has the message, this one stands and the reply stays 250.
-                // It is committed while the message goes out; the next hop gets the end of
-                // the data (and so the message) only once it is written.
                 let intent = record::record(snap, txn, eval, &Outcome::HandingOff, &Reply::ok());
-                let intent = match self
+                if let Err(err) = self
                     .store
                     .tracking
                     .append_async(&intent, SystemTime::now())
-                    .failed_already()
+                    .wait()
+                    .await
                 {
-                    Ok(pending) => pending,
-                    Err(err) => {
-                        self.metrics.tracking_write_error();
-                        tracing::error!(queue_id = %txn.id, error = %err, "intent record not written; deferring");
-                        return (
-                            Outcome::Deferred(Deferred::Tracking(err)),
-                            Reply::temp_failure(),
-                        );
-                    }
-                };
+                    self.metrics.tracking_write_error();
+                    tracing::error!(queue_id = %txn.id, error = %err, "intent record not written; deferring");
+                    return (
+                        Outcome::Deferred(Deferred::Tracking(err)),
+                        Reply::temp_failure(),
+                    );
+                }
                 let headers = added_headers(snap, txn, eval);
                 let started = Instant::now();
                 let sent = self
                     .next_hop()
-                    .send_gated(
-                        &txn.envelope,
-                        headers.as_bytes(),
-                        &txn.message,
-                        intent.wait(),
-                    )
+                    .send(&txn.envelope, headers.as_bytes(), &txn.message)
                     .await;
                 self.metrics
                     .upstream_seconds
@@ -375,15 +366,7 @@ impl Gateway {
                         let reply = Reply::queued(&txn.id, &delivered.reply);
                         (Outcome::Delivered(delivered), reply)
                     }
-                    Err(Gated::Held(err)) => {
-                        self.metrics.tracking_write_error();
-                        tracing::error!(queue_id = %txn.id, error = %err, "intent record not written; not handed off, deferring");
-                        (
-                            Outcome::Deferred(Deferred::Tracking(err)),
-                            Reply::temp_failure(),
-                        )
-                    }
-                    Err(Gated::NextHop(err)) => {
+                    Err(err) => {
                         self.metrics.upstream_error(err.kind());
                         if matches!(err, NextHopError::Refused(_)) {
                             self.metrics.upstream_ok();

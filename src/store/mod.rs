@@ -123,15 +123,6 @@ impl Appending {
         Appending(AppendingState::Waiting { answer, within })
     }
 
-    /// The failure, if the store already knows the record was not written (so a caller
-    /// can stop before starting what the record was to cover); otherwise the same wait.
-    pub fn failed_already(self) -> Result<Appending, io::Error> {
-        match self.0 {
-            AppendingState::Done(Err(err)) => Err(err),
-            state => Ok(Appending(state)),
-        }
-    }
-
     pub async fn wait(self) -> io::Result<()> {
         match self.0 {
             AppendingState::Done(result) => result,
