@@ -489,7 +489,7 @@ fn an_intent_is_searchable_until_its_outcome_replaces_it() {
 }
 
 #[test]
-fn migrating_moves_waiting_intents_where_searches_and_outcomes_find_them() {
+fn migrating_keeps_waiting_intents_searchable() {
     // A database at schema version 1 (intents among the history) with one waiting intent.
     let pg = Postgres::start();
     pg.psql("markgate", markgate::store::postgres::MIGRATIONS[0]);
@@ -512,9 +512,10 @@ fn migrating_moves_waiting_intents_where_searches_and_outcomes_find_them() {
         ),
     );
     pg.migrate();
+    // Left where it was (a crash's leftover: no outcome will come for it).
     assert_eq!(
         pg.psql("markgate", "SELECT count(*) FROM tracking").trim(),
-        "0"
+        "1"
     );
     let sink = Sink::start(&[]);
     let mg = on(&pg, sink.port);
@@ -527,4 +528,90 @@ fn migrating_moves_waiting_intents_where_searches_and_outcomes_find_them() {
     ]));
     assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
     assert_eq!(found[0]["outcome"], "handing-off");
+}
+
+#[test]
+fn an_intent_under_another_messages_queue_id_is_not_taken_as_written() {
+    // Two instances that made the same queue id: the second intent must fail, not pass as
+    // written (an import stands for it here: the same statement).
+    let sink = Sink::start(&[]);
+    let old = Markgate::start(sink.port);
+    let msg = good_message("[OFFICIAL] clash");
+    assert_eq!(
+        smtplib_send(old.port, FROM, &["bob@cps.cjsm.net"], &msg).0,
+        250
+    );
+    let state = old.state();
+    let day_file = std::fs::read_dir(state.join("tracking"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .expect("a tracking file");
+    let whole = std::fs::read_to_string(&day_file).unwrap();
+    let intent = whole.lines().next().unwrap().to_string();
+    std::fs::write(&day_file, format!("{intent}\n")).unwrap();
+    let queue_id = serde_json::from_str::<serde_json::Value>(&intent).unwrap()["queue_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let pg = Postgres::start();
+    pg.migrate();
+    pg.psql(
+        "markgate",
+        &format!(
+            "INSERT INTO tracking_intent (time, queue_id, sender, recipients, action, level, outcome, record, digest) \
+             VALUES (now(), '{queue_id}', 'other@police.cjsm.net', '{{x@cps.cjsm.net}}', 'pass', 'NONE', \
+             'handing-off', '{{}}', 'another')"
+        ),
+    );
+    let new = on(&pg, sink.port);
+    let out = new.cli(&[
+        "store",
+        "import",
+        "--from-state-dir",
+        state.to_str().unwrap(),
+    ]);
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("queue id"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_batch_that_timed_out_never_commits_later() {
+    // The database takes nothing for 9 s, past store.timeout (3 s here) for the intent and
+    // then for the deferral's record: the client is told 451, and neither may appear
+    // afterwards (the sender retries; records committed late would be a false history).
+    let pg = Postgres::start();
+    pg.migrate();
+    let sink = Sink::start(&[]);
+    let mg = on(&pg, sink.port);
+    let mut lock = pg.psql_background(
+        "markgate",
+        "BEGIN; LOCK TABLE tracking_intent, tracking IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(9); COMMIT;",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, reply) = smtplib_send(
+        mg.port,
+        FROM,
+        &["bob@cps.cjsm.net"],
+        &good_message("[OFFICIAL] late"),
+    );
+    assert_eq!(code, 451, "{reply}");
+    assert!(lock.wait().unwrap().success());
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        pg.psql("markgate", "SELECT count(*) FROM tracking_all"),
+        "0",
+        "{}",
+        pg.psql("markgate", "SELECT outcome FROM tracking_all")
+    );
+    assert!(sink.messages().is_empty());
 }

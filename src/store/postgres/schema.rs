@@ -101,11 +101,9 @@ CREATE TABLE tracking_intent (
     record jsonb NOT NULL,
     digest text NOT NULL
 );
-INSERT INTO tracking_intent (id, time, queue_id, message_id, sender, recipients, action, rule, level, outcome, record, digest)
-    SELECT id, time, queue_id, message_id, sender, recipients, action, rule, level, outcome, record, digest
-    FROM tracking WHERE outcome = 'handing-off' AND queue_id IS NOT NULL
-    ON CONFLICT DO NOTHING;
-DELETE FROM tracking WHERE outcome = 'handing-off' AND queue_id IS NOT NULL;
+-- Intents already in tracking stay there (a stopped instance's in-flight messages have
+-- their outcomes by now, so these are a crash's leftovers): searches still find them
+-- through tracking_all, and nothing scans a year of partitions to move them.
 -- Newest first is the primary key (time, id) read backwards: this copy of it was one more
 -- index for every record to update.
 DROP INDEX IF EXISTS tracking_time;

@@ -177,15 +177,16 @@ impl Row {
 
     /// Inserts the rows in one transaction (each once: the same record again is a no-op),
     /// an intent in `tracking_intent`, and for an outcome removes its intent in the same
-    /// statement; how many were new. `BEGIN`, the rows' statements and `COMMIT` are
-    /// pipelined: all sent, then all answered, so a batch costs one round trip to the
-    /// database, not one a row and two more for the transaction. (The futures send their
-    /// requests when first polled, in order; a failed statement aborts the transaction and
-    /// is the error returned, its `COMMIT` then rolling back.)
+    /// statement; what became of each. `BEGIN` and the rows' statements are pipelined (all
+    /// sent, then all answered), and `COMMIT` goes only once every row has answered: a
+    /// batch cut short (an error, or `store.timeout`) then never commits, as its connection
+    /// closes with the transaction open and the server rolls it back. (With `COMMIT` sent
+    /// beside the rows, a batch that timed out could still commit after its callers were
+    /// told it failed.)
     async fn commit_all(
         rows: &[&Row],
         client: deadpool_postgres::Object,
-    ) -> Result<usize, PgError> {
+    ) -> Result<Vec<Written>, PgError> {
         let client = Discard(Some(client));
         let tx = client
             .0
@@ -214,7 +215,9 @@ impl Row {
             ))
             .await?;
         let intent = tx
-            .prepare_cached(&format!("{INTENT}{COLUMNS} ON CONFLICT DO NOTHING"))
+            .prepare_cached(&format!(
+                "{INTENT}{COLUMNS} ON CONFLICT (queue_id) DO NOTHING"
+            ))
             .await?;
         let outcome = tx
             .prepare_cached(&format!(
@@ -249,14 +252,55 @@ impl Row {
                 .await
             }
         }));
-        let (_, done, _) = futures_util::future::try_join3(
-            c.batch_execute("BEGIN"),
-            inserts,
-            c.batch_execute("COMMIT"),
-        )
-        .await?;
+        let (_, counts) = futures_util::future::try_join(c.batch_execute("BEGIN"), inserts).await?;
+        let mut written = Vec::with_capacity(rows.len());
+        for (row, n) in rows.iter().zip(counts) {
+            written.push(match n {
+                1 => Written::New,
+                _ if row.record.is_intent() && row.record.queue_id.is_some() => {
+                    // An intent already held under this queue id: this one again (an
+                    // import run twice), or another message's (two instances that made
+                    // the same id), which must not pass as written.
+                    let held: Option<String> = c
+                        .query_opt(
+                            "SELECT digest FROM tracking_intent WHERE queue_id = $1",
+                            &[&row.record.queue_id],
+                        )
+                        .await?
+                        .map(|r| r.get(0));
+                    if held.as_deref() == Some(row.digest.as_str()) {
+                        Written::Known
+                    } else {
+                        Written::Clash
+                    }
+                }
+                _ => Written::Known,
+            });
+        }
+        c.batch_execute("COMMIT").await?;
         client.keep();
-        Ok(done.iter().filter(|&&n| n == 1).count())
+        Ok(written)
+    }
+}
+
+/// What became of one record of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Written {
+    New,
+    /// The same record was already there.
+    Known,
+    /// Another intent holds its queue id: this one was not written.
+    Clash,
+}
+
+impl Written {
+    fn answer(self) -> Result<(), String> {
+        match self {
+            Written::New | Written::Known => Ok(()),
+            Written::Clash => {
+                Err("PostgreSQL store: another message's intent record holds this queue id".into())
+            }
+        }
     }
 }
 
@@ -355,19 +399,24 @@ async fn committer(pg: Arc<Pg>, mut queue: tokio::sync::mpsc::UnboundedReceiver<
 async fn commit(pg: &Pg, batch: Vec<Waiting>) {
     let rows: Vec<&Row> = batch.iter().map(|(row, _)| row).collect();
     let result = tokio::time::timeout(pg.timeout, async {
-        Row::commit_all(&rows, pg.pool.get().await?).await?;
-        Ok::<(), PgError>(())
+        Row::commit_all(&rows, pg.pool.get().await?).await
     })
     .await
     .unwrap_or(Err(PgError::Timeout(pg.timeout)));
-    let answer = result.map_err(|e| e.to_string());
-    if answer.is_err() {
-        if let Some(counter) = pg.errors.get() {
-            counter.inc();
+    // An error counts once for its batch; a clash once for its record.
+    let (answers, failed): (Vec<Result<(), String>>, u64) = match result {
+        Ok(written) => {
+            let answers: Vec<_> = written.into_iter().map(Written::answer).collect();
+            let clashes = answers.iter().filter(|a| a.is_err()).count() as u64;
+            (answers, clashes)
         }
+        Err(err) => (vec![Err(err.to_string()); batch.len()], 1),
+    };
+    if let Some(counter) = pg.errors.get() {
+        counter.inc_by(failed);
     }
-    for (_, done) in batch {
-        done.send(answer.clone());
+    for ((_, done), answer) in batch.into_iter().zip(answers) {
+        done.send(answer);
     }
 }
 
@@ -399,7 +448,13 @@ impl PgTracking {
                     let rows: Vec<&Row> = rows.iter().collect();
                     Row::commit_all(&rows, client).await
                 })
-                .map_err(io::Error::from)?;
+                .map_err(io::Error::from)?
+                .into_iter()
+                .map(|w| match w {
+                    Written::Clash => Err(io::Error::other(Written::Clash.answer().unwrap_err())),
+                    w => Ok(usize::from(w == Written::New)),
+                })
+                .sum::<io::Result<usize>>()?;
         }
         Ok(added)
     }

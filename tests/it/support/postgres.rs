@@ -110,27 +110,34 @@ impl Postgres {
 
     /// Runs SQL with psql over the private socket; its output.
     pub fn psql(&self, db: &str, sql: &str) -> String {
-        let out = Command::new("psql")
-            .arg("-h")
-            .arg(self.dir.path().join("sock"))
-            .args([
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                db,
-                "-Atqc",
-                sql,
-            ])
-            .output()
-            .unwrap();
+        let out = self.psql_command(db, sql).output().unwrap();
         assert!(
             out.status.success(),
             "psql {sql}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// psql running `sql` while the test goes on (a session holding a lock); the caller
+    /// waits for it.
+    pub fn psql_background(&self, db: &str, sql: &str) -> std::process::Child {
+        self.psql_command(db, sql).spawn().unwrap()
+    }
+
+    fn psql_command(&self, db: &str, sql: &str) -> Command {
+        let mut command = Command::new("psql");
+        command.arg("-h").arg(self.dir.path().join("sock")).args([
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-Atqc",
+            sql,
+        ]);
+        command
     }
 
     /// Applies markgate's schema with `markgate store migrate`, as an operator does.
