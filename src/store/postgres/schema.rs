@@ -5,8 +5,9 @@
 //!
 //! Tracking records are partitioned by day (retention drops whole days), with the typed
 //! record as `jsonb` beside the columns searches filter on; intents wait for their
-//! outcomes in a small table of their own, and searches read both (`tracking_all`). Held messages keep their
-//! metadata and state apart from the bodies, so listings never read a body.
+//! outcomes in a small table of their own, and searches read both (`tracking_all`). Held
+//! messages keep their metadata and state apart from the bodies, so listings never read a
+//! body.
 
 use super::{Pg, PgError};
 
