@@ -516,6 +516,7 @@ pub async fn serve(
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    gateway.complete_records(Duration::from_secs(10)).await;
     Ok(())
 }
 

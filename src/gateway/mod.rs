@@ -9,7 +9,7 @@
 //! [`Snapshot`] that a reload swaps atomically; a session keeps the one it started with.
 
 use std::sync::{Arc, RwLock};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 mod record;
 mod snapshot;
@@ -23,7 +23,7 @@ use crate::message::Spool;
 use crate::metrics::{DecisionLabels, Metrics};
 use crate::policy::{Action, Mode, Verdict};
 use crate::reply::Reply;
-use crate::store::{Meta, Store};
+use crate::store::{Appending, Meta, Store};
 use crate::timefmt;
 use crate::transaction::Transaction;
 
@@ -128,6 +128,9 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     /// Held messages and the tracking log, whichever backend the config names.
     pub store: Store,
+    /// Delivered messages' records still being completed (see `finish`); waited for at
+    /// shutdown.
+    completing: tokio_util::task::TaskTracker,
 }
 
 impl Gateway {
@@ -143,6 +146,22 @@ impl Gateway {
             current: RwLock::new(Arc::new(snapshot)),
             next_hop: RwLock::new(Arc::new(next_hop)),
             metrics,
+            completing: tokio_util::task::TaskTracker::new(),
+        }
+    }
+
+    /// Waits, at most `within`, for the delivered messages' records still being completed
+    /// (at shutdown: otherwise their intents would stand for messages that were delivered).
+    pub async fn complete_records(&self, within: Duration) {
+        self.completing.close();
+        if tokio::time::timeout(within, self.completing.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                pending = self.completing.len(),
+                "stopping with delivered messages' records not completed; their intents stand"
+            );
         }
     }
 
@@ -430,25 +449,45 @@ impl Gateway {
             "{}",
             record::log_line(&record, self.next_hop().address())
         );
-        if let Err(err) = self
-            .store
-            .tracking
-            .append_async(&record, SystemTime::now())
-            .wait()
-            .await
-        {
-            self.metrics.tracking_write_error();
-            if delivered {
-                // A 4xx now would make the sender deliver a second copy (invariant 3).
-                self.metrics.tracking_incomplete();
-                tracing::error!(queue_id = %txn.id, error = %err, "delivered, but its tracking record could not be completed; the intent record stands");
+        let completing = self.store.tracking.append_async(&record, SystemTime::now());
+        let completing = match completing.finished() {
+            Ok(result) => Appending::done(result),
+            Err(waiting) if delivered => {
+                // The reply to a delivered message is 250 whatever becomes of this record
+                // (invariant 3: its intent is already written), so it does not wait for a
+                // shared store's commit; a session then waits for one commit a message, not
+                // two. A failure is counted as always.
+                let metrics = self.metrics.clone();
+                let id = txn.id.clone();
+                self.completing.spawn(async move {
+                    if let Err(err) = waiting.wait().await {
+                        incomplete(&metrics, &id, &err);
+                    }
+                });
                 return reply;
             }
+            Err(waiting) => waiting,
+        };
+        if let Err(err) = completing.wait().await {
+            if delivered {
+                // A 4xx now would make the sender deliver a second copy (invariant 3).
+                incomplete(&self.metrics, &txn.id, &err);
+                return reply;
+            }
+            self.metrics.tracking_write_error();
             tracing::error!(queue_id = %txn.id, error = %err, "tracking record not written; deferring");
             return Reply::temp_failure();
         }
         reply
     }
+}
+
+/// A delivered message whose record could not be completed: counted and logged; its intent
+/// record stands.
+fn incomplete(metrics: &Metrics, queue_id: &str, err: &std::io::Error) {
+    metrics.tracking_write_error();
+    metrics.tracking_incomplete();
+    tracing::error!(queue_id, error = %err, "delivered, but its tracking record could not be completed; the intent record stands");
 }
 
 /// A deferral and the reply its fault decides.

@@ -123,6 +123,14 @@ impl Appending {
         Appending(AppendingState::Waiting { answer, within })
     }
 
+    /// The result if it is already known (the files store's), or this to wait on.
+    pub fn finished(self) -> Result<io::Result<()>, Appending> {
+        match self.0 {
+            AppendingState::Done(result) => Ok(result),
+            state => Err(Appending(state)),
+        }
+    }
+
     pub async fn wait(self) -> io::Result<()> {
         match self.0 {
             AppendingState::Done(result) => result,

@@ -93,13 +93,15 @@ fn two_instances_share_tracking_and_the_quarantine_and_release_once() {
     );
     assert_eq!(code, 250, "{reply}");
     sink.wait_for(1);
-    let found = json_out(&b.cli(&["track", "search", "--json", "--sender", "@police.cjsm.net"]));
-    assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
-    assert_eq!(found[0]["action"], "pass");
-    assert_eq!(
-        found[0]["outcome"], "delivered",
-        "the intent gave way to its outcome"
-    );
+    // The outcome is committed just after the reply (a delivered message's reply does not
+    // wait for it), so B may see the intent for a moment.
+    eventually(10, "the intent gave way to its outcome", || {
+        let found =
+            json_out(&b.cli(&["track", "search", "--json", "--sender", "@police.cjsm.net"]));
+        found.as_array().is_some_and(|a| a.len() == 1)
+            && found[0]["action"] == "pass"
+            && found[0]["outcome"] == "delivered"
+    });
     let mid = format!("{}@test", "[OFFICIAL] via A".len());
     let by_id = json_out(&b.cli(&["track", "search", "--json", "--message-id", &mid]));
     assert_eq!(by_id.as_array().unwrap().len(), 1, "{by_id}");
@@ -614,4 +616,59 @@ fn a_batch_that_timed_out_never_commits_later() {
         pg.psql("markgate", "SELECT outcome FROM tracking_all")
     );
     assert!(sink.messages().is_empty());
+}
+
+#[test]
+fn a_delivered_message_is_answered_without_waiting_for_its_completion_record() {
+    // The delivered record cannot change the reply (250 either way: invariant 3), so the
+    // client is not kept waiting while the database is slow to take it. Here it waits
+    // behind a lock on the history table (the intent's table is free) for 8 s.
+    let pg = Postgres::start();
+    pg.migrate();
+    let sink = Sink::start(&[]);
+    let mg = Markgate::with(
+        sink.port,
+        Opts {
+            top: vec![pg.store_yaml()[0].replace("timeout: 3s", "timeout: 20s")],
+            ..Opts::default()
+        },
+    );
+    // One message first, so the committer's connection has its statements ready (preparing
+    // one naming the locked table would wait for the lock too).
+    let first = good_message("[OFFICIAL] warm");
+    assert_eq!(
+        smtplib_send(mg.port, FROM, &["bob@cps.cjsm.net"], &first).0,
+        250
+    );
+    let mut lock = pg.psql_background(
+        "markgate",
+        "BEGIN; LOCK TABLE tracking IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(8); COMMIT;",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    let (code, reply) = smtplib_send(
+        mg.port,
+        FROM,
+        &["bob@cps.cjsm.net"],
+        &good_message("[OFFICIAL] while slow"),
+    );
+    let waited = started.elapsed();
+    assert_eq!(code, 250, "{reply}");
+    assert!(
+        waited < Duration::from_secs(4),
+        "the reply waited {waited:?} for the completion record"
+    );
+    assert_eq!(sink.wait_for(2).len(), 2);
+    // The database lets go: the record is completed after all.
+    assert!(lock.wait().unwrap().success());
+    let mid = format!("{}@test", "[OFFICIAL] while slow".len());
+    eventually(15, "the outcome recorded", || {
+        let found = json_out(&mg.cli(&["track", "search", "--json", "--message-id", &mid]));
+        found
+            .as_array()
+            .is_some_and(|a| a.len() == 1 && a[0]["outcome"] == "delivered")
+    });
+    assert!(!mg
+        .metrics()
+        .contains("markgate_tracking_incomplete_total 1"));
 }
