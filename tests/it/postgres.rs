@@ -426,20 +426,25 @@ fn export_and_redaction_work_on_the_shared_store() {
         .contains("victim@"));
 }
 
-#[test]
-fn an_intent_is_searchable_until_its_outcome_replaces_it() {
-    // A files store's pass leaves its intent and its outcome; a site moved mid-message
-    // (only the intent so far) must find the intent, by sender and by Message-ID, and then
-    // the outcome alone once it arrives.
+/// A files store after one pass, cut back to the pass's intent record alone (a site moved
+/// mid-message): the gateway (its state dir), its sink, the day's tracking file and the
+/// file's whole text (intent and outcome).
+struct MidMessage {
+    sink: Sink,
+    old: Markgate,
+    day_file: std::path::PathBuf,
+    whole: String,
+}
+
+fn files_store_mid_message(subject: &str) -> MidMessage {
     let sink = Sink::start(&[]);
     let old = Markgate::start(sink.port);
-    let msg = good_message("[OFFICIAL] in flight");
+    let msg = good_message(subject);
     assert_eq!(
         smtplib_send(old.port, FROM, &["bob@cps.cjsm.net"], &msg).0,
         250
     );
-    let state = old.state();
-    let day_file = std::fs::read_dir(state.join("tracking"))
+    let day_file = std::fs::read_dir(old.state().join("tracking"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| p.extension().is_some_and(|x| x == "jsonl"))
@@ -449,6 +454,26 @@ fn an_intent_is_searchable_until_its_outcome_replaces_it() {
     assert_eq!(lines.len(), 2, "intent and outcome: {whole}");
     assert!(lines[0].contains("handing-off"), "{}", lines[0]);
     std::fs::write(&day_file, format!("{}\n", lines[0])).unwrap();
+    MidMessage {
+        sink,
+        old,
+        day_file,
+        whole,
+    }
+}
+
+#[test]
+fn an_intent_is_searchable_until_its_outcome_replaces_it() {
+    // A files store's pass leaves its intent and its outcome; a site moved mid-message
+    // (only the intent so far) must find the intent, by sender and by Message-ID, and then
+    // the outcome alone once it arrives.
+    let MidMessage {
+        sink,
+        old,
+        day_file,
+        whole,
+    } = files_store_mid_message("[OFFICIAL] in flight");
+    let state = old.state();
 
     let pg = Postgres::start();
     pg.migrate();
@@ -536,22 +561,14 @@ fn migrating_keeps_waiting_intents_searchable() {
 fn an_intent_under_another_messages_queue_id_is_not_taken_as_written() {
     // Two instances that made the same queue id: the second intent must fail, not pass as
     // written (an import stands for it here: the same statement).
-    let sink = Sink::start(&[]);
-    let old = Markgate::start(sink.port);
-    let msg = good_message("[OFFICIAL] clash");
-    assert_eq!(
-        smtplib_send(old.port, FROM, &["bob@cps.cjsm.net"], &msg).0,
-        250
-    );
+    let MidMessage {
+        sink,
+        old,
+        day_file,
+        ..
+    } = files_store_mid_message("[OFFICIAL] clash");
     let state = old.state();
-    let day_file = std::fs::read_dir(state.join("tracking"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .expect("a tracking file");
-    let whole = std::fs::read_to_string(&day_file).unwrap();
-    let intent = whole.lines().next().unwrap().to_string();
-    std::fs::write(&day_file, format!("{intent}\n")).unwrap();
+    let intent = std::fs::read_to_string(&day_file).unwrap();
     let queue_id = serde_json::from_str::<serde_json::Value>(&intent).unwrap()["queue_id"]
         .as_str()
         .unwrap()

@@ -88,20 +88,11 @@ CREATE TABLE audit (
 -- replaced by its outcome a few milliseconds later, and a row in tracking cost eight index
 -- entries written and deleted for nothing. Its ids come from tracking's sequence, so the
 -- two order as one log; searches read both through tracking_all.
-CREATE TABLE tracking_intent (
-    id bigint NOT NULL DEFAULT nextval('tracking_id_seq'),
-    time timestamptz NOT NULL,
-    queue_id text PRIMARY KEY,
-    message_id text,
-    sender text NOT NULL,
-    recipients text[] NOT NULL,
-    action text NOT NULL,
-    rule text,
-    level text NOT NULL,
-    outcome text NOT NULL,
-    record jsonb NOT NULL,
-    digest text NOT NULL
-);
+-- The same columns as tracking (so the view's two halves cannot drift apart).
+CREATE TABLE tracking_intent (LIKE tracking);
+ALTER TABLE tracking_intent
+    ALTER COLUMN id SET DEFAULT nextval('tracking_id_seq'),
+    ADD PRIMARY KEY (queue_id);
 -- Intents already in tracking stay there (a stopped instance's in-flight messages have
 -- their outcomes by now, so these are a crash's leftovers): searches still find them
 -- through tracking_all, and nothing scans a year of partitions to move them.

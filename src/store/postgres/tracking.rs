@@ -188,11 +188,6 @@ impl Row {
         rows: &[&Row],
         client: deadpool_postgres::Object,
     ) -> Result<Vec<Written>, PgError> {
-        let client = Discard(Some(client));
-        let tx = client
-            .0
-            .as_deref()
-            .ok_or_else(|| PgError::Runtime("no connection".into()))?;
         const COLUMNS: &str = "(time, queue_id, message_id, sender, recipients, action, rule, level, outcome, record, digest) \
              VALUES (($1::text)::timestamptz, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
         // A record with no queue id (nothing of it to wait for).
@@ -210,6 +205,11 @@ impl Row {
              SELECT $3, ($1::text)::timestamptz WHERE $3::text IS NOT NULL \
              AND NOT EXISTS (SELECT 1 FROM intent)) \
              INSERT INTO tracking ";
+        let client = Discard(Some(client));
+        let tx = client
+            .0
+            .as_deref()
+            .ok_or_else(|| PgError::Runtime("no connection".into()))?;
         let plain = tx
             .prepare_cached(&format!(
                 "{PLAIN}{COLUMNS} ON CONFLICT (time, digest) DO NOTHING"
