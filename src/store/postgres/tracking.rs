@@ -210,10 +210,13 @@ impl Row {
             .0
             .as_deref()
             .ok_or_else(|| PgError::Runtime("no connection".into()))?;
+        // The history's one unique index that can clash is (time, digest), so "any
+        // unique index" is that one. Naming it made PostgreSQL look up, per row, which of
+        // the day partition's seven indexes descends from it (a catalog scan for each):
+        // a tenth of the database's CPU per message (measured).
+        const ONCE: &str = "ON CONFLICT DO NOTHING";
         let plain = tx
-            .prepare_cached(&format!(
-                "{PLAIN}{COLUMNS} ON CONFLICT (time, digest) DO NOTHING"
-            ))
+            .prepare_cached(&format!("{PLAIN}{COLUMNS} {ONCE}"))
             .await?;
         let intent = tx
             .prepare_cached(&format!(
@@ -221,9 +224,7 @@ impl Row {
             ))
             .await?;
         let outcome = tx
-            .prepare_cached(&format!(
-                "{OUTCOME}{COLUMNS} ON CONFLICT (time, digest) DO NOTHING"
-            ))
+            .prepare_cached(&format!("{OUTCOME}{COLUMNS} {ONCE}"))
             .await?;
         let c: &tokio_postgres::Client = tx;
         let inserts = futures_util::future::try_join_all(rows.iter().map(|row| {
