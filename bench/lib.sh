@@ -21,25 +21,27 @@ bench_cleanup() {
 # as a real one), its database migrated; prints the config line for markgate's store.
 pg_start() { # MG_BINARY
   local bin d="$WORK/pg" p
-  bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  bin=$(pg_bin)
   p=$(port)
   mkdir -p "$d/sock"
   chown -R postgres: "$d"
   runuser -u postgres -- "$bin/initdb" -D "$d/data" -U postgres -A trust -E UTF8 >/dev/null
   runuser -u postgres -- "$bin/pg_ctl" -D "$d/data" -l "$d/server.log" -w start \
     -o "-p $p -k $d/sock -c listen_addresses=127.0.0.1" >/dev/null
-  PG_CTL="$bin/pg_ctl"
   psql -h "$d/sock" -p "$p" -U postgres -qc 'CREATE DATABASE markgate'
   local line="store: {backend: postgres, url: \"postgres://postgres@127.0.0.1:$p/markgate\", tls: disable, pool_size: 32}"
   printf 'state_dir: %s\n%s\n' "$d/mg-state" "$line" > "$d/migrate.yaml"
   "$1" store migrate --config "$d/migrate.yaml" >/dev/null
   echo "$line"
 }
+# pg_start runs in a command substitution (its output is the config line), so nothing it
+# sets survives: the cluster is found by its data dir.
 pg_stop() {
-  if [ -n "${PG_CTL:-}" ]; then
-    runuser -u postgres -- "$PG_CTL" -D "$WORK/pg/data" -m fast -w stop >/dev/null 2>&1 || true
+  if [ -f "$WORK/pg/data/postmaster.pid" ]; then
+    runuser -u postgres -- "$(pg_bin)/pg_ctl" -D "$WORK/pg/data" -m fast -w stop >/dev/null 2>&1 || true
   fi
 }
+pg_bin() { ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1; }
 
 # MARKGATE_BIN: measure another build (an earlier commit's) with the same harness.
 markgate_bin() {
