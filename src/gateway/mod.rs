@@ -449,7 +449,11 @@ impl Gateway {
             "{}",
             record::log_line(&record, self.next_hop().address())
         );
-        let completing = self.store.tracking.append_async(&record, SystemTime::now());
+        let completing = if delivered {
+            self.store.tracking.append_later(&record, SystemTime::now())
+        } else {
+            self.store.tracking.append_async(&record, SystemTime::now())
+        };
         let completing = match completing.finished() {
             Ok(result) => Appending::done(result),
             Err(waiting) if delivered => {

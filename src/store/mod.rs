@@ -68,6 +68,12 @@ pub trait TrackingStore: Send + Sync {
     fn append_async(&self, record: &TrackingRecord, now: SystemTime) -> Appending {
         Appending::done(self.append(record, now))
     }
+    /// `append_async` for a record no reply waits on (a delivered message's outcome): a
+    /// shared store may hold it a few milliseconds to ride with the next commit a session
+    /// does wait on, rather than pay a commit of its own.
+    fn append_later(&self, record: &TrackingRecord, now: SystemTime) -> Appending {
+        self.append_async(record, now)
+    }
     /// Whether a record written now would have room (checked before a hand-off).
     fn preflight(&self) -> io::Result<()>;
     /// Records matching `q`, newest first (oldest first with `q.after`).
