@@ -495,6 +495,7 @@ impl PgTracking {
             .map_err(|_| io::Error::other("PostgreSQL store: the committer has stopped"))
     }
 
+    /// Queues `record` for a session to await; `lazy`: no reply waits on it.
     fn queue_async(&self, record: &TrackingRecord, lazy: bool) -> Appending {
         let (done, answer) = tokio::sync::oneshot::channel();
         match self.queue(record, Answer::Async(done), lazy) {
