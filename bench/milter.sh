@@ -10,6 +10,7 @@
 # /proc/PID/stat).
 #
 #   bench/milter.sh [MESSAGES] [ROUNDS]        (defaults 2000 and 3)
+#   MILTER_SOCKET=unix bench/milter.sh ...     (Postfix reaches markgate over a unix socket)
 #
 # Needs postfix (smtp-source, smtp-sink, a private instance) and python3; root (Postfix's
 # private instance). Loopback only.
@@ -36,15 +37,25 @@ MILTER_PORT=$(port)
 cat > "$WORK/markgate.yaml" <<YAML
 state_dir: $WORK/state
 hostname: markgate.bench
+milter_socket_group: postfix
 YAML
-"$MG" milter --config "$WORK/markgate.yaml" --listen "inet:127.0.0.1:$MILTER_PORT" 2> "$WORK/markgate.log" &
+if [ "${MILTER_SOCKET:-inet}" = unix ]; then
+  MILTER="unix:$WORK/milter.sock"
+else
+  MILTER="inet:127.0.0.1:$MILTER_PORT"
+fi
+"$MG" milter --config "$WORK/markgate.yaml" --listen "$MILTER" 2> "$WORK/markgate.log" &
 MG_PID=$!
 PIDS+=($MG_PID)
-wait_port "$MILTER_PORT"
+if [ "${MILTER_SOCKET:-inet}" = unix ]; then
+  for _ in $(seq 200); do [ -S "$WORK/milter.sock" ] && break; sleep 0.05; done
+else
+  wait_port "$MILTER_PORT"
+fi
 
 # Two private Postfix instances, the same but for the milter.
 PLAIN=$(postfix_instance plain "$SINK_PORT")
-WITH=$(postfix_instance milter "$SINK_PORT" "smtpd_milters = inet:127.0.0.1:$MILTER_PORT
+WITH=$(postfix_instance milter "$SINK_PORT" "smtpd_milters = $MILTER
 milter_default_action = tempfail")
 
 sink_count() { tr '\r' '\n' < "$WORK/sink.out" | grep -o 'mesg=[0-9]*' | tail -1 | cut -d= -f2; }
