@@ -781,17 +781,7 @@ fn in_process_store(
 ) {
     pg.migrate();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("markgate.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "state_dir: {}\n{}\n",
-            dir.path().join("state").display(),
-            pg.store_yaml()[0]
-        ),
-    )
-    .unwrap();
-    let config = markgate::config::Config::load(&cfg).unwrap();
+    let config = markgate::config::Config::load(&pg.config_in(dir.path())).unwrap();
     let store = markgate::store::Store::open(&config).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

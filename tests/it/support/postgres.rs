@@ -140,19 +140,25 @@ impl Postgres {
         command
     }
 
-    /// Applies markgate's schema with `markgate store migrate`, as an operator does.
-    pub fn migrate(&self) {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("c.yaml");
+    /// A markgate config in `dir` with this database as its store (and a state dir there).
+    pub fn config_in(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        let config = dir.join("c.yaml");
         std::fs::write(
             &config,
             format!(
                 "state_dir: {}\n{}\n",
-                dir.path().join("state").display(),
+                dir.join("state").display(),
                 self.store_yaml()[0]
             ),
         )
         .unwrap();
+        config
+    }
+
+    /// Applies markgate's schema with `markgate store migrate`, as an operator does.
+    pub fn migrate(&self) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = self.config_in(dir.path());
         let out = Command::new(super::process::bin())
             .args(["store", "migrate", "--config"])
             .arg(&config)
