@@ -11,6 +11,8 @@
 #
 #   bench/milter.sh [MESSAGES] [ROUNDS]        (defaults 2000 and 3)
 #   MILTER_SOCKET=unix bench/milter.sh ...     (Postfix reaches markgate over a unix socket)
+#   MILTER_FLOOR=1 bench/milter.sh ...         (adds a third Postfix, with bench/null_milter.c:
+#                                               what the milter protocol costs Postfix itself)
 #
 # Needs postfix (smtp-source, smtp-sink, a private instance) and python3; root (Postfix's
 # private instance). Loopback only.
@@ -57,16 +59,27 @@ fi
 PLAIN=$(postfix_instance plain "$SINK_PORT")
 WITH=$(postfix_instance milter "$SINK_PORT" "smtpd_milters = $MILTER
 milter_default_action = tempfail")
+# The floor: a third, whose milter answers "continue" to everything (no policy at all).
+if [ -n "${MILTER_FLOOR:-}" ]; then
+  gcc -O2 -o "$WORK/null_milter" bench/null_milter.c
+  NULL_PORT=$(port)
+  "$WORK/null_milter" "$NULL_PORT" &
+  NULL_PID=$!
+  PIDS+=($NULL_PID)
+  wait_port "$NULL_PORT"
+  FLOOR=$(postfix_instance floor "$SINK_PORT" "smtpd_milters = inet:127.0.0.1:$NULL_PORT
+milter_default_action = tempfail")
+fi
 
 sink_count() { tr '\r' '\n' < "$WORK/sink.out" | grep -o 'mesg=[0-9]*' | tail -1 | cut -d= -f2; }
 queue_empty() { [ -z "$(postqueue -c "$WORK/pf-$1/etc" -j 2>/dev/null)" ]; }
 
 # One round: N messages into Postfix; its rate is messages accepted per second (what the
 # sending clients see), then wait until the sink has them all.
-round() { # NAME PORT -> prints "rate cpu_ticks machine_busy_fraction"
-  local before after start end t0 t1 rate m0 m1
+round() { # NAME PORT [PID] -> prints "rate cpu_ticks(PID, else markgate) machine_busy_fraction"
+  local before after start end t0 t1 rate m0 m1 pid=${3:-$MG_PID}
   before=$(sink_count); before=${before:-0}
-  t0=$(ticks "$MG_PID")
+  t0=$(ticks "$pid")
   m0=$(machine_ticks)
   start=$(date +%s.%N)
   if ! smtp-source -s "$SESSIONS" -m "$N" -F "$WORK/msg.txt" -f jane@police.cjsm.net \
@@ -80,7 +93,7 @@ round() { # NAME PORT -> prints "rate cpu_ticks machine_busy_fraction"
     [ $((after - before)) -ge "$N" ] && queue_empty "$1" && break
     sleep 0.1
   done
-  t1=$(ticks "$MG_PID")
+  t1=$(ticks "$pid")
   if [ $((after - before)) -ne "$N" ]; then
     echo "round $1: the sink got $((after - before)) of $N messages" >&2; exit 1
   fi
@@ -91,12 +104,14 @@ round() { # NAME PORT -> prints "rate cpu_ticks machine_busy_fraction"
 # Warm both (and markgate's classifier) before measuring.
 round plain "$PLAIN" >/dev/null
 round milter "$WITH" >/dev/null
+[ -n "${MILTER_FLOOR:-}" ] && round floor "$FLOOR" "$NULL_PID" >/dev/null
 
 printf '| round | Postfix alone (msg/s) | machine busy | Postfix + markgate milter (msg/s) | machine busy | ratio | markgate CPU s/1,000 msg |\n'
 printf '| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n'
 ratios=()
 best_plain=0
 with_rates=()
+floors=()
 for r in $(seq "$ROUNDS"); do
   read -r plain _ busy_plain < <(round plain "$PLAIN")
   read -r with cpu busy_with < <(round milter "$WITH")
@@ -107,6 +122,13 @@ for r in $(seq "$ROUNDS"); do
   best_plain=$(echo "if ($plain > $best_plain) $plain else $best_plain" | bc -l)
   printf '| %d | %.0f | %.0f %% | %.0f | %.0f %% | %.2f | %.2f |\n' "$r" "$plain" \
     "$(echo "$busy_plain * 100" | bc -l)" "$with" "$(echo "$busy_with * 100" | bc -l)" "$ratio" "$per"
+  if [ -n "${MILTER_FLOOR:-}" ]; then
+    read -r floor fcpu busy_floor < <(round floor "$FLOOR" "$NULL_PID")
+    floors+=("$floor")
+    printf '|   floor | (null milter) | | %.0f | %.0f %% | %.2f alone, markgate %.2f of it | %.2f |\n' "$floor" \
+      "$(echo "$busy_floor * 100" | bc -l)" "$(echo "$floor / $plain" | bc -l)" \
+      "$(echo "$with / $floor" | bc -l)" "$(echo "$fcpu / $HZ / $N * 1000" | bc -l)"
+  fi
 done
 sorted=$(printf '%s\n' "${ratios[@]}" | sort -g)
 min=$(echo "$sorted" | head -1)
@@ -114,4 +136,9 @@ median=$(echo "$sorted" | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a
 with_median=$(printf '%s\n' "${with_rates[@]}" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}')
 printf '\nratio per pair: minimum %.2f, median %.2f; markgate-milter median against the best Postfix-alone round: %.2f\n' \
   "$min" "$median" "$(echo "$with_median / $best_plain" | bc -l)"
+if [ -n "${MILTER_FLOOR:-}" ]; then
+  floor_median=$(printf '%s\n' "${floors[@]}" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}')
+  printf 'null-milter median against the best Postfix-alone round: %.2f (the floor for any milter)\n' \
+    "$(echo "$floor_median / $best_plain" | bc -l)"
+fi
 printf 'every round delivered all %d messages (smtp-source exit 0, sink count, queues empty)\n' "$N"
