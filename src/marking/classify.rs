@@ -8,7 +8,6 @@ use std::time::Instant;
 use mailparse::{MailHeaderMap, ParsedMail};
 use regex::Regex;
 
-use super::decode;
 use super::documents;
 use super::history::{self, Forwarded};
 use super::level::{Marking, Parsed};
@@ -17,6 +16,7 @@ use super::render;
 use crate::config::ClassifierConfig;
 use crate::message::readable::{self, Reading};
 use crate::message::skeleton::{self, WalkError};
+use crate::message::words as decode;
 use crate::message::Spool;
 
 /// An attachment's name and media type, for rules.
@@ -310,7 +310,13 @@ impl Walk<'_> {
             }
             Reading::Message => self.attached_message(part, prefix, depth)?,
             Reading::Text { html, inline } => {
-                let text = render::text(part, &mimetype, html)?;
+                let shown = render::text(part, &mimetype, html)?;
+                let text = shown.text;
+                if let Some(charset) = shown.undecoded {
+                    self.out.opaque.push(format!(
+                        "{prefix}body: text in a charset markgate does not decode ({charset})"
+                    ));
+                }
                 // An invitation's title is its subject to a reader.
                 for title in render::invitation_titles(part, &mimetype)? {
                     for (parsed, raw) in places::subject(&title) {
@@ -335,6 +341,12 @@ impl Walk<'_> {
                 };
                 for (parsed, raw, source) in places::banners(&text) {
                     self.add(Some(parsed), &format!("{place}{source}"), &raw);
+                }
+                // Flowed lines a client that does not reflow shows on their own.
+                if let Some(apart) = &shown.apart {
+                    for (parsed, raw, source) in places::banners(apart) {
+                        self.add(Some(parsed), &format!("{place}{source}"), &raw);
+                    }
                 }
                 for (parsed, raw, source) in places::history_subjects(&text) {
                     self.add(Some(parsed), &format!("{place}{source}"), &raw);
@@ -370,8 +382,10 @@ impl Walk<'_> {
                 "attached messages nested too deep",
             ));
         }
-        // Decoded, then through the same walk as every message.
-        let body = part.get_body_raw()?;
+        // Decoded, then through the same walk as every message. Lines ended by a bare CR
+        // (an old Mac file, carried in base64) are lines to Python's parser and to clients
+        // opening the file: to the walk and mailparse, only LF ends one.
+        let body = crlf_lines(part.get_body_raw()?);
         // One copy at a time: the body itself when the walk keeps it whole.
         let walked = skeleton::view_of(&body, self.deadline)?;
         let inner_bodies = walked.documents;
@@ -533,6 +547,22 @@ static PHONE: LazyLock<Regex> =
 static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+").expect("email regex")
 });
+
+/// `bytes` with every bare CR (one not followed by LF) made CRLF.
+fn crlf_lines(bytes: Vec<u8>) -> Vec<u8> {
+    let bare = |i: usize| bytes.get(i + 1) != Some(&b'\n');
+    if !memchr::memchr_iter(b'\r', &bytes).any(bare) {
+        return bytes;
+    }
+    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 16);
+    for (i, &b) in bytes.iter().enumerate() {
+        out.push(b);
+        if b == b'\r' && bare(i) {
+            out.push(b'\n');
+        }
+    }
+    out
+}
 
 /// A signature block: a telephone number (10+ digits) or an e-mail address within the last
 /// 15 non-blank lines.

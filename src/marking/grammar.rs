@@ -39,7 +39,7 @@ pub const NATIONS: &[&str] = &[
 static LEVEL: LazyLock<Regex> = LazyLock::new(|| {
     let nations: Vec<String> = NATIONS.iter().map(|n| regex::escape(n)).collect();
     Regex::new(
-        &r"^(?:(?:PROTECTIVE\s+MARKING|SECURITY\s+CLASSIFICATION|CLASSIFICATION|MARKING|SEC)\s*[:=\-]\s*)?(?:(?:NATIONS)(?:\s*[-/]\s*|\s+)){0,3}(NOT\s+PROTECTIVELY\s+MARKED|NPM|UNCLASSIFIED|TOP[\s_-]*SECRET|TRES\s+SECRET|OFFICIAL\s*[-:_]?\s*SENSITIVE|OFFICIAL|PROTECT|RESTRICTED|RESTREINT|CONFIDENTIAL|CONFIDENTIEL|SECRET|PRIVATE)(?:$|[\s\-:/,_;\[\(])"
+        &r"^(?:(?:PROTECTIVE\s+MARKING|(?:GOVERNMENT\s+)?SECURITY\s+(?:CLASSIFICATION|MARKING|LEVEL)|(?:DOCUMENT\s+)?CLASSIFICATION(?:\s+LEVEL)?|CLASSIFIED|MARKING|SEC)\s*[:=\-]\s*)?(?:(?:NATIONS)(?:\s*[-/]\s*|\s+)){0,3}(NOT\s+PROTECTIVELY\s+MARKED|NPM|UNCLASSIFIED|TOP[\s_-]*SECRET|TRES\s+SECRET|OFFICIAL\s*[-:_]?\s*SENSITIVE|OFFICIAL|PROTECT|RESTRICTED|RESTREINT|CONFIDENTIAL|CONFIDENTIEL|SECRET|PRIVATE)(?:$|[\s\-:/,_;\[\(])"
             .replace("NATIONS", &nations.join("|")),
     )
     .expect("level regex")
@@ -61,7 +61,7 @@ static DESCRIPTOR: LazyLock<Regex> = LazyLock::new(|| {
 /// Codewords and national caveats that follow a level (`TOP SECRET STRAP1`); a closed list,
 /// so `SECRET SANTA` stays prose.
 static CODEWORD: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^(STRAP\s*[1-3]|ATOMAL|NATO|CABINET|UE\s*/\s*EU(?:\s+(?:TOP\s+SECRET|SECRET|CONFIDENTIAL|RESTRICTED))?|UE|SI|TK|HCS|FVEY|UK\s+ONLY|NOFORN|ORCON|DO\s+NOT\s+FORWARD|RELEASABLE\s+TO\s+[A-Z]{2,5}(?:\s*,\s*[A-Z]{2,5})*|REL\s+TO\s+[A-Z]{2,5}(?:\s*,\s*[A-Z]{2,5})*)(?:$|[\s\-:/,_;\])])")
+    Regex::new(r"^(STRAP\s*[1-3]|UKEO|ATOMAL|NATO|CABINET|UE\s*/\s*EU(?:\s+(?:TOP\s+SECRET|SECRET|CONFIDENTIAL|RESTRICTED))?|UE|SI|TK|HCS|FVEY|UK\s+ONLY|NOFORN|ORCON|DO\s+NOT\s+FORWARD|RELEASABLE\s+TO\s+[A-Z]{2,5}(?:\s*,\s*[A-Z]{2,5})*|REL\s+TO\s+[A-Z]{2,5}(?:\s*,\s*[A-Z]{2,5})*)(?:$|[\s\-:/,_;\])])")
         .expect("codeword regex")
 });
 
@@ -136,7 +136,20 @@ fn parse_folded(text: &str, pairs: Pairs) -> Option<Parsed> {
         ..Parsed::default()
     };
     let rest = &inner[level_match.end()..];
-    qualifiers(rest, &mut parsed)?;
+    if qualifiers(rest, &mut parsed).is_none() {
+        // A level above RESTRICTED, then a dash or colon and words all in capitals: a
+        // banner's own wording (`SECRET - OPERATIONAL`, `SECRET - PERSONAL DATA`), which
+        // prose is not written as. The closed lists keep `SECRET SANTA` and `SECRET
+        // (santa)` prose; this takes nothing lower, where `RESTRICTED - AREA` may be a sign.
+        let set_off = rest.trim_start().starts_with(['-', ':', '/']);
+        if level.rank() >= 3 && set_off && !folded.chars().any(char::is_lowercase) {
+            return Some(Parsed {
+                level: Some(level),
+                ..Parsed::default()
+            });
+        }
+        return None;
+    }
     Some(parsed)
 }
 
@@ -215,6 +228,17 @@ mod tests {
                 "Classification: UK OFFICIAL-SENSITIVE",
                 "OFFICIAL-SENSITIVE",
             ),
+            ("Security Marking: SECRET", "SECRET"),
+            ("Government Security Classification: SECRET", "SECRET"),
+            ("Classified: SECRET", "SECRET"),
+            ("Security level: SECRET", "SECRET"),
+            ("Document classification: SECRET", "SECRET"),
+            ("Classification level: TOP SECRET", "TOP SECRET"),
+            ("SECRET UKEO", "SECRET"),
+            ("SECRET - OPERATIONAL", "SECRET"),
+            ("SECRET \u{2013} PERSONAL DATA", "SECRET"),
+            ("TOP SECRET - HANDLE VIA SOURCE UNIT", "TOP SECRET"),
+            ("CONFIDENTIAL: LEGAL PRIVILEGE", "CONFIDENTIAL"),
         ] {
             assert_eq!(level(text), Some(want), "{text}");
         }
@@ -250,6 +274,10 @@ mod tests {
             "US secret service",
             "EU restricted area",
             "UK",
+            "SECRET - the plan",
+            "Secret - Santa",
+            "RESTRICTED - AREA",
+            "SECRET SANTA",
         ] {
             assert_eq!(level(text), None, "{text}");
         }

@@ -6,7 +6,6 @@
 
 pub mod calendar;
 pub mod classify;
-pub mod decode;
 pub mod documents;
 pub mod epms;
 pub mod grammar;

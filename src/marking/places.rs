@@ -12,9 +12,34 @@ use super::grammar;
 use super::level::{Level, Parsed};
 
 /// Separators that may follow a leading marking or precede a trailing one.
-const SUBJECT_SEPARATORS: &[&str] = &[":", " - ", " – ", "//", " | "];
+const SUBJECT_SEPARATORS: &[&str] = &[":", " - ", " – ", "//", " | ", " • ", " · "];
 /// File names also use `_` (`OFFICIAL-SENSITIVE_report.xlsx`).
-const NAME_SEPARATORS: &[&str] = &[":", " - ", " – ", "//", " | ", "_"];
+const NAME_SEPARATORS: &[&str] = &[":", " - ", " – ", "//", " | ", " • ", " · ", "_"];
+
+/// Marks a title sets a marking off with (after folding: full-width `［ ］` and `（ ）` are
+/// ASCII by then, every dash `-`): open, close, and whether the marking must be in
+/// capitals to count (quotes, asterisks and dashes also set off prose).
+const BRACKETS: &[(char, char, bool)] = &[
+    ('[', ']', false),
+    ('(', ')', false),
+    ('{', '}', false),
+    ('<', '>', false),
+    ('«', '»', false),
+    ('‹', '›', false),
+    ('【', '】', false),
+    ('〔', '〕', false),
+    ('〈', '〉', false),
+    ('《', '》', false),
+    ('「', '」', false),
+    ('『', '』', false),
+    ('〖', '〗', false),
+    ('*', '*', true),
+    ('"', '"', true),
+    ('“', '”', true),
+    ('\'', '\'', true),
+    ('‘', '’', true),
+    ('-', '-', true),
+];
 
 /// Reply and forward prefixes in the languages mail clients write them (`RE`, `FW`, `FWD`,
 /// `AW`, `WG`, `SV`, `VS`, `TR`, `RV`, `ANTW`, `Re[2]`), with or without a space before the
@@ -50,18 +75,30 @@ fn in_title(text: &str, separators: &[&str]) -> Vec<(Parsed, String)> {
     if let Some(shown) = super::normalize::visual(text) {
         found.extend(in_title(&shown, separators));
     }
-    // Bracketed (or parenthesised) anywhere.
-    for (open, close) in [('[', ']'), ('(', ')')] {
-        let mut rest = text;
+    // Bracketed anywhere, in any bracket a reader takes as one (full-width ones folded to
+    // ASCII first); set off by quotes, asterisks or dashes only in capitals, as prose
+    // quotes its words (`the "secret" garden`).
+    let folded_all = super::normalize::fold(text);
+    for &(open, close, capitals) in BRACKETS {
+        let mut rest: &str = &folded_all;
         while let Some(at) = rest.find(open) {
-            let Some(len) = rest[at..].find(close) else {
+            let after = at + open.len_utf8();
+            let Some(len) = rest[after..].find(close) else {
                 break;
             };
-            let inner = &rest[at + 1..at + len];
-            if let Some(p) = grammar::parse(inner) {
-                keep(&mut found, p, rest[at..=at + len].to_string());
+            let inner = &rest[after..after + len];
+            let end = after + len + close.len_utf8();
+            if !capitals || !inner.chars().any(char::is_lowercase) {
+                if let Some(p) = grammar::parse(inner) {
+                    keep(&mut found, p, rest[at..end].to_string());
+                }
             }
-            rest = &rest[at + len + 1..];
+            // A closing mark that is also an opening one (`*`, `"`) may open the next.
+            rest = if open == close {
+                &rest[after + len..]
+            } else {
+                &rest[end..]
+            };
         }
     }
     // Prefixes in other scripts are matched before folding turns their letters into Latin
@@ -319,6 +356,8 @@ pub fn banners(text: &str) -> Vec<(Parsed, String, &'static str)> {
 fn starts_like_marking(line: &str) -> bool {
     const STARTS: &[&str] = &[
         "sec", "res", "off", "con", "pro", "pri", "top", "not", "npm", "unc", "cla", "mar",
+        // `Document classification:`, `Government Security Classification:`.
+        "doc", "gov",
         // The EU's `TRES SECRET UE`.
         "tre", // EPMS pairs written as a line: `VER=2012.3, NS=gov.uk, SEC=…`.
         "ver", "ns=",
@@ -326,7 +365,7 @@ fn starts_like_marking(line: &str) -> bool {
     // Most lines of prose fail on their first letter.
     let trimmed = line.trim_ascii_start().as_bytes();
     if let Some(first) = trimmed.first() {
-        if first.is_ascii_alphabetic() && !b"SsRrOoCcPpTtNnUuMmVvHhEeFf".contains(first) {
+        if first.is_ascii_alphabetic() && !b"SsRrOoCcPpTtNnUuMmVvHhEeFfDdGg".contains(first) {
             return false;
         }
     }
@@ -585,11 +624,11 @@ fn unquote(line: &str) -> (bool, &str) {
 /// more; Gmail, Apple Mail and Thunderbird forwards): only when a `From:`/`Sent:`/`Date:`
 /// line of the same block is within a few lines, so running text is not read as one.
 static HISTORY_SUBJECT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)^\s*(?:>\s*)*\*{0,2}(?:subject|betreff|objet|asunto|onderwerp|oggetto|assunto|emne|ämne|aihe|temat|tárgy)\*{0,2}\s*:\s*(.*)$")
+    Regex::new(r"(?i)^\s*(?:>\s*)*\*{0,2}(?:subject|betreff|objet|asunto|onderwerp|oggetto|assunto|emne|ämne|aihe|temat|tárgy|předmět|predmet|konu|тема|件名|主题|主旨|제목|θέμα|subiect|naslov)\*{0,2}\s*:\s*(.*)$")
         .expect("history subject regex")
 });
 static HISTORY_HEADER: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)^\s*(?:>\s*)*\*{0,2}(?:from|von|de|van|da|fra|från|od|sent|gesendet|envoyé|enviado|verzonden|inviato|date|datum|fecha|to|an|à|a|para|aan|cc)\*{0,2}\s*:")
+    Regex::new(r"(?i)^\s*(?:>\s*)*\*{0,2}(?:from|von|de|van|da|fra|från|od|sent|gesendet|envoyé|enviado|verzonden|inviato|date|datum|fecha|to|an|à|a|para|aan|cc|lähettäjä|lähetetty|vastaanottaja|feladó|elküldve|címzett|odesláno|komu|kimden|gönderildi|kime|tarih|от|отправлено|кому|дата|差出人|送信日時|宛先|发件人|发送时间|收件人|寄件者|收件者|보낸\s*사람|받는\s*사람|wysłano|do|skickat|till|sendt|til|lähetetty|enviada|trimis|către|από|προς|poslano|šalje)\*{0,2}\s*:")
         .expect("history header regex")
 });
 

@@ -12,20 +12,27 @@ use html5ever::tokenizer::{
 };
 use mailparse::ParsedMail;
 
+/// A text part as a reader is shown it.
+pub struct Shown {
+    /// The decoded text, rendered (`format=flowed` reflowed, as Thunderbird shows it).
+    pub text: String,
+    /// Lines a client that does not reflow `format=flowed` (Outlook, Python's `email`)
+    /// shows on their own and `text` joins to their neighbours: read for banners too.
+    pub apart: Option<String>,
+    /// The declared charset, when markgate cannot decode it and the part holds bytes that
+    /// only it could tell (read as UTF-8 meanwhile, so its ASCII is still read): opaque.
+    pub undecoded: Option<String>,
+}
+
 /// The decoded text of a text part, rendered.
-pub fn text(
-    part: &ParsedMail,
-    mime: &str,
-    html: bool,
-) -> Result<String, mailparse::MailParseError> {
-    let body = part.get_body()?;
-    if is_invitation(mime, &body) {
-        return Ok(super::calendar::read(&body).text);
-    }
-    if super::calendar::is_card(&body) {
-        return Ok(super::calendar::read_card(&body));
-    }
-    Ok(if html {
+pub fn text(part: &ParsedMail, mime: &str, html: bool) -> Result<Shown, mailparse::MailParseError> {
+    let (body, undecoded) = body_text(part)?;
+    let mut apart = None;
+    let text = if is_invitation(mime, &body) {
+        super::calendar::read(&body).text
+    } else if super::calendar::is_card(&body) {
+        super::calendar::read_card(&body)
+    } else if html {
         html_to_text(&body)
     } else if mime == "text/enriched" || mime == "text/richtext" {
         enriched_to_text(&body)
@@ -40,10 +47,48 @@ pub fn text(
             .params
             .get("delsp")
             .is_some_and(|d| d.eq_ignore_ascii_case("yes"));
-        unflow(&body, delsp)
+        let flowed = unflow(&body, delsp);
+        apart = lines_not_in(&body, &flowed);
+        flowed
     } else {
         body
+    };
+    Ok(Shown {
+        text,
+        apart,
+        undecoded,
     })
+}
+
+/// The lines of `raw` that `shown` does not have (trimmed), or `None`.
+fn lines_not_in(raw: &str, shown: &str) -> Option<String> {
+    let have: std::collections::HashSet<&str> = shown.lines().map(str::trim).collect();
+    let extra: Vec<&str> = raw
+        .lines()
+        .map(|l| l.trim_start_matches('>').trim())
+        .filter(|l| !l.is_empty() && !have.contains(l))
+        .collect();
+    (!extra.is_empty()).then(|| extra.join("\n"))
+}
+
+/// A part's body in its charset, as a client decodes it (`charsets`). mailparse turns a
+/// charset encoding_rs does not know into ASCII (every 8-bit byte lost), and the WHATWG
+/// "replacement" ones (ISO-2022-KR, HZ: 7-bit encodings Outlook and Python still decode)
+/// into one U+FFFD for the whole part, so a SECRET in plain ASCII under
+/// `charset=iso-2022-kr` vanished. A label markgate does not know is read as UTF-8 (its
+/// ASCII is what every client shows) and reported as undecoded when the part holds what
+/// only that charset could tell (8-bit bytes, ISO-2022 escapes, HZ's `~{`).
+pub fn body_text(part: &ParsedMail) -> Result<(String, Option<String>), mailparse::MailParseError> {
+    let raw = part.get_body_raw()?;
+    if let Some(decoder) = crate::message::charsets::Decoder::for_label(&part.ctype.charset) {
+        return Ok((decoder.decode(&raw), None));
+    }
+    let hidden =
+        raw.iter().any(|&b| b >= 0x80 || b == 0x1b) || memchr::memmem::find(&raw, b"~{").is_some();
+    Ok((
+        String::from_utf8_lossy(&raw).into_owned(),
+        hidden.then(|| part.ctype.charset.clone()),
+    ))
 }
 
 /// Whether a text part is a meeting invitation a client shows as one: declared so, or a
@@ -61,7 +106,7 @@ pub fn invitation_titles(
     if !matches!(mime, "text/calendar" | "application/ics") && mime.starts_with("text/") {
         return Ok(Vec::new());
     }
-    let body = part.get_body()?;
+    let (body, _) = body_text(part)?;
     Ok(if is_invitation(mime, &body) {
         super::calendar::read(&body).summaries
     } else {

@@ -225,7 +225,12 @@ fn percent_decode(s: &str) -> Vec<u8> {
 fn decode_charset(bytes: &[u8], charset: &str) -> String {
     match encoding_rs::Encoding::for_label_no_replacement(charset.as_bytes()) {
         Some(enc) if enc != encoding_rs::UTF_8 => enc.decode_without_bom_handling(bytes).0.into(),
-        _ => String::from_utf8_lossy(bytes).into_owned(),
+        Some(_) => String::from_utf8_lossy(bytes).into_owned(),
+        // UTF-32, EBCDIC, Python's spellings: what a client decodes the name in.
+        None => match super::charsets::Decoder::for_label(charset) {
+            Some(decoder) => decoder.decode(bytes),
+            None => String::from_utf8_lossy(bytes).into_owned(),
+        },
     }
 }
 

@@ -190,9 +190,11 @@ pub fn decode_words(name: &str) -> String {
         return name.to_string();
     }
     let header = format!("X: {name}");
-    mailparse::parse_header(header.as_bytes())
+    let decoded = mailparse::parse_header(header.as_bytes())
         .map(|(h, _)| h.get_value())
-        .unwrap_or_else(|_| name.to_string())
+        .unwrap_or_else(|_| name.to_string());
+    // What mailparse left (an unknown charset, a language tag, UTF-32), as for a subject.
+    super::words::leftover_words(&decoded).into_owned()
 }
 
 #[cfg(test)]

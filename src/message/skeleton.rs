@@ -528,6 +528,13 @@ impl Walker {
                     if boundary.len() > BOUNDARY_MAX || boundary.chars().any(char::is_control) {
                         return Err(WalkError::TooComplex("a MIME boundary that is not valid"));
                     }
+                    // RFC 2046 forbids it; Python's `email` strips it and finds the parts,
+                    // mailparse keeps it and finds none.
+                    if boundary.ends_with(char::is_whitespace) {
+                        return Err(WalkError::TooComplex(
+                            "a MIME boundary ending in white space (mail clients differ on it)",
+                        ));
+                    }
                     self.multiparts += 1;
                     if self.multiparts > MAX_MULTIPARTS {
                         return Err(WalkError::TooComplex("too many multipart containers"));

@@ -180,7 +180,8 @@ impl TextReader<'_> {
                 if !inline && !self.with_attached_text {
                     return;
                 }
-                let Ok(text) = crate::marking::render::text(part, &mime, html) else {
+                let Ok(text) = crate::marking::render::text(part, &mime, html).map(|s| s.text)
+                else {
                     return;
                 };
                 let mut label = if html {

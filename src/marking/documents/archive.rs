@@ -178,6 +178,21 @@ pub fn inspect(
     if office {
         super::ooxml::inspect(&mut zip, place, config, budget, out)?;
     }
+    // OpenDocument (LibreOffice's .odt .ods .odp): the body in content.xml, page headers
+    // and footers in styles.xml, their text in paragraphs and headings.
+    let odf = zip.has("META-INF/manifest.xml") && zip.has("content.xml");
+    if odf {
+        for (part, what) in [("content.xml", "body"), ("styles.xml", "header")] {
+            match zip.read(part, budget)? {
+                Some(Ok(bytes)) => {
+                    let lines = super::xml::odf_paragraphs(&super::xml::decode_text(&bytes));
+                    super::banners(&lines.join("\n"), place, what, out);
+                }
+                Some(Err(why)) => out.opaque.push(format!("{place}{part} {why}")),
+                None => {}
+            }
+        }
+    }
     if depth + 1 > budget.max_depth {
         return Err(DocumentError::Bound(
             "archives nested deeper than classifier.max_depth",
@@ -187,7 +202,7 @@ pub fn inspect(
     // an Office document (`word/embeddings/…`), whose XML parts were read above.
     for (name, shown) in zip.names() {
         let part = name.ends_with(".xml") || name.ends_with(".rels") || name.ends_with('/');
-        if name.ends_with('/') || (office && part) {
+        if name.ends_with('/') || ((office || odf) && part) || (odf && name == "mimetype") {
             continue;
         }
         let member = format!("{place}{shown}:");
@@ -212,7 +227,14 @@ pub fn inspect(
             None => continue,
         };
         if text {
-            let text = super::xml::decode_text(&bytes);
+            let mut text = super::xml::decode_text(&bytes);
+            // Markup as a browser shows it (a page's `<p><b>SECRET</b></p>` is one line
+            // of it), beside its raw lines.
+            if text.trim_start().starts_with('<') {
+                let shown = crate::marking::render::html_to_text(&text);
+                text.push('\n');
+                text.push_str(&shown);
+            }
             super::banners(&text, &member, "text", out);
         } else if name.ends_with(".eml") {
             // A message in an archive is not walked as a message here: say so.

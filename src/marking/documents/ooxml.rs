@@ -8,7 +8,10 @@
 //! - `Properties` (`docProps/custom.xml`): `MSIP_Label_<guid>_Enabled` / `_Name`.
 //! - `hdr`, `ftr`, `document` (Word), `sld`, `sldMaster`, `sldLayout`, `notes`
 //!   (PowerPoint): every paragraph through the banner rule, and watermarks.
-//! - `worksheet` (Excel): the sheet's headers and footers (`&C…`).
+//! - `footnotes`, `endnotes`, `comments` (Word): as the body.
+//! - `worksheet` (Excel): the sheet's headers and footers (`&C…`) and its cells' inline
+//!   and formula strings; `sst`: the shared strings (most cells' text); `workbook`: the
+//!   sheet names on the tabs.
 
 use super::archive::Zip;
 use super::{xml, Budget, DocumentError, Findings};
@@ -37,12 +40,15 @@ pub fn inspect(
             Some("labelList") => label_info(&text, place, config, out),
             Some("Properties") => custom_properties(&text, place, config, out),
             Some(
-                root @ ("hdr" | "ftr" | "document" | "sld" | "sldMaster" | "sldLayout" | "notes"),
+                root @ ("hdr" | "ftr" | "document" | "footnotes" | "endnotes" | "comments" | "sld"
+                | "sldMaster" | "sldLayout" | "notes"),
             ) => {
                 let what = match root {
                     "hdr" => "header",
                     "ftr" => "footer",
                     "document" => "body",
+                    "footnotes" | "endnotes" => "note",
+                    "comments" => "comment",
                     _ => "slide",
                 };
                 let mut lines = xml::paragraphs(&text);
@@ -68,6 +74,26 @@ pub fn inspect(
                     };
                     super::banners(&excel_header_text(&value), place, what, out);
                 }
+                let mut cells = xml::blocks(&text, "is", &["t"]);
+                cells.extend(xml::blocks(&text, "c", &["v"]));
+                super::banners(&cells.join("\n"), place, "cell", out);
+            }
+            Some("sst") => {
+                super::banners(
+                    &xml::blocks(&text, "si", &["t"]).join("\n"),
+                    place,
+                    "cell",
+                    out,
+                );
+            }
+            Some("workbook") => {
+                let names: Vec<String> = xml::elements(&text, "sheet")
+                    .into_iter()
+                    .filter_map(|attrs| {
+                        attrs.into_iter().find(|(k, _)| k == "name").map(|(_, v)| v)
+                    })
+                    .collect();
+                super::banners(&names.join("\n"), place, "sheet name", out);
             }
             _ => {}
         }

@@ -120,29 +120,37 @@ pub fn watermarks(xml: &str) -> Vec<String> {
 /// The paragraphs of a WordprocessingML part (`w:p`), their text from `w:t` runs, tabs
 /// and breaks as spaces and line ends.
 pub fn paragraphs(xml: &str) -> Vec<String> {
+    blocks(xml, "p", &["t"])
+}
+
+/// The text of each `block` element, from the `texts` elements inside it, tabs and breaks
+/// as spaces and line ends: Word's paragraphs (`p`, `t`), Excel's shared strings (`si`,
+/// `t`) and inline strings (`is`, `t`), and OpenDocument's paragraphs and headings, whose
+/// text stands in the element itself (`texts` empty: all text inside, `text:s` a space).
+pub fn blocks(xml: &str, block: &str, texts: &[&str]) -> Vec<String> {
     let mut out = Vec::new();
     let mut current: Option<String> = None;
     let mut in_text = false;
     walk(xml, |step| match step {
-        Step::Start("p", _) => current = Some(String::new()),
-        Step::Start("t", _) => in_text = true,
-        Step::Start("tab", _) => {
+        Step::Start(name, _) if name == block => current = Some(String::new()),
+        Step::Start(name, _) if texts.contains(&name) => in_text = true,
+        Step::Start("tab" | "s", _) => {
             if let Some(p) = current.as_mut() {
                 p.push(' ');
             }
         }
-        Step::Start("br" | "cr", _) => {
+        Step::Start("br" | "cr" | "line-break", _) => {
             if let Some(p) = current.as_mut() {
                 p.push('\n');
             }
         }
-        Step::End("t") => in_text = false,
-        Step::End("p") => {
+        Step::End(name) if texts.contains(&name) => in_text = false,
+        Step::End(name) if name == block => {
             if let Some(p) = current.take() {
                 out.push(p);
             }
         }
-        Step::Text(t) if in_text => {
+        Step::Text(t) if in_text || texts.is_empty() => {
             if let Some(p) = current.as_mut() {
                 p.push_str(t);
             }
@@ -150,6 +158,14 @@ pub fn paragraphs(xml: &str) -> Vec<String> {
         _ => {}
     });
     out
+}
+
+/// OpenDocument's paragraphs and headings (`text:p`, `text:h`) of `content.xml` (the body)
+/// or `styles.xml` (page headers and footers).
+pub fn odf_paragraphs(xml: &str) -> Vec<String> {
+    let mut lines = blocks(xml, "p", &[]);
+    lines.extend(blocks(xml, "h", &[]));
+    lines
 }
 
 /// The text of every element with one of `names` (local names), with its name.

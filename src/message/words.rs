@@ -67,6 +67,11 @@ fn text(bytes: &[u8], charset: &str) -> String {
             .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
             .collect();
     }
+    // A charset mailparse refused (UTF-32, EBCDIC) or one it never saw (the word had a
+    // language tag) that a client still decodes.
+    if let Some(decoder) = super::charsets::Decoder::for_label(charset) {
+        return decoder.decode(bytes);
+    }
     match std::str::from_utf8(bytes) {
         Ok(s) => s.to_string(),
         // Latin-1 (and windows-1252's printable range) maps byte for byte.
