@@ -29,7 +29,7 @@ pub fn read(body: &str) -> Invitation {
         let Some((name, params, value)) = property(&line) else {
             continue;
         };
-        let value = unescaped(value);
+        let value = unescaped(&decoded(params, value));
         match name.to_ascii_uppercase().as_str() {
             "SUMMARY" => {
                 out.summaries.push(value.clone());
@@ -62,9 +62,10 @@ pub fn is_card(body: &str) -> bool {
 pub fn read_card(body: &str) -> String {
     let mut text = String::new();
     for line in unfolded(body) {
-        let Some((name, _, value)) = property(&line) else {
+        let Some((name, params, value)) = property(&line) else {
             continue;
         };
+        let value = decoded(params, value);
         if !matches!(
             name.to_ascii_uppercase().as_str(),
             "BEGIN" | "END" | "VERSION" | "PHOTO" | "LOGO" | "SOUND" | "KEY"
@@ -84,17 +85,68 @@ fn push_line(text: &mut String, value: &str) {
 }
 
 /// Content lines with folding undone (RFC 5545 3.1: a line break followed by a space or
-/// tab continues the line).
+/// tab continues the line; in vCalendar 1.0 and vCard 2.1 a quoted-printable value ending
+/// in `=` continues on the next line, as in a mail body).
 fn unfolded(body: &str) -> Vec<String> {
     let mut lines: Vec<String> = Vec::new();
+    let mut soft = false;
     for raw in body.split('\n') {
         let raw = raw.strip_suffix('\r').unwrap_or(raw);
         match (raw.strip_prefix([' ', '\t']), lines.last_mut()) {
+            (_, Some(last)) if soft => {
+                last.pop();
+                last.push_str(raw);
+            }
             (Some(rest), Some(last)) => last.push_str(rest),
             _ => lines.push(raw.to_string()),
         }
+        soft = lines.last().is_some_and(|l| {
+            l.ends_with('=') && l.to_ascii_uppercase().contains("QUOTED-PRINTABLE")
+        });
     }
     lines
+}
+
+/// A value in the encoding its parameters name (vCalendar 1.0 and vCard 2.1:
+/// `ENCODING=QUOTED-PRINTABLE;CHARSET=…`), as Outlook shows it.
+fn decoded(params: &str, value: &str) -> String {
+    let upper = params.to_ascii_uppercase();
+    if !upper
+        .split(';')
+        .any(|p| p == "ENCODING=QUOTED-PRINTABLE" || p == "QUOTED-PRINTABLE")
+    {
+        return value.to_string();
+    }
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'=', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    let charset = params
+        .split(';')
+        .find_map(|p| {
+            p.split_once('=')
+                .filter(|(k, _)| k.eq_ignore_ascii_case("CHARSET"))
+        })
+        .map(|(_, v)| v.trim_matches('"'));
+    match charset.and_then(crate::message::charsets::Decoder::for_label) {
+        Some(decoder) => decoder.decode(&out),
+        None => String::from_utf8_lossy(&out).into_owned(),
+    }
 }
 
 /// `NAME;PARAMS:VALUE` split at the first colon outside a quoted parameter value.
@@ -151,6 +203,14 @@ mod tests {
             "{lines:?}"
         );
         assert!(!read.text.contains("DTSTART"));
+    }
+
+    #[test]
+    fn quoted_printable_values_are_read_as_outlook_shows_them() {
+        let vcs = "BEGIN:VCALENDAR\r\nVERSION:1.0\r\nBEGIN:VEVENT\r\nSUMMARY;ENCODING=QUOTED-PRINTABLE:=53=45=43=52=45=54 - source=\r\n meeting\r\nDESCRIPTION;CHARSET=UTF-8;ENCODING=QUOTED-PRINTABLE:TOP =\r\nSECRET\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+        let read = read(vcs);
+        assert_eq!(read.summaries, ["SECRET - source meeting"]);
+        assert!(read.text.lines().any(|l| l == "TOP SECRET"), "{read:?}");
     }
 
     #[test]

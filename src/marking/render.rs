@@ -94,8 +94,15 @@ pub fn body_text(part: &ParsedMail) -> Result<(String, Option<String>), mailpars
 /// Whether a text part is a meeting invitation a client shows as one: declared so, or a
 /// file of another type (`application/octet-stream; name=invite.ics`) that is one.
 fn is_invitation(mime: &str, body: &str) -> bool {
-    matches!(mime, "text/calendar" | "application/ics")
-        || (!mime.starts_with("text/") && super::calendar::is_calendar(body))
+    is_calendar_type(mime) || (!mime.starts_with("text/") && super::calendar::is_calendar(body))
+}
+
+/// The types invitations are declared as: iCalendar, and vCalendar 1.0 (Outlook's `.vcs`).
+fn is_calendar_type(mime: &str) -> bool {
+    matches!(
+        mime,
+        "text/calendar" | "application/ics" | "text/x-vcalendar" | "text/vcalendar"
+    )
 }
 
 /// The event titles of an invitation part (read like a subject), if it is one.
@@ -103,7 +110,7 @@ pub fn invitation_titles(
     part: &ParsedMail,
     mime: &str,
 ) -> Result<Vec<String>, mailparse::MailParseError> {
-    if !matches!(mime, "text/calendar" | "application/ics") && mime.starts_with("text/") {
+    if !is_calendar_type(mime) && mime.starts_with("text/") {
         return Ok(Vec::new());
     }
     let (body, _) = body_text(part)?;
@@ -204,6 +211,8 @@ struct Css {
     content: Vec<String>,
     /// Attributes named in `content: attr(…)`: their values are shown.
     attrs: Vec<String>,
+    /// Tags and classes a rule lays out inline (`.i{display:inline}`).
+    inline: Vec<String>,
 }
 
 impl Css {
@@ -218,6 +227,9 @@ impl Css {
                 .map_or(sheet.len(), |e| start + 4 + e);
             sheet.replace_range(start..end, " ");
         }
+        // Every rule's generated text in order: `::before{content:"SEC"}` and
+        // `::after{content:"RET"}` on one empty element show one word.
+        let mut all: Vec<String> = Vec::new();
         for rule in sheet.split('}') {
             let Some((selectors, written)) = rule.rsplit_once('{') else {
                 continue;
@@ -225,59 +237,152 @@ impl Css {
             let selectors = selectors.to_ascii_lowercase();
             // Generated text keeps its case; everything else is matched in lower case.
             let lower = written.to_ascii_lowercase();
-            for (at, _) in lower.match_indices("content") {
-                let rest = written[at + "content".len()..].trim_start();
-                let Some(value) = rest.strip_prefix(':') else {
-                    continue;
-                };
-                let value = value.split(';').next().unwrap_or("");
-                for (i, piece) in value.split(['"', '\'']).enumerate() {
-                    if i % 2 == 1 && !piece.trim().is_empty() {
-                        self.content.push(piece.to_string());
-                    }
+            for value in generated(written) {
+                // Its whole text: the joined strings when there are several.
+                if let Some(whole) = value.strings.last() {
+                    all.push(whole.clone());
                 }
-                for attr in value.to_ascii_lowercase().split("attr(").skip(1) {
-                    if let Some(name) = attr.split(')').next() {
-                        self.attrs.push(name.trim().to_string());
-                    }
-                }
+                self.content.extend(value.strings);
+                self.attrs.extend(value.attrs);
             }
             let declarations: String = lower.split_whitespace().collect();
             if !conceals(&declarations) {
+                // Blocks a rule lays out side by side glue their words as inline ones do.
+                if lays_out_inline(&declarations) {
+                    for (kind, name) in targets(&selectors) {
+                        if kind != '#' {
+                            self.inline.push(name);
+                        }
+                    }
+                }
                 continue;
             }
-            for selector in selectors.split(',') {
-                let Some(last) = selector
-                    .split([' ', '>', '+', '~'])
-                    .rfind(|s| !s.is_empty())
-                else {
-                    continue;
-                };
-                if last.contains([':', '[']) {
-                    continue;
-                }
-                // `span.x#y`: a tag, then classes and ids.
-                let mut kind = ' ';
-                let mut name = String::new();
-                for c in last.chars().chain(std::iter::once('.')) {
-                    if c != '.' && c != '#' {
-                        name.push(c);
-                        continue;
-                    }
-                    let list = match kind {
-                        '.' => &mut self.hidden_classes,
-                        '#' => &mut self.hidden_ids,
-                        _ => &mut self.hidden_tags,
-                    };
-                    if !name.is_empty() && name != "*" {
-                        list.push(std::mem::take(&mut name));
-                    }
-                    name.clear();
-                    kind = c;
+            for (kind, name) in targets(&selectors) {
+                match kind {
+                    '.' => self.hidden_classes.push(name),
+                    '#' => self.hidden_ids.push(name),
+                    _ => self.hidden_tags.push(name),
                 }
             }
         }
+        if all.len() > 1 {
+            self.content.push(all.concat());
+        }
     }
+}
+
+/// The (kind, name) a rule's selectors apply to, as `read` takes them: the last compound
+/// of each (`tag`, `.class`, `#id`), pseudo-classes and attribute tests not understood.
+fn targets(selectors: &str) -> Vec<(char, String)> {
+    let mut out = Vec::new();
+    for selector in selectors.split(',') {
+        let Some(last) = selector
+            .split([' ', '>', '+', '~'])
+            .rfind(|s| !s.is_empty())
+        else {
+            continue;
+        };
+        if last.contains([':', '[']) {
+            continue;
+        }
+        let mut kind = ' ';
+        let mut name = String::new();
+        for c in last.chars().chain(std::iter::once('.')) {
+            if c != '.' && c != '#' {
+                name.push(c);
+                continue;
+            }
+            if !name.is_empty() && name != "*" {
+                out.push((kind, std::mem::take(&mut name)));
+            }
+            name.clear();
+            kind = c;
+        }
+    }
+    out
+}
+
+/// Whether declarations (lower case, no white space) put an element beside its neighbours
+/// on one line: inline, inline-block, a table cell, a float.
+fn lays_out_inline(declarations: &str) -> bool {
+    declarations.contains("display:inline")
+        || declarations.contains("display:table-cell")
+        || declarations.contains("float:left")
+        || declarations.contains("float:right")
+}
+
+/// What one declaration that generates text puts on the page.
+struct Generated {
+    /// Its strings, escapes undone, each alone and (when there are several: `"SEC" "RET"`,
+    /// which CSS runs together) all of them joined.
+    strings: Vec<String>,
+    /// The attributes whose values it shows (`attr(data-m)`).
+    attrs: Vec<String>,
+}
+
+/// The text-generating declarations of a rule's body (`content:`, and a list marker's
+/// `list-style-type:` / `list-style:` string), as written (their strings keep their case).
+fn generated(declarations: &str) -> Vec<Generated> {
+    let lower = declarations.to_ascii_lowercase();
+    let mut out = Vec::new();
+    for property in ["content", "list-style-type", "list-style"] {
+        for (at, _) in lower.match_indices(property) {
+            // Not the tail of a longer name (`list-style` in `list-style-type`).
+            let boundary = at == 0
+                || !lower.as_bytes()[at - 1].is_ascii_alphanumeric()
+                    && lower.as_bytes()[at - 1] != b'-';
+            let rest = declarations[at + property.len()..].trim_start();
+            let (true, Some(value)) = (boundary, rest.strip_prefix(':')) else {
+                continue;
+            };
+            let value = value.split(';').next().unwrap_or("");
+            let pieces: Vec<String> = value
+                .split(['"', '\''])
+                .enumerate()
+                .filter(|(i, piece)| i % 2 == 1 && !piece.trim().is_empty())
+                .map(|(_, piece)| css_unescaped(piece))
+                .collect();
+            let mut strings = pieces.clone();
+            if pieces.len() > 1 {
+                strings.push(pieces.concat());
+            }
+            let attrs = value
+                .to_ascii_lowercase()
+                .split("attr(")
+                .skip(1)
+                .filter_map(|a| a.split(')').next().map(|n| n.trim().to_string()))
+                .collect();
+            out.push(Generated { strings, attrs });
+        }
+    }
+    out
+}
+
+/// A CSS string with its escapes undone: `\53 ` and `\000053` are `S`, `\"` is `"`.
+fn css_unescaped(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        let mut hex = String::new();
+        while hex.len() < 6 && chars.peek().is_some_and(char::is_ascii_hexdigit) {
+            hex.extend(chars.next());
+        }
+        if hex.is_empty() {
+            out.extend(chars.next());
+            continue;
+        }
+        // One white space after a hex escape ends it and is not text.
+        if chars.peek().is_some_and(|c| c.is_ascii_whitespace()) {
+            chars.next();
+        }
+        let code = u32::from_str_radix(&hex, 16).unwrap_or(0xFFFD);
+        out.push(char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER));
+    }
+    out
 }
 
 /// Whether CSS declarations (lower case, no white space) make an element's text invisible:
@@ -465,6 +570,19 @@ impl TokenSink for Collect {
                             .collect::<String>()
                     })
                     .unwrap_or_default();
+                // A list item's own marker string (`style="list-style-type:'SECRET'"`).
+                if start {
+                    if let Some(raw) = tag.attrs.iter().find(|a| &*a.name.local == "style") {
+                        for value in generated(&raw.value) {
+                            for shown in value.strings {
+                                let mut out = self.out.borrow_mut();
+                                out.push('\n');
+                                out.push_str(&shown);
+                                out.push('\n');
+                            }
+                        }
+                    }
+                }
                 let concealing = start && {
                     let css = self.css.borrow();
                     conceals(&style)
@@ -480,7 +598,19 @@ impl TokenSink for Collect {
                         })
                 };
                 // A block made inline by its style lays out inline to its end tag too.
-                let mut inline = style.contains("display:inline") || matches!(name, "td" | "th");
+                let mut inline = lays_out_inline(&style)
+                    || matches!(name, "td" | "th")
+                    || (start && {
+                        let css = self.css.borrow();
+                        css.inline.iter().any(|t| t == name)
+                            || tag.attrs.iter().any(|a| {
+                                &*a.name.local == "class"
+                                    && a.value
+                                        .to_ascii_lowercase()
+                                        .split_whitespace()
+                                        .any(|c| css.inline.iter().any(|i| i == c))
+                            })
+                    });
                 if start && inline && !tag.self_closing && !VOID.contains(&name) {
                     self.inline.borrow_mut().push(name.to_string());
                 } else if !start && self.inline.borrow().last().is_some_and(|n| n == name) {
@@ -516,6 +646,19 @@ impl TokenSink for Collect {
                 // What a reader sees of an element without text content: an image's `alt`
                 // (clients block images by default), a field's `value`, a frame's `srcdoc`.
                 if start {
+                    // The values a rule's `attr(…)`s show, run together as CSS runs them.
+                    let generated: Vec<&str> = tag
+                        .attrs
+                        .iter()
+                        .filter(|a| self.css.borrow().attrs.iter().any(|x| *x == *a.name.local))
+                        .map(|a| &*a.value)
+                        .collect();
+                    if generated.len() > 1 {
+                        let mut out = self.out.borrow_mut();
+                        out.push('\n');
+                        out.push_str(&generated.concat());
+                        out.push('\n');
+                    }
                     for a in &tag.attrs {
                         let n: &str = &a.name.local;
                         let shown = match (name, n) {

@@ -115,8 +115,9 @@ pub fn reading(mime: &str, attachment: bool, name: Option<&str>) -> Reading {
     match ext.as_deref() {
         // A saved web page (MHTML) is a MIME message a browser opens.
         Some("eml" | "mht" | "mhtml") => Reading::Message,
-        // An invitation file opens in the calendar, which shows its title and text.
-        Some("txt" | "csv" | "text" | "ics") => Reading::Text {
+        // An invitation file (iCalendar, Outlook's vCalendar `.vcs`) opens in the calendar,
+        // which shows its title and text; a contact card in the address book.
+        Some("txt" | "csv" | "text" | "ics" | "vcs" | "vcf") => Reading::Text {
             html: false,
             inline: false,
         },
