@@ -32,14 +32,16 @@ pub const NATIONS: &[&str] = &[
     "UK", "U.K.", "HMG", "NATO", "EU", "UE", "COSMIC", "US", "FVEY",
 ];
 
-/// A level, after an optional introducer (`Protective Marking:`) and up to three national or
+/// A level, after an optional introducer (`Protective Marking:`; the rarer ones, `loud`,
+/// only before a level in capitals: `Document Classification: Confidential` is a
+/// corporate tool's footer, `Security Marking: SECRET` a banner) and up to three national or
 /// alliance prefixes (`UK SECRET`, `NATO/EU SECRET`, `UK-SECRET`, `COSMIC TOP SECRET`): a
 /// reader sees the level whatever owns it. The EU's French names (`TRES SECRET UE`,
 /// `RESTREINT UE`, `CONFIDENTIEL UE`) are its levels too.
 static LEVEL: LazyLock<Regex> = LazyLock::new(|| {
     let nations: Vec<String> = NATIONS.iter().map(|n| regex::escape(n)).collect();
     Regex::new(
-        &r"^(?:(?:PROTECTIVE\s+MARKING|(?:GOVERNMENT\s+)?SECURITY\s+(?:CLASSIFICATION|MARKING|LEVEL)|(?:DOCUMENT\s+)?CLASSIFICATION(?:\s+LEVEL)?|CLASSIFIED|MARKING|SEC)\s*[:=\-]\s*)?(?:(?:NATIONS)(?:\s*[-/]\s*|\s+)){0,3}(NOT\s+PROTECTIVELY\s+MARKED|NPM|UNCLASSIFIED|TOP[\s_-]*SECRET|TRES\s+SECRET|OFFICIAL\s*[-:_]?\s*SENSITIVE|OFFICIAL|PROTECT|RESTRICTED|RESTREINT|CONFIDENTIAL|CONFIDENTIEL|SECRET|PRIVATE)(?:$|[\s\-:/,_;\[\(])"
+        &r"^(?:(?:PROTECTIVE\s+MARKING|SECURITY\s+CLASSIFICATION|CLASSIFICATION|MARKING|SEC|(?P<loud>GOVERNMENT\s+SECURITY\s+CLASSIFICATION|SECURITY\s+(?:MARKING|LEVEL)|DOCUMENT\s+CLASSIFICATION|CLASSIFICATION\s+LEVEL|CLASSIFIED))\s*[:=\-]\s*)?(?:(?:NATIONS)(?:\s*[-/]\s*|\s+)){0,3}(?P<level>NOT\s+PROTECTIVELY\s+MARKED|NPM|UNCLASSIFIED|TOP[\s_-]*SECRET|TRES\s+SECRET|OFFICIAL\s*[-:_]?\s*SENSITIVE|OFFICIAL|PROTECT|RESTRICTED|RESTREINT|CONFIDENTIAL|CONFIDENTIEL|SECRET|PRIVATE)(?:$|[\s\-:/,_;\[\(])"
             .replace("NATIONS", &nations.join("|")),
     )
     .expect("level regex")
@@ -129,7 +131,10 @@ fn parse_folded(text: &str, pairs: Pairs) -> Option<Parsed> {
         return epms::in_text(inner, &folded);
     }
     let caps = LEVEL.captures(inner)?;
-    let level_match = caps.get(1)?;
+    let level_match = caps.name("level")?;
+    if caps.name("loud").is_some() && !folded.contains(level_match.as_str()) {
+        return None;
+    }
     let level = level_of(level_match.as_str())?;
     let mut parsed = Parsed {
         level: Some(level),
@@ -137,12 +142,14 @@ fn parse_folded(text: &str, pairs: Pairs) -> Option<Parsed> {
     };
     let rest = &inner[level_match.end()..];
     if qualifiers(rest, &mut parsed).is_none() {
-        // A level above RESTRICTED, then a dash or colon and words all in capitals: a
-        // banner's own wording (`SECRET - OPERATIONAL`, `SECRET - PERSONAL DATA`), which
-        // prose is not written as. The closed lists keep `SECRET SANTA` and `SECRET
-        // (santa)` prose; this takes nothing lower, where `RESTRICTED - AREA` may be a sign.
-        let set_off = rest.trim_start().starts_with(['-', ':', '/']);
-        if level.rank() >= 3 && set_off && !folded.chars().any(char::is_lowercase) {
+        // SECRET or TOP SECRET, then a dash and words all in capitals: a banner's own
+        // wording (`SECRET - OPERATIONAL`, `SECRET - PERSONAL DATA`), which prose is not
+        // written as. The closed lists keep `SECRET SANTA` and `SECRET (santa)` prose.
+        // Not CONFIDENTIAL, whose lines in capitals are mostly a solicitor's or an HR
+        // department's (`CONFIDENTIAL - LEGALLY PRIVILEGED`, `CONFIDENTIAL - HR`), nor a
+        // colon, a headline's (`TOP SECRET: THE HISTORY OF BLETCHLEY PARK`).
+        let set_off = rest.trim_start().starts_with('-');
+        if level.rank() >= 4 && set_off && !folded.chars().any(char::is_lowercase) {
             return Some(Parsed {
                 level: Some(level),
                 ..Parsed::default()
@@ -238,7 +245,6 @@ mod tests {
             ("SECRET - OPERATIONAL", "SECRET"),
             ("SECRET \u{2013} PERSONAL DATA", "SECRET"),
             ("TOP SECRET - HANDLE VIA SOURCE UNIT", "TOP SECRET"),
-            ("CONFIDENTIAL: LEGAL PRIVILEGE", "CONFIDENTIAL"),
         ] {
             assert_eq!(level(text), Some(want), "{text}");
         }
@@ -278,6 +284,12 @@ mod tests {
             "Secret - Santa",
             "RESTRICTED - AREA",
             "SECRET SANTA",
+            "CONFIDENTIAL - LEGALLY PRIVILEGED",
+            "Document Classification: Confidential",
+            "Classified: Confidential",
+            "CONFIDENTIAL: NOT FOR PUBLICATION",
+            "CONFIDENTIAL - HR",
+            "TOP SECRET: THE HISTORY OF BLETCHLEY PARK - 1PM",
         ] {
             assert_eq!(level(text), None, "{text}");
         }

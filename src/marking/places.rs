@@ -17,8 +17,10 @@ const SUBJECT_SEPARATORS: &[&str] = &[":", " - ", " – ", "//", " | ", " • ",
 const NAME_SEPARATORS: &[&str] = &[":", " - ", " – ", "//", " | ", " • ", " · ", "_"];
 
 /// Marks a title sets a marking off with (after folding: full-width `［ ］` and `（ ）` are
-/// ASCII by then, every dash `-`): open, close, and whether the marking must be in
-/// capitals to count (quotes, asterisks and dashes also set off prose).
+/// ASCII by then, every dash `-`): open, close, and whether only SECRET or TOP SECRET in
+/// capitals counts between them (asterisks and dashes also set off prose: `*CONFIDENTIAL*
+/// waste bins`). Quotes are not among them: a title quotes a marking to talk about it
+/// (`Re: handling "SECRET" material`).
 const BRACKETS: &[(char, char, bool)] = &[
     ('[', ']', false),
     ('(', ')', false),
@@ -34,10 +36,6 @@ const BRACKETS: &[(char, char, bool)] = &[
     ('『', '』', false),
     ('〖', '〗', false),
     ('*', '*', true),
-    ('"', '"', true),
-    ('“', '”', true),
-    ('\'', '\'', true),
-    ('‘', '’', true),
     ('-', '-', true),
 ];
 
@@ -76,8 +74,7 @@ fn in_title(text: &str, separators: &[&str]) -> Vec<(Parsed, String)> {
         found.extend(in_title(&shown, separators));
     }
     // Bracketed anywhere, in any bracket a reader takes as one (full-width ones folded to
-    // ASCII first); set off by quotes, asterisks or dashes only in capitals, as prose
-    // quotes its words (`the "secret" garden`).
+    // ASCII first); set off by asterisks or dashes only SECRET and above, in capitals.
     let folded_all = super::normalize::fold(text);
     for &(open, close, capitals) in BRACKETS {
         let mut rest: &str = &folded_all;
@@ -88,10 +85,11 @@ fn in_title(text: &str, separators: &[&str]) -> Vec<(Parsed, String)> {
             };
             let inner = &rest[after..after + len];
             let end = after + len + close.len_utf8();
-            if !capitals || !inner.chars().any(char::is_lowercase) {
-                if let Some(p) = grammar::parse(inner) {
-                    keep(&mut found, p, rest[at..end].to_string());
-                }
+            let loud = |p: &Parsed| {
+                !inner.chars().any(char::is_lowercase) && p.level.is_some_and(|l| l.rank() >= 4)
+            };
+            if let Some(p) = grammar::parse(inner).filter(|p| !capitals || loud(p)) {
+                keep(&mut found, p, rest[at..end].to_string());
             }
             // A closing mark that is also an opening one (`*`, `"`) may open the next.
             rest = if open == close {

@@ -60,13 +60,23 @@ pub fn text(part: &ParsedMail, mime: &str, html: bool) -> Result<Shown, mailpars
     })
 }
 
-/// The lines of `raw` that `shown` does not have (trimmed), or `None`.
+/// The soft-broken lines of flowed `raw` (ending in a space: joined to the next line by
+/// a client that reflows, shown alone by one that does not) that are in capitals, as a
+/// banner is typed; `None` if there are none. A wrapped word in lower case
+/// (`…kept strictly` / `confidential.`) is the sentence it ends, on every client.
 fn lines_not_in(raw: &str, shown: &str) -> Option<String> {
     let have: std::collections::HashSet<&str> = shown.lines().map(str::trim).collect();
     let extra: Vec<&str> = raw
         .lines()
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .filter(|l| l.ends_with(' '))
         .map(|l| l.trim_start_matches('>').trim())
-        .filter(|l| !l.is_empty() && !have.contains(l))
+        .filter(|l| {
+            !l.is_empty()
+                && !have.contains(l)
+                && l.chars().any(char::is_uppercase)
+                && !l.chars().any(char::is_lowercase)
+        })
         .collect();
     (!extra.is_empty()).then(|| extra.join("\n"))
 }
@@ -75,20 +85,26 @@ fn lines_not_in(raw: &str, shown: &str) -> Option<String> {
 /// charset encoding_rs does not know into ASCII (every 8-bit byte lost), and the WHATWG
 /// "replacement" ones (ISO-2022-KR, HZ: 7-bit encodings Outlook and Python still decode)
 /// into one U+FFFD for the whole part, so a SECRET in plain ASCII under
-/// `charset=iso-2022-kr` vanished. A label markgate does not know is read as UTF-8 (its
-/// ASCII is what every client shows) and reported as undecoded when the part holds what
-/// only that charset could tell (8-bit bytes, ISO-2022 escapes, HZ's `~{`).
+/// `charset=iso-2022-kr` vanished. A label markgate does not know (`unknown-8bit`, `ansi`,
+/// `cp850`) is read as clients guess it, UTF-8 if the bytes are UTF-8, else Windows-1252
+/// (every byte a character: a marking's ASCII letters are what they are), and reported as
+/// undecoded only when the part holds what such a guess cannot show: ISO-2022 escapes,
+/// HZ's `~{`, NUL bytes (UTF-16 or UTF-32 under another name).
 pub fn body_text(part: &ParsedMail) -> Result<(String, Option<String>), mailparse::MailParseError> {
     let raw = part.get_body_raw()?;
     if let Some(decoder) = crate::message::charsets::Decoder::for_label(&part.ctype.charset) {
         return Ok((decoder.decode(&raw), None));
     }
     let hidden =
-        raw.iter().any(|&b| b >= 0x80 || b == 0x1b) || memchr::memmem::find(&raw, b"~{").is_some();
-    Ok((
-        String::from_utf8_lossy(&raw).into_owned(),
-        hidden.then(|| part.ctype.charset.clone()),
-    ))
+        memchr::memchr2(0x1b, 0, &raw).is_some() || memchr::memmem::find(&raw, b"~{").is_some();
+    let text = match String::from_utf8(raw) {
+        Ok(text) => text,
+        Err(e) => encoding_rs::WINDOWS_1252
+            .decode_without_bom_handling(e.as_bytes())
+            .0
+            .into_owned(),
+    };
+    Ok((text, hidden.then(|| part.ctype.charset.clone())))
 }
 
 /// Whether a text part is a meeting invitation a client shows as one: declared so, or a

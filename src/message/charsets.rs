@@ -37,14 +37,25 @@ const CP1140: &[(u8, char)] = &[(159, '€')];
 impl Decoder {
     /// The decoder a label names, if markgate knows it.
     pub fn for_label(label: &str) -> Option<Decoder> {
-        let label = label.trim().to_ascii_lowercase();
+        // A label with junk after it (`utf-8,`, `ISO-8859-1, utf-8`, `"utf-8 "`): its first
+        // word, as clients read it.
+        let label = label
+            .trim_matches(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+            .split(|c: char| c.is_whitespace() || matches!(c, ',' | ';' | '"' | '\''))
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
         if let Some(c) = charset::Charset::for_label_no_replacement(label.as_bytes()) {
             return Some(Decoder::Whatwg(c));
         }
         let python = label.replace('_', "-");
         let whatwg = match python.as_str() {
-            "u8" | "utf" | "utf8" | "cp65001" | "utf-8-sig" => "utf-8",
+            "u8" | "utf" | "utf8" | "cp65001" | "utf-8-sig" | "utf8mb4" | "utf8mb3" => "utf-8",
             "latin-1" => "iso-8859-1",
+            "latin9" | "latin-9" => "iso-8859-15",
+            "cp932" | "ms-kanji" | "mskanji" => "shift_jis",
+            "cp949" | "uhc" | "ks-c-5601" | "ksc5601" => "euc-kr",
+            "euc-cn" | "euccn" | "gb2312-80" => "gbk",
             other => other,
         };
         if let Some(c) = charset::Charset::for_label_no_replacement(whatwg.as_bytes()) {

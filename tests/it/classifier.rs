@@ -453,6 +453,37 @@ fn adversarial_messages_never_pass_below_confidential() {
     assert!(passed.is_empty(), "{}", passed.join("\n"));
 }
 
+/// Ordinary mail a false-positive review wrote against the sixteenth round's widening
+/// (a solicitor's `CONFIDENTIAL - LEGALLY PRIVILEGED`, a corporate tool's `Document
+/// Classification: Confidential` footer, a flowed sentence whose last word wrapped,
+/// spreadsheets with "Confidential" columns and drop-downs, Word comments, subjects that
+/// quote a marking to ask about it, charsets markgate guesses as clients do): none is
+/// refused above RESTRICTED or held as opaque.
+#[test]
+fn ordinary_mail_is_neither_refused_nor_held() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/ordinary");
+    let classifier = markgate::marking::classify::Classifier::new(&Default::default());
+    let mut wrong = Vec::new();
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        n += 1;
+        let raw = std::fs::read(entry.path()).unwrap();
+        match classifier.classify(&raw) {
+            Ok(c) if c.marking.rank().is_none_or(|r| r < 3) && c.opaque.is_empty() => {}
+            Ok(c) => wrong.push(format!(
+                "{}: {} {:?} {:?}",
+                entry.path().display(),
+                c.marking.level_name(),
+                c.marking.evidence,
+                c.opaque
+            )),
+            Err(e) => wrong.push(format!("{}: {e}", entry.path().display())),
+        }
+    }
+    assert!(n >= 40, "{n} ordinary messages");
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
 /// `markgate classify … | head` closes the pipe before the report is written: the command
 /// ends as a Unix tool killed by SIGPIPE would (status 141), with no panic on stderr.
 #[test]

@@ -66,6 +66,12 @@ print(json.dumps(result))
 fn fixtures(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap().flatten() {
         let p = e.path();
+        // Mail judged ordinary by a reader, where a line-by-line reading overreads (a
+        // flowed sentence whose last word, "confidential.", wrapped onto a line of its
+        // own): `classifier::ordinary_mail_is_neither_refused_nor_held` holds them.
+        if p.ends_with("ordinary") {
+            continue;
+        }
         if p.is_dir() {
             fixtures(&p, out);
         } else if p.extension().is_some_and(|x| x == "eml") {

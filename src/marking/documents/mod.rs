@@ -13,6 +13,7 @@
 mod archive;
 mod ooxml;
 mod pdf;
+mod pdf_text;
 mod text;
 mod xml;
 
@@ -225,6 +226,16 @@ fn ole_is_encrypted(bytes: &[u8]) -> bool {
 fn banners(text: &str, place: &str, what: &str, out: &mut Findings) {
     for (parsed, raw, _) in super::places::banners(text) {
         out.found.push((parsed, format!("{place}{what}"), raw));
+    }
+}
+
+/// `banners` for places that often hold one word of prose or data (a comment, a cell, a
+/// sheet's name): only a marking in capitals counts, as a banner is typed.
+fn loud_banners(text: &str, place: &str, what: &str, out: &mut Findings) {
+    for (parsed, raw, _) in super::places::banners(text) {
+        if !raw.chars().any(char::is_lowercase) {
+            out.found.push((parsed, format!("{place}{what}"), raw));
+        }
     }
 }
 

@@ -9,9 +9,14 @@
 //! - `hdr`, `ftr`, `document` (Word), `sld`, `sldMaster`, `sldLayout`, `notes`
 //!   (PowerPoint): every paragraph through the banner rule, and watermarks.
 //! - `footnotes`, `endnotes`, `comments` (Word): as the body.
-//! - `worksheet` (Excel): the sheet's headers and footers (`&C…`) and its cells' inline
-//!   and formula strings; `sst`: the shared strings (most cells' text); `workbook`: the
-//!   sheet names on the tabs.
+//! - `worksheet` (Excel): the sheet's headers and footers (`&C…`), and the cells of its
+//!   first two rows, where a sheet's banner stands (a cell further down is data: a
+//!   register's "SECRET" column says what other things are); `sst`: the shared strings
+//!   those cells name; `workbook`: the sheet names on the tabs.
+//!
+//! Footnotes, comments, cells and sheet names count only in capitals, as a banner is
+//! typed: one word is all such places often hold ("Confidential?", a drop-down of
+//! "Public / Internal / Secret").
 
 use super::archive::Zip;
 use super::{xml, Budget, DocumentError, Findings};
@@ -24,6 +29,11 @@ pub fn inspect(
     budget: &mut Budget,
     out: &mut Findings,
 ) -> Result<(), DocumentError> {
+    // The first rows' cells: their own text, and the shared strings they name (the
+    // strings part may come before or after the sheets).
+    let mut cells: Vec<String> = Vec::new();
+    let mut shared: Vec<usize> = Vec::new();
+    let mut strings: Vec<String> = Vec::new();
     for (name, shown) in zip.names() {
         if !name.ends_with(".xml") || name == "[content_types].xml" {
             continue;
@@ -53,7 +63,11 @@ pub fn inspect(
                 };
                 let mut lines = xml::paragraphs(&text);
                 lines.extend(xml::watermarks(&text));
-                super::banners(&lines.join("\n"), place, what, out);
+                if matches!(what, "note" | "comment") {
+                    super::loud_banners(&lines.join("\n"), place, what, out);
+                } else {
+                    super::banners(&lines.join("\n"), place, what, out);
+                }
             }
             Some("worksheet") => {
                 for (element, value) in xml::element_texts(
@@ -74,18 +88,14 @@ pub fn inspect(
                     };
                     super::banners(&excel_header_text(&value), place, what, out);
                 }
-                let mut cells = xml::blocks(&text, "is", &["t"]);
-                cells.extend(xml::blocks(&text, "c", &["v"]));
-                super::banners(&cells.join("\n"), place, "cell", out);
+                for (kind, value) in xml::first_cells(&text, 2) {
+                    match kind.as_str() {
+                        "s" => shared.extend(value.trim().parse::<usize>().ok()),
+                        _ => cells.push(value),
+                    }
+                }
             }
-            Some("sst") => {
-                super::banners(
-                    &xml::blocks(&text, "si", &["t"]).join("\n"),
-                    place,
-                    "cell",
-                    out,
-                );
-            }
+            Some("sst") => strings = xml::blocks(&text, "si", &["t"]),
             Some("workbook") => {
                 let names: Vec<String> = xml::elements(&text, "sheet")
                     .into_iter()
@@ -93,11 +103,13 @@ pub fn inspect(
                         attrs.into_iter().find(|(k, _)| k == "name").map(|(_, v)| v)
                     })
                     .collect();
-                super::banners(&names.join("\n"), place, "sheet name", out);
+                super::loud_banners(&names.join("\n"), place, "sheet name", out);
             }
             _ => {}
         }
     }
+    cells.extend(shared.iter().filter_map(|&i| strings.get(i).cloned()));
+    super::loud_banners(&cells.join("\n"), place, "cell", out);
     Ok(())
 }
 

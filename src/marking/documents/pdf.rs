@@ -4,7 +4,7 @@
 //! from the bytes (and from inflated object and metadata streams), so a PDF with a broken
 //! cross-reference table is read as well as a sound one. An encrypted PDF is opaque.
 //!
-//! The text printed on pages (content streams, font encodings) is not read.
+//! The text printed on the pages is read too (`pdf_text`).
 
 use std::collections::BTreeMap;
 
@@ -76,7 +76,7 @@ pub fn inspect(
             super::label(&guid, name.as_deref(), place, "info", config, out);
         }
     }
-    Ok(())
+    page_text(bytes, place, budget, out)
 }
 
 /// `bytes` with `#xx` escapes in names decoded, when there are any.
@@ -130,12 +130,9 @@ fn dict_before(bytes: &[u8], end: usize) -> Option<&[u8]> {
     None
 }
 
-/// The data of streams that may hold the Info dictionary or the XMP packet (object
-/// streams, metadata streams), and whether one of them is in an encoding not read (any
-/// filter but a plain FlateDecode). Page content is not read.
-fn metadata_streams(bytes: &[u8]) -> (Vec<&[u8]>, bool) {
+/// Every stream of the file as stored: its dictionary and its data.
+fn streams(bytes: &[u8]) -> Vec<(&[u8], &[u8])> {
     let mut out = Vec::new();
-    let mut unread = false;
     let mut at = 0;
     while let Some(i) = memchr::memmem::find(&bytes[at..], b"stream") {
         let start = at + i;
@@ -147,27 +144,6 @@ fn metadata_streams(bytes: &[u8]) -> (Vec<&[u8]>, bool) {
         let Some(dict) = dict_before(bytes, start) else {
             continue;
         };
-        let has = |w: &[u8]| memchr::memmem::find(dict, w).is_some();
-        let wanted = has(b"ObjStm") || has(b"Metadata");
-        let filtered = has(b"/Filter");
-        let flate = has(b"FlateDecode");
-        let other = has(b"DecodeParms")
-            || [
-                &b"ASCIIHex"[..],
-                b"ASCII85",
-                b"LZW",
-                b"RunLength",
-                b"Crypt",
-                b"DCT",
-                b"JBIG2",
-                b"JPX",
-                b"CCITT",
-            ]
-            .iter()
-            .any(|f| has(f));
-        if wanted && filtered && (!flate || other) {
-            unread = true;
-        }
         let mut data = start + 6;
         if bytes.get(data) == Some(&b'\r') {
             data += 1;
@@ -178,12 +154,134 @@ fn metadata_streams(bytes: &[u8]) -> (Vec<&[u8]>, bool) {
         let Some(end) = memchr::memmem::find(&bytes[data..], b"endstream") else {
             break;
         };
-        if wanted && flate && !other {
-            out.push(&bytes[data..data + end]);
-        }
+        out.push((dict, &bytes[data..data + end]));
         at = data + end;
     }
+    out
+}
+
+/// How a stream is encoded, as far as markgate reads it.
+#[derive(PartialEq)]
+enum Encoding {
+    Plain,
+    Flate,
+    /// Any other filter (or Flate with parameters): not read.
+    Other,
+}
+
+fn encoding(dict: &[u8]) -> Encoding {
+    let has = |w: &[u8]| memchr::memmem::find(dict, w).is_some();
+    let other = has(b"DecodeParms")
+        || [
+            &b"ASCIIHex"[..],
+            b"ASCII85",
+            b"LZW",
+            b"RunLength",
+            b"Crypt",
+            b"DCT",
+            b"JBIG2",
+            b"JPX",
+            b"CCITT",
+        ]
+        .iter()
+        .any(|f| has(f));
+    match (has(b"/Filter"), has(b"FlateDecode"), other) {
+        (false, _, _) => Encoding::Plain,
+        (true, true, false) => Encoding::Flate,
+        _ => Encoding::Other,
+    }
+}
+
+/// The data of streams that may hold the Info dictionary or the XMP packet (object
+/// streams, metadata streams), and whether one of them is in an encoding not read (any
+/// filter but a plain FlateDecode).
+fn metadata_streams(bytes: &[u8]) -> (Vec<&[u8]>, bool) {
+    let mut out = Vec::new();
+    let mut unread = false;
+    for (dict, data) in streams(bytes) {
+        let has = |w: &[u8]| memchr::memmem::find(dict, w).is_some();
+        if !(has(b"ObjStm") || has(b"Metadata")) {
+            continue;
+        }
+        match encoding(dict) {
+            Encoding::Flate => out.push(data),
+            Encoding::Other => unread = true,
+            Encoding::Plain => {}
+        }
+    }
     (out, unread)
+}
+
+/// The most `ToUnicode` maps read from one file (a file has one per font).
+const MAX_MAPS: usize = 32;
+
+/// The text printed on the pages (`pdf_text`): every content stream, plain or inflated,
+/// read through every `ToUnicode` map of the file. Pictures, fonts, embedded files and
+/// metadata are not content and are not inflated; content in an encoding markgate does
+/// not read is opaque.
+fn page_text(
+    bytes: &[u8],
+    place: &str,
+    budget: &mut Budget,
+    out: &mut Findings,
+) -> Result<(), DocumentError> {
+    let mut contents = Vec::new();
+    let mut maps = Vec::new();
+    let mut unread = false;
+    for (dict, data) in streams(bytes) {
+        let has = |w: &[u8]| memchr::memmem::find(dict, w).is_some();
+        let not_content = [
+            &b"/Image"[..],
+            b"/Length1",
+            b"/Length2",
+            b"/Length3",
+            b"/FontFile",
+            b"/Type1C",
+            b"/CIDFontType0C",
+            b"/OpenType",
+            b"/EmbeddedFile",
+            b"ObjStm",
+            b"Metadata",
+            b"/XRef",
+        ]
+        .iter()
+        .any(|w| has(w));
+        if not_content {
+            continue;
+        }
+        let stream = match encoding(dict) {
+            Encoding::Plain => data.to_vec(),
+            Encoding::Flate => {
+                match super::read_within(flate2::read::ZlibDecoder::new(data), budget)? {
+                    Ok(inflated) => inflated,
+                    Err(_) => {
+                        unread = true;
+                        continue;
+                    }
+                }
+            }
+            Encoding::Other => {
+                unread = true;
+                continue;
+            }
+        };
+        if memchr::memmem::find(&stream, b"begincmap").is_some() {
+            if maps.len() < MAX_MAPS {
+                maps.extend(super::pdf_text::CMap::parse(&stream));
+            }
+        } else if memchr::memmem::find(&stream, b"BT").is_some() {
+            contents.push(stream);
+        }
+    }
+    if unread {
+        out.opaque.push(format!(
+            "{place} PDF page content in a stream encoding markgate does not read"
+        ));
+    }
+    for content in contents {
+        super::banners(&super::pdf_text::lines(&content, &maps), place, "page", out);
+    }
+    Ok(())
 }
 
 /// `(guid, field, value)` for every `MSIP_Label_<guid>_<field>` with a value, in the Info

@@ -160,6 +160,38 @@ pub fn blocks(xml: &str, block: &str, texts: &[&str]) -> Vec<String> {
     out
 }
 
+/// The cells of a worksheet's first `rows` rows: each cell's type (`t`: `s` a shared
+/// string's index, `inlineStr`, `str`, none a number) and its value or inline text.
+pub fn first_cells(xml: &str, rows: u32) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut row = 0u32;
+    let mut cell: Option<(String, String)> = None;
+    let mut in_value = false;
+    walk(xml, |step| match step {
+        Step::Start("row", attrs) => {
+            row = attrs
+                .iter()
+                .find(|(k, _)| k == "r")
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(row + 1);
+        }
+        Step::Start("c", attrs) if row <= rows => {
+            let t = attrs.into_iter().find(|(k, _)| k == "t").map(|(_, v)| v);
+            cell = Some((t.unwrap_or_default(), String::new()));
+        }
+        Step::Start("v" | "t", _) => in_value = true,
+        Step::End("v" | "t") => in_value = false,
+        Step::Text(t) if in_value => {
+            if let Some((_, value)) = cell.as_mut() {
+                value.push_str(t);
+            }
+        }
+        Step::End("c") => out.extend(cell.take()),
+        _ => {}
+    });
+    out
+}
+
 /// OpenDocument's paragraphs and headings (`text:p`, `text:h`) of `content.xml` (the body)
 /// or `styles.xml` (page headers and footers).
 pub fn odf_paragraphs(xml: &str) -> Vec<String> {

@@ -1,0 +1,420 @@
+//! The text a PDF prints on its pages, as a viewer shows it, for the banner rule: a page
+//! headed `SECRET` in 36 pt was read by nothing before this (only the metadata was).
+//!
+//! Content streams are read without resolving which font each string is shown in (that
+//! needs the page tree and the object graph, which a damaged file does not have): every
+//! string is read in the simple fonts' one byte a character (Word's and most
+//! generators' WinAnsi text: `(SECRET) Tj`, `[(SE) 12 (CRET)] TJ`) and through every
+//! `ToUnicode` map in the file (LibreOffice, Chrome and others show glyph numbers,
+//! `<0036002800260035> Tj`, through one). Each reading is a text of its own; a string
+//! that a map does not wholly cover adds nothing to that map's reading. Lines break where
+//! the page moves to a new line (`T*`, `'`, `"`, a `Td`/`TD` with a vertical move, `Tm`,
+//! the end of a text object); strings on one line run together, and a gap in a `TJ` wider
+//! than a quarter of an em is a space.
+
+use std::collections::HashMap;
+
+/// A `ToUnicode` map: codes of `width` bytes to text.
+pub struct CMap {
+    width: usize,
+    codes: HashMap<u32, String>,
+}
+
+/// The most codes one map's ranges may add (a map is a few hundred for a font subset).
+const MAX_CODES: usize = 1 << 16;
+
+impl CMap {
+    /// Reads a `ToUnicode` stream's `bfchar` and `bfrange` sections; `None` when it has
+    /// neither.
+    pub fn parse(stream: &[u8]) -> Option<CMap> {
+        let text = String::from_utf8_lossy(stream);
+        let mut codes = HashMap::new();
+        let mut width = 0;
+        for section in text.split("beginbfchar").skip(1) {
+            let body = section.split("endbfchar").next().unwrap_or("");
+            let hexes = hex_strings(body);
+            for pair in hexes.chunks_exact(2) {
+                width = width.max(pair[0].len());
+                codes.insert(code(&pair[0]), utf16(&pair[1]));
+            }
+        }
+        for section in text.split("beginbfrange").skip(1) {
+            let body = section.split("endbfrange").next().unwrap_or("");
+            for line in body.lines() {
+                let hexes = hex_strings(line);
+                let (Some(lo), Some(hi)) = (hexes.first(), hexes.get(1)) else {
+                    continue;
+                };
+                width = width.max(lo.len());
+                let (lo, hi) = (code(lo), code(hi));
+                if hi < lo || (hi - lo) as usize > MAX_CODES || codes.len() > MAX_CODES {
+                    continue;
+                }
+                if line.contains('[') {
+                    // `<lo> <hi> [<d1> <d2> …]`: one destination per code.
+                    for (i, dst) in hexes[2..].iter().enumerate() {
+                        codes.insert(lo + i as u32, utf16(dst));
+                    }
+                } else if let Some(dst) = hexes.get(2) {
+                    // `<lo> <hi> <dst>`: consecutive codes, the destination's last unit
+                    // counting up.
+                    let base = utf16_units(dst);
+                    for (i, c) in (lo..=hi).enumerate() {
+                        let mut units = base.clone();
+                        if let Some(last) = units.last_mut() {
+                            *last = last.wrapping_add(i as u16);
+                        }
+                        codes.insert(c, String::from_utf16_lossy(&units));
+                    }
+                }
+            }
+        }
+        (!codes.is_empty()).then_some(CMap {
+            width: width.clamp(1, 4),
+            codes,
+        })
+    }
+
+    /// A shown string through this map, if every code of it is mapped.
+    fn decode(&self, bytes: &[u8]) -> Option<String> {
+        if !bytes.len().is_multiple_of(self.width) {
+            return None;
+        }
+        let mut out = String::new();
+        for chunk in bytes.chunks(self.width) {
+            let c = chunk.iter().fold(0u32, |a, &b| (a << 8) | u32::from(b));
+            out.push_str(self.codes.get(&c)?);
+        }
+        Some(out)
+    }
+}
+
+/// The hex strings (`<…>`) of `text`, their digits only.
+fn hex_strings(text: &str) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for piece in text.split('<').skip(1) {
+        let Some((hex, _)) = piece.split_once('>') else {
+            continue;
+        };
+        let digits: Vec<u8> = hex.bytes().filter(u8::is_ascii_hexdigit).collect();
+        let bytes = digits
+            .chunks(2)
+            .map(|p| {
+                let v = |d: u8| (d as char).to_digit(16).unwrap_or(0) as u8;
+                if p.len() == 2 {
+                    v(p[0]) << 4 | v(p[1])
+                } else {
+                    v(p[0]) << 4
+                }
+            })
+            .collect();
+        out.push(bytes);
+    }
+    out
+}
+
+fn code(bytes: &[u8]) -> u32 {
+    bytes
+        .iter()
+        .take(4)
+        .fold(0u32, |a, &b| (a << 8) | u32::from(b))
+}
+
+fn utf16_units(bytes: &[u8]) -> Vec<u16> {
+    bytes
+        .chunks(2)
+        .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))
+        .collect()
+}
+
+fn utf16(bytes: &[u8]) -> String {
+    String::from_utf16_lossy(&utf16_units(bytes))
+}
+
+/// One token of a content stream.
+enum Token {
+    Str(Vec<u8>),
+    Num(f64),
+    ArrayStart,
+    ArrayEnd,
+    Op(Vec<u8>),
+    Other,
+}
+
+/// The content stream's tokens, in order (one at a time: a large drawing's stream is
+/// millions of them); inline images' data skipped.
+struct Tokens<'a> {
+    content: &'a [u8],
+    at: usize,
+}
+
+impl Iterator for Tokens<'_> {
+    type Item = Token;
+
+    fn next(&mut self) -> Option<Token> {
+        let content = self.content;
+        let n = content.len();
+        loop {
+            let i = self.at;
+            let b = *content.get(i)?;
+            match b {
+                b'%' => {
+                    let end = content[i..]
+                        .iter()
+                        .position(|&c| c == b'\n' || c == b'\r')
+                        .map_or(n, |p| i + p);
+                    self.at = end;
+                }
+                b'(' => {
+                    let (s, end) = literal(content, i);
+                    self.at = end;
+                    return Some(Token::Str(s));
+                }
+                b'<' if content.get(i + 1) == Some(&b'<') => {
+                    self.at = i + 2;
+                    return Some(Token::Other);
+                }
+                b'<' => {
+                    let end = content[i..]
+                        .iter()
+                        .position(|&c| c == b'>')
+                        .map_or(n, |p| i + p);
+                    let text = String::from_utf8_lossy(&content[i..(end + 1).min(n)]).into_owned();
+                    self.at = end + 1;
+                    return Some(Token::Str(hex_strings(&text).pop().unwrap_or_default()));
+                }
+                b'>' => {
+                    self.at = i + if content.get(i + 1) == Some(&b'>') {
+                        2
+                    } else {
+                        1
+                    };
+                    return Some(Token::Other);
+                }
+                b'[' => {
+                    self.at = i + 1;
+                    return Some(Token::ArrayStart);
+                }
+                b']' => {
+                    self.at = i + 1;
+                    return Some(Token::ArrayEnd);
+                }
+                b'/' => {
+                    let end = content[i + 1..]
+                        .iter()
+                        .position(|&c| is_delimiter(c))
+                        .map_or(n, |p| i + 1 + p);
+                    self.at = end;
+                    return Some(Token::Other);
+                }
+                b'{' | b'}' => {
+                    self.at = i + 1;
+                    return Some(Token::Other);
+                }
+                _ if b.is_ascii_whitespace() => self.at = i + 1,
+                _ => {
+                    let end = content[i..]
+                        .iter()
+                        .position(|&c| is_delimiter(c))
+                        .map_or(n, |p| i + p)
+                        .max(i + 1);
+                    self.at = end;
+                    let word = &content[i..end];
+                    if let Some(v) = std::str::from_utf8(word).ok().and_then(|w| w.parse().ok()) {
+                        return Some(Token::Num(v));
+                    }
+                    if word == b"ID" {
+                        // Inline image data runs to `EI` after white space.
+                        self.at = memchr::memmem::find_iter(&content[end..], b"EI")
+                            .find(|&p| p > 0 && content[end + p - 1].is_ascii_whitespace())
+                            .map_or(n, |p| end + p + 2);
+                        return Some(Token::Other);
+                    }
+                    return Some(Token::Op(word.to_vec()));
+                }
+            }
+        }
+    }
+}
+
+fn is_delimiter(b: u8) -> bool {
+    b.is_ascii_whitespace() || b"()<>[]{}/%".contains(&b)
+}
+
+/// A literal string from `(` at `at`: its bytes and the index after its `)`.
+fn literal(s: &[u8], at: usize) -> (Vec<u8>, usize) {
+    let mut out = Vec::new();
+    let mut depth = 0usize;
+    let mut i = at + 1;
+    while i < s.len() {
+        let b = s[i];
+        match b {
+            b'\\' => {
+                i += 1;
+                match s.get(i).copied() {
+                    Some(b'n') => out.push(b'\n'),
+                    Some(b'r') => out.push(b'\r'),
+                    Some(b't') => out.push(b'\t'),
+                    Some(b'b') => out.push(8),
+                    Some(b'f') => out.push(12),
+                    Some(d @ b'0'..=b'7') => {
+                        let mut v = u32::from(d - b'0');
+                        for _ in 0..2 {
+                            match s.get(i + 1) {
+                                Some(d @ b'0'..=b'7') => {
+                                    v = v * 8 + u32::from(d - b'0');
+                                    i += 1;
+                                }
+                                _ => break,
+                            }
+                        }
+                        out.push((v & 0xff) as u8);
+                    }
+                    Some(b'\r') => {
+                        if s.get(i + 1) == Some(&b'\n') {
+                            i += 1;
+                        }
+                    }
+                    Some(b'\n') | None => {}
+                    Some(other) => out.push(other),
+                }
+            }
+            b'(' => {
+                depth += 1;
+                out.push(b);
+            }
+            b')' if depth == 0 => return (out, i + 1),
+            b')' => {
+                depth -= 1;
+                out.push(b);
+            }
+            _ => out.push(b),
+        }
+        i += 1;
+    }
+    (out, i)
+}
+
+/// The lines each reading of `content` shows: the one-byte reading, then one per map.
+pub fn lines(content: &[u8], maps: &[CMap]) -> String {
+    let readings = 1 + maps.len();
+    let mut texts: Vec<String> = vec![String::new(); readings];
+    let show = |texts: &mut Vec<String>, bytes: &[u8]| {
+        texts[0].extend(bytes.iter().map(|&b| b as char));
+        for (map, text) in maps.iter().zip(texts.iter_mut().skip(1)) {
+            if let Some(s) = map.decode(bytes) {
+                text.push_str(&s);
+            }
+        }
+    };
+    let newline = |texts: &mut Vec<String>| {
+        for t in texts.iter_mut() {
+            if !t.is_empty() && !t.ends_with('\n') {
+                t.push('\n');
+            }
+        }
+    };
+    let mut operands: Vec<Token> = Vec::new();
+    let mut array: Option<Vec<Token>> = None;
+    for token in (Tokens { content, at: 0 }) {
+        match token {
+            Token::ArrayStart => array = Some(Vec::new()),
+            Token::ArrayEnd => {
+                if let Some(items) = array.take() {
+                    operands.push(Token::Other);
+                    operands.extend(items);
+                }
+            }
+            t if array.is_some() => {
+                if let Some(items) = array.as_mut() {
+                    items.push(t);
+                }
+            }
+            Token::Op(op) => {
+                match op.as_slice() {
+                    b"Tj" => {
+                        if let Some(Token::Str(s)) = operands.last() {
+                            show(&mut texts, s);
+                        }
+                    }
+                    b"'" | b"\"" => {
+                        newline(&mut texts);
+                        if let Some(Token::Str(s)) = operands.last() {
+                            show(&mut texts, s);
+                        }
+                    }
+                    b"TJ" => {
+                        for item in &operands {
+                            match item {
+                                Token::Str(s) => show(&mut texts, s),
+                                // Thousandths of an em, against the writing direction.
+                                Token::Num(gap) if *gap < -250.0 => {
+                                    for t in texts.iter_mut() {
+                                        t.push(' ');
+                                    }
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                    b"Td" | b"TD" => {
+                        let dy = match operands.as_slice() {
+                            [.., Token::Num(_), Token::Num(dy)] => *dy,
+                            _ => 1.0,
+                        };
+                        if dy != 0.0 {
+                            newline(&mut texts);
+                        }
+                    }
+                    b"T*" | b"Tm" | b"ET" | b"BT" => newline(&mut texts),
+                    _ => {}
+                }
+                operands.clear();
+            }
+            t => operands.push(t),
+        }
+    }
+    let mut out = String::new();
+    for t in texts {
+        out.push_str(&t);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simple_fonts_and_glyph_maps_read_as_shown() {
+        let content = b"BT /F1 36 Tf 72 720 Td (SECRET) Tj 0 -40 Td [(Op) -300 (Nightjar)] TJ ET\n\
+            BT /F2 12 Tf [(TOP ) 20 (SEC) -5 (RET)] TJ T* <00530045> Tj ET";
+        let text = lines(content, &[]);
+        let shown: Vec<&str> = text.lines().collect();
+        assert!(shown.contains(&"SECRET"), "{shown:?}");
+        assert!(shown.contains(&"Op Nightjar"), "{shown:?}");
+        assert!(shown.contains(&"TOP SECRET"), "{shown:?}");
+        let map = CMap::parse(
+            b"/CIDInit /ProcSet findresource begin 12 dict begin begincmap\n\
+              2 beginbfchar <0036> <0053> <0028> <0045> endbfchar\n\
+              1 beginbfrange <0026> <0027> <0043> endbfrange\n\
+              2 beginbfrange <0035> <0035> [<0052>]\n<0037> <0038> [<0054> <0020>] endbfrange\n\
+              endcmap",
+        )
+        .unwrap();
+        let glyphs = b"BT /F3 20 Tf <0036002800260035002800370038> Tj ET";
+        let text = lines(glyphs, &[map]);
+        assert!(text.lines().any(|l| l == "SECRET "), "{text:?}");
+        // A string with a code the map lacks adds nothing to its reading.
+        let map = CMap::parse(b"beginbfchar <01> <0041> endbfchar").unwrap();
+        assert_eq!(map.decode(&[1, 2]), None);
+        assert_eq!(map.decode(&[1, 1]).as_deref(), Some("AA"));
+    }
+
+    #[test]
+    fn inline_images_and_comments_are_not_text() {
+        let content = b"BI /W 2 /H 2 ID \x00(SECRET) Tj\xff EI\n% (SECRET) Tj\nBT (plan) Tj ET";
+        assert_eq!(lines(content, &[]).trim(), "plan");
+    }
+}
