@@ -91,6 +91,11 @@ fn lines_not_in(raw: &str, shown: &str) -> Option<String> {
 /// undecoded only when the part holds what such a guess cannot show: ISO-2022 escapes,
 /// HZ's `~{`, NUL bytes (UTF-16 or UTF-32 under another name).
 pub fn body_text(part: &ParsedMail) -> Result<(String, Option<String>), mailparse::MailParseError> {
+    // The labels mailparse decodes itself (most mail): its decoding, without a copy of
+    // the raw body first.
+    if charset::Charset::for_label_no_replacement(part.ctype.charset.as_bytes()).is_some() {
+        return Ok((part.get_body()?, None));
+    }
     let raw = part.get_body_raw()?;
     if let Some(decoder) = crate::message::charsets::Decoder::for_label(&part.ctype.charset) {
         return Ok((decoder.decode(&raw), None));

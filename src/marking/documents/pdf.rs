@@ -399,54 +399,7 @@ fn info_strings(text: &[u8], key: &str) -> Vec<String> {
 /// UTF-16BE when it starts with a byte order mark, else PDFDocEncoding (read as Latin-1).
 fn pdf_string(s: &[u8]) -> Option<String> {
     let bytes = match s.first()? {
-        b'(' => {
-            let mut out = Vec::new();
-            let mut depth = 0usize;
-            let mut i = 1;
-            while i < s.len() {
-                let b = s[i];
-                match b {
-                    b'\\' => {
-                        i += 1;
-                        let e = *s.get(i)?;
-                        match e {
-                            b'n' => out.push(b'\n'),
-                            b'r' => out.push(b'\r'),
-                            b't' => out.push(b'\t'),
-                            b'b' => out.push(8),
-                            b'f' => out.push(12),
-                            b'0'..=b'7' => {
-                                let mut v = (e - b'0') as u32;
-                                for _ in 0..2 {
-                                    match s.get(i + 1) {
-                                        Some(d @ b'0'..=b'7') => {
-                                            v = v * 8 + (d - b'0') as u32;
-                                            i += 1;
-                                        }
-                                        _ => break,
-                                    }
-                                }
-                                out.push((v & 0xff) as u8);
-                            }
-                            b'\r' | b'\n' => {}
-                            other => out.push(other),
-                        }
-                    }
-                    b'(' => {
-                        depth += 1;
-                        out.push(b);
-                    }
-                    b')' if depth == 0 => break,
-                    b')' => {
-                        depth -= 1;
-                        out.push(b);
-                    }
-                    _ => out.push(b),
-                }
-                i += 1;
-            }
-            out
-        }
+        b'(' => super::pdf_text::literal(s, 0).0,
         b'<' => {
             let end = s.iter().position(|b| *b == b'>')?;
             let hex: Vec<u8> = s[1..end]

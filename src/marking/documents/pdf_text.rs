@@ -241,8 +241,9 @@ fn is_delimiter(b: u8) -> bool {
     b.is_ascii_whitespace() || b"()<>[]{}/%".contains(&b)
 }
 
-/// A literal string from `(` at `at`: its bytes and the index after its `)`.
-fn literal(s: &[u8], at: usize) -> (Vec<u8>, usize) {
+/// A literal string from `(` at `at` (escapes undone, balanced parentheses kept): its
+/// bytes and the index after its `)`.
+pub(super) fn literal(s: &[u8], at: usize) -> (Vec<u8>, usize) {
     let mut out = Vec::new();
     let mut depth = 0usize;
     let mut i = at + 1;
