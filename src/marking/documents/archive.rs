@@ -181,7 +181,15 @@ pub fn inspect(
     // OpenDocument (LibreOffice's .odt .ods .odp): the body in content.xml, page headers
     // and footers in styles.xml, their text in paragraphs and headings.
     let odf = zip.has("META-INF/manifest.xml") && zip.has("content.xml");
-    if odf {
+    // A password-protected OpenDocument file keeps its manifest readable and says there
+    // which parts are encrypted.
+    let encrypted = odf
+        && matches!(zip.read("META-INF/manifest.xml", budget)?,
+            Some(Ok(m)) if memchr::memmem::find(&m, b"encryption-data").is_some());
+    if encrypted {
+        out.opaque
+            .push(format!("{place} a password-protected OpenDocument file"));
+    } else if odf {
         for (part, what) in [("content.xml", "body"), ("styles.xml", "header")] {
             match zip.read(part, budget)? {
                 Some(Ok(bytes)) => {

@@ -230,10 +230,14 @@ fn banners(text: &str, place: &str, what: &str, out: &mut Findings) {
 }
 
 /// `banners` for places that often hold one word of prose or data (a comment, a cell, a
-/// sheet's name): only a marking in capitals counts, as a banner is typed.
+/// sheet's name): only a level written in capitals counts, as a banner is typed
+/// (`Classification: SECRET`, not `Confidential?`).
 fn loud_banners(text: &str, place: &str, what: &str, out: &mut Findings) {
     for (parsed, raw, _) in super::places::banners(text) {
-        if !raw.chars().any(char::is_lowercase) {
+        let word = parsed
+            .level
+            .map(|l| l.name().split([' ', '-']).next().unwrap_or(""));
+        if word.is_some_and(|w| super::normalize::fold(&raw).contains(w)) {
             out.found.push((parsed, format!("{place}{what}"), raw));
         }
     }

@@ -95,7 +95,7 @@ pub fn inspect(
                     }
                 }
             }
-            Some("sst") => strings = xml::blocks(&text, "si", &["t"]),
+            Some("sst") => strings = xml::blocks(&text, &["si"], &["t"]),
             Some("workbook") => {
                 let names: Vec<String> = xml::elements(&text, "sheet")
                     .into_iter()

@@ -141,6 +141,16 @@ fn streams(bytes: &[u8]) -> Vec<(&[u8], &[u8])> {
         if start >= 3 && &bytes[start - 3..start] == b"end" {
             continue;
         }
+        // The keyword, not the word in a string (`(Workstream 3)`, `/URI (…upstream…)`):
+        // right after a dictionary, and a line end after it.
+        let after_dict = bytes[..start]
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace());
+        let keyword = after_dict.is_some_and(|i| i >= 1 && &bytes[i - 1..=i] == b">>")
+            && matches!(bytes.get(start + 6), Some(b'\r' | b'\n'));
+        if !keyword {
+            continue;
+        }
         let Some(dict) = dict_before(bytes, start) else {
             continue;
         };
@@ -156,6 +166,28 @@ fn streams(bytes: &[u8]) -> Vec<(&[u8], &[u8])> {
         };
         out.push((dict, &bytes[data..data + end]));
         at = data + end;
+    }
+    out
+}
+
+/// The names that follow `key` at the top level of a dictionary (`/Subtype /Image`:
+/// `Image`), wherever it stands; nested dictionaries' keys are included, which only adds.
+fn names_after(dict: &[u8], key: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for at in memchr::memmem::find_iter(dict, key) {
+        let rest = &dict[at + key.len()..];
+        // `/Type` and not `/TypeX`.
+        if rest.first().is_some_and(u8::is_ascii_alphanumeric) {
+            continue;
+        }
+        let rest = rest.trim_ascii_start();
+        if let Some(name) = rest.strip_prefix(b"/") {
+            let end = name
+                .iter()
+                .position(|b| !(b.is_ascii_alphanumeric() || *b == b'_' || *b == b'.'))
+                .unwrap_or(name.len());
+            out.push(name[..end].to_vec());
+        }
     }
     out
 }
@@ -230,22 +262,22 @@ fn page_text(
     let mut unread = false;
     for (dict, data) in streams(bytes) {
         let has = |w: &[u8]| memchr::memmem::find(dict, w).is_some();
-        let not_content = [
-            &b"/Image"[..],
-            b"/Length1",
-            b"/Length2",
-            b"/Length3",
-            b"/FontFile",
-            b"/Type1C",
-            b"/CIDFontType0C",
-            b"/OpenType",
-            b"/EmbeddedFile",
-            b"ObjStm",
-            b"Metadata",
-            b"/XRef",
-        ]
-        .iter()
-        .any(|w| has(w));
+        // A stream's own kind, by its keys: not a word anywhere in its dictionary (a form's
+        // resources may name `/ImageB` or `/Image7`, or carry `/Metadata`).
+        let own = |key: &[u8], values: &[&[u8]]| {
+            names_after(dict, key)
+                .iter()
+                .any(|v| values.contains(&v.as_slice()))
+        };
+        let not_content = own(
+            b"/Subtype",
+            &[b"Image", b"Type1C", b"CIDFontType0C", b"OpenType"],
+        ) || own(
+            b"/Type",
+            &[b"Metadata", b"ObjStm", b"XRef", b"EmbeddedFile"],
+        ) || [&b"/Length1"[..], b"/Length2", b"/Length3"]
+            .iter()
+            .any(|w| has(w));
         if not_content {
             continue;
         }
@@ -276,6 +308,15 @@ fn page_text(
     if unread {
         out.opaque.push(format!(
             "{place} PDF page content in a stream encoding markgate does not read"
+        ));
+    }
+    // Glyph-numbered text with no map to letters anywhere in the file: shown, not read.
+    if !contents.is_empty()
+        && maps.is_empty()
+        && memchr::memmem::find(bytes, b"/Identity-H").is_some()
+    {
+        out.opaque.push(format!(
+            "{place} PDF text in a font with no ToUnicode map, not read"
         ));
     }
     for content in contents {

@@ -8,9 +8,10 @@
 //! `ToUnicode` map in the file (LibreOffice, Chrome and others show glyph numbers,
 //! `<0036002800260035> Tj`, through one). Each reading is a text of its own; a string
 //! that a map does not wholly cover adds nothing to that map's reading. Lines break where
-//! the page moves to a new line (`T*`, `'`, `"`, a `Td`/`TD` with a vertical move, `Tm`,
-//! the end of a text object); strings on one line run together, and a gap in a `TJ` wider
-//! than a quarter of an em is a space.
+//! the page moves to a new line (`T*`, `'`, `"`, a `Td`/`TD` with a vertical move, a `Tm`
+//! to another height, the end of a text object); strings on one line run together, a gap
+//! in a `TJ` wider than a quarter of an em is a space, and a jump along the line (a `Td`
+//! across, a `TJ` gap of two em) is a new line in one reading of its own.
 
 use std::collections::HashMap;
 
@@ -296,27 +297,56 @@ pub(super) fn literal(s: &[u8], at: usize) -> (Vec<u8>, usize) {
     (out, i)
 }
 
-/// The lines each reading of `content` shows: the one-byte reading, then one per map.
+/// The first two readings: one byte a character with the page's lines, and the same
+/// with every horizontal jump a line of its own (a header's `SECRET` at the left and its
+/// `Page 1 of 3` at the right are two things to a reader).
+const JOINED: usize = 0;
+const APART: usize = 1;
+
+/// A `TJ` gap (thousandths of an em) that is a space, and one that sets text apart.
+const SPACE: f64 = -250.0;
+const JUMP: f64 = -2000.0;
+
+/// The lines each reading of `content` shows: the one-byte readings (Windows-1252, which
+/// simple fonts' WinAnsi encoding is: Word's `SECRET – UK EYES ONLY` dash is byte 0x96),
+/// then one per map.
 pub fn lines(content: &[u8], maps: &[CMap]) -> String {
-    let readings = 1 + maps.len();
-    let mut texts: Vec<String> = vec![String::new(); readings];
+    let mut texts: Vec<String> = vec![String::new(); 2 + maps.len()];
     let show = |texts: &mut Vec<String>, bytes: &[u8]| {
-        texts[0].extend(bytes.iter().map(|&b| b as char));
-        for (map, text) in maps.iter().zip(texts.iter_mut().skip(1)) {
+        let one_byte = encoding_rs::WINDOWS_1252
+            .decode_without_bom_handling(bytes)
+            .0;
+        texts[JOINED].push_str(&one_byte);
+        texts[APART].push_str(&one_byte);
+        for (map, text) in maps.iter().zip(texts.iter_mut().skip(2)) {
             if let Some(s) = map.decode(bytes) {
                 text.push_str(&s);
             }
         }
     };
-    let newline = |texts: &mut Vec<String>| {
-        for t in texts.iter_mut() {
-            if !t.is_empty() && !t.ends_with('\n') {
-                t.push('\n');
+    let break_in = |t: &mut String| {
+        if !t.is_empty() && !t.ends_with('\n') {
+            t.push('\n');
+        }
+    };
+    let newline = |texts: &mut Vec<String>| texts.iter_mut().for_each(break_in);
+    // A move along the line: apart in the second reading; in the others a `TJ` gap is a
+    // space, and a `Td` across glues (without the glyphs' widths a move cannot be told
+    // from the next glyph's place: `(SEC) Tj 78 0 Td (RET) Tj` is one word on the page).
+    let jump = |texts: &mut Vec<String>, space: bool| {
+        for (i, t) in texts.iter_mut().enumerate() {
+            if i == APART {
+                break_in(t);
+            } else if space && !t.is_empty() && !t.ends_with([' ', '\n']) {
+                t.push(' ');
             }
         }
     };
     let mut operands: Vec<Token> = Vec::new();
     let mut array: Option<Vec<Token>> = None;
+    // The line matrix's last vertical position (`Tm`): a matrix per glyph on one line is
+    // one line.
+    let mut line_y: Option<f64> = None;
     for token in (Tokens { content, at: 0 }) {
         match token {
             Token::ArrayStart => array = Some(Vec::new()),
@@ -349,7 +379,8 @@ pub fn lines(content: &[u8], maps: &[CMap]) -> String {
                             match item {
                                 Token::Str(s) => show(&mut texts, s),
                                 // Thousandths of an em, against the writing direction.
-                                Token::Num(gap) if *gap < -250.0 => {
+                                Token::Num(gap) if *gap < JUMP => jump(&mut texts, true),
+                                Token::Num(gap) if *gap < SPACE => {
                                     for t in texts.iter_mut() {
                                         t.push(' ');
                                     }
@@ -358,16 +389,28 @@ pub fn lines(content: &[u8], maps: &[CMap]) -> String {
                             }
                         }
                     }
-                    b"Td" | b"TD" => {
-                        let dy = match operands.as_slice() {
-                            [.., Token::Num(_), Token::Num(dy)] => *dy,
-                            _ => 1.0,
-                        };
-                        if dy != 0.0 {
-                            newline(&mut texts);
+                    b"Td" | b"TD" => match operands.as_slice() {
+                        [.., Token::Num(dx), Token::Num(dy)] if dy.abs() < 0.5 => {
+                            if *dx != 0.0 {
+                                jump(&mut texts, false);
+                            }
                         }
+                        _ => newline(&mut texts),
+                    },
+                    b"Tm" => {
+                        let y = match operands.as_slice() {
+                            [.., Token::Num(y)] => Some(*y),
+                            _ => None,
+                        };
+                        match (line_y, y) {
+                            (Some(last), Some(y)) if (last - y).abs() < 0.5 => {
+                                break_in(&mut texts[APART]);
+                            }
+                            _ => newline(&mut texts),
+                        }
+                        line_y = y;
                     }
-                    b"T*" | b"Tm" | b"ET" | b"BT" => newline(&mut texts),
+                    b"T*" | b"ET" | b"BT" => newline(&mut texts),
                     _ => {}
                 }
                 operands.clear();
@@ -396,6 +439,20 @@ mod tests {
         assert!(shown.contains(&"SECRET"), "{shown:?}");
         assert!(shown.contains(&"Op Nightjar"), "{shown:?}");
         assert!(shown.contains(&"TOP SECRET"), "{shown:?}");
+        // A header: the marking at the left, the page number far to the right; Word's
+        // en dash is WinAnsi 0x96; one matrix a glyph on one line is one line.
+        let header = b"BT 72 800 Td (SECRET) Tj 400 0 Td (Page 1 of 3) Tj ET\n\
+            BT [(SECRET \\226 UK EYES ONLY)] TJ ET\n\
+            BT 1 0 0 1 72 700 Tm (S) Tj 1 0 0 1 80 700 Tm (E) Tj 1 0 0 1 88 700 Tm (C) Tj \
+            1 0 0 1 96 700 Tm (RET) Tj ET";
+        let text = lines(header, &[]);
+        let shown: Vec<&str> = text.lines().collect();
+        assert!(shown.contains(&"SECRET"), "{shown:?}");
+        assert!(shown.contains(&"SECRET \u{2013} UK EYES ONLY"), "{shown:?}");
+        assert!(
+            shown.iter().filter(|l| **l == "SECRET").count() >= 2,
+            "{shown:?}"
+        );
         let map = CMap::parse(
             b"/CIDInit /ProcSet findresource begin 12 dict begin begincmap\n\
               2 beginbfchar <0036> <0053> <0028> <0045> endbfchar\n\
@@ -416,6 +473,10 @@ mod tests {
     #[test]
     fn inline_images_and_comments_are_not_text() {
         let content = b"BI /W 2 /H 2 ID \x00(SECRET) Tj\xff EI\n% (SECRET) Tj\nBT (plan) Tj ET";
-        assert_eq!(lines(content, &[]).trim(), "plan");
+        let text = lines(content, &[]);
+        assert!(
+            text.lines().all(|l| l.is_empty() || l == "plan"),
+            "{text:?}"
+        );
     }
 }

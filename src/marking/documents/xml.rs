@@ -120,38 +120,37 @@ pub fn watermarks(xml: &str) -> Vec<String> {
 /// The paragraphs of a WordprocessingML part (`w:p`), their text from `w:t` runs, tabs
 /// and breaks as spaces and line ends.
 pub fn paragraphs(xml: &str) -> Vec<String> {
-    blocks(xml, "p", &["t"])
+    blocks(xml, &["p"], &["t"])
 }
 
-/// The text of each `block` element, from the `texts` elements inside it, tabs and breaks
-/// as spaces and line ends: Word's paragraphs (`p`, `t`), Excel's shared strings (`si`,
-/// `t`) and inline strings (`is`, `t`), and OpenDocument's paragraphs and headings, whose
-/// text stands in the element itself (`texts` empty: all text inside, `text:s` a space).
-pub fn blocks(xml: &str, block: &str, texts: &[&str]) -> Vec<String> {
+/// The text of each `block` element, from the `texts` elements inside it, breaks as line
+/// ends and tabs as line ends too (a header's `<tab>SECRET<tab>Page 1 of 3` is laid out in
+/// three places, not one line): Word's paragraphs (`p`, `t`), Excel's shared strings
+/// (`si`, `t`) and inline strings (`is`, `t`), and OpenDocument's paragraphs and headings,
+/// whose text stands in the element itself (`texts` empty: all text inside, `text:s` a
+/// space). A block inside a block (a frame's paragraph in a paragraph, a note, a comment)
+/// is a text of its own, and the outer one's text goes on around it.
+pub fn blocks(xml: &str, block: &[&str], texts: &[&str]) -> Vec<String> {
     let mut out = Vec::new();
-    let mut current: Option<String> = None;
+    let mut open: Vec<String> = Vec::new();
     let mut in_text = false;
     walk(xml, |step| match step {
-        Step::Start(name, _) if name == block => current = Some(String::new()),
+        Step::Start(name, _) if block.contains(&name) => open.push(String::new()),
         Step::Start(name, _) if texts.contains(&name) => in_text = true,
-        Step::Start("tab" | "s", _) => {
-            if let Some(p) = current.as_mut() {
+        Step::Start("s", _) => {
+            if let Some(p) = open.last_mut() {
                 p.push(' ');
             }
         }
-        Step::Start("br" | "cr" | "line-break", _) => {
-            if let Some(p) = current.as_mut() {
+        Step::Start("tab" | "ptab" | "br" | "cr" | "line-break", _) => {
+            if let Some(p) = open.last_mut() {
                 p.push('\n');
             }
         }
         Step::End(name) if texts.contains(&name) => in_text = false,
-        Step::End(name) if name == block => {
-            if let Some(p) = current.take() {
-                out.push(p);
-            }
-        }
+        Step::End(name) if block.contains(&name) => out.extend(open.pop()),
         Step::Text(t) if in_text || texts.is_empty() => {
-            if let Some(p) = current.as_mut() {
+            if let Some(p) = open.last_mut() {
                 p.push_str(t);
             }
         }
@@ -193,11 +192,10 @@ pub fn first_cells(xml: &str, rows: u32) -> Vec<(String, String)> {
 }
 
 /// OpenDocument's paragraphs and headings (`text:p`, `text:h`) of `content.xml` (the body)
-/// or `styles.xml` (page headers and footers).
+/// or `styles.xml` (page headers and footers); a frame, comment or note anchored in one
+/// (with its author, date, citation) is a text of its own.
 pub fn odf_paragraphs(xml: &str) -> Vec<String> {
-    let mut lines = blocks(xml, "p", &[]);
-    lines.extend(blocks(xml, "h", &[]));
-    lines
+    blocks(xml, &["p", "h", "frame", "annotation", "note"], &[])
 }
 
 /// The text of every element with one of `names` (local names), with its name.
