@@ -61,7 +61,10 @@ pub fn inspect(
                     "comments" => "comment",
                     _ => "slide",
                 };
-                let mut lines = xml::paragraphs(&text);
+                let mut lines = match what {
+                    "header" | "footer" => xml::header_paragraphs(&text),
+                    _ => xml::paragraphs(&text),
+                };
                 lines.extend(xml::watermarks(&text));
                 if matches!(what, "note" | "comment") {
                     super::loud_banners(&lines.join("\n"), place, what, out);
@@ -95,7 +98,7 @@ pub fn inspect(
                     }
                 }
             }
-            Some("sst") => strings = xml::blocks(&text, &["si"], &["t"]),
+            Some("sst") => strings = xml::blocks(&text, &["si"], &["t"], xml::Tabs::Space),
             Some("workbook") => {
                 let names: Vec<String> = xml::elements(&text, "sheet")
                     .into_iter()

@@ -120,17 +120,29 @@ pub fn watermarks(xml: &str) -> Vec<String> {
 /// The paragraphs of a WordprocessingML part (`w:p`), their text from `w:t` runs, tabs
 /// and breaks as spaces and line ends.
 pub fn paragraphs(xml: &str) -> Vec<String> {
-    blocks(xml, &["p"], &["t"])
+    blocks(xml, &["p"], &["t"], Tabs::Space)
+}
+
+/// A header's or footer's paragraphs: its tabs set the left, centre and right parts apart
+/// (`<tab>SECRET<tab>Page 1 of 3` is three places on the page, not one line).
+pub fn header_paragraphs(xml: &str) -> Vec<String> {
+    blocks(xml, &["p"], &["t"], Tabs::Apart)
+}
+
+/// What a tab is in a block's text.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Tabs {
+    Space,
+    Apart,
 }
 
 /// The text of each `block` element, from the `texts` elements inside it, breaks as line
-/// ends and tabs as line ends too (a header's `<tab>SECRET<tab>Page 1 of 3` is laid out in
-/// three places, not one line): Word's paragraphs (`p`, `t`), Excel's shared strings
+/// ends and tabs as `tabs` says: Word's paragraphs (`p`, `t`), Excel's shared strings
 /// (`si`, `t`) and inline strings (`is`, `t`), and OpenDocument's paragraphs and headings,
 /// whose text stands in the element itself (`texts` empty: all text inside, `text:s` a
 /// space). A block inside a block (a frame's paragraph in a paragraph, a note, a comment)
 /// is a text of its own, and the outer one's text goes on around it.
-pub fn blocks(xml: &str, block: &[&str], texts: &[&str]) -> Vec<String> {
+pub fn blocks(xml: &str, block: &[&str], texts: &[&str], tabs: Tabs) -> Vec<String> {
     let mut out = Vec::new();
     let mut open: Vec<String> = Vec::new();
     let mut in_text = false;
@@ -138,6 +150,11 @@ pub fn blocks(xml: &str, block: &[&str], texts: &[&str]) -> Vec<String> {
         Step::Start(name, _) if block.contains(&name) => open.push(String::new()),
         Step::Start(name, _) if texts.contains(&name) => in_text = true,
         Step::Start("s", _) => {
+            if let Some(p) = open.last_mut() {
+                p.push(' ');
+            }
+        }
+        Step::Start("tab" | "ptab", _) if tabs == Tabs::Space => {
             if let Some(p) = open.last_mut() {
                 p.push(' ');
             }
@@ -195,7 +212,12 @@ pub fn first_cells(xml: &str, rows: u32) -> Vec<(String, String)> {
 /// or `styles.xml` (page headers and footers); a frame, comment or note anchored in one
 /// (with its author, date, citation) is a text of its own.
 pub fn odf_paragraphs(xml: &str) -> Vec<String> {
-    blocks(xml, &["p", "h", "frame", "annotation", "note"], &[])
+    blocks(
+        xml,
+        &["p", "h", "frame", "annotation", "note"],
+        &[],
+        Tabs::Space,
+    )
 }
 
 /// The text of every element with one of `names` (local names), with its name.
