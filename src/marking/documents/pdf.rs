@@ -70,13 +70,33 @@ pub fn inspect(
                 super::banners(&value, place, what, out);
             }
         }
+        // A title (the document's, in the viewer's title bar, or a bookmark's, in its
+        // side bar) is read as a subject line is: `SECRET - Operation Nightjar`.
+        for value in info_strings(text, "Title") {
+            for (parsed, raw) in crate::marking::places::subject(&value) {
+                out.found.push((parsed, format!("{place}title"), raw));
+            }
+        }
+        // What a viewer shows of annotations and form fields without drawing them from
+        // an appearance: a note's or a FreeText box's `/Contents`, a field's value `/V`
+        // (one word of it is often data: the level in capitals only).
+        for key in ["Contents", "V", "RC"] {
+            for value in info_strings(text, key) {
+                let value = if key == "RC" {
+                    crate::marking::render::html_to_text(&value)
+                } else {
+                    value
+                };
+                super::loud_banners(&value, place, "annotation", out);
+            }
+        }
     }
     for (guid, (enabled, name)) in labels {
         if enabled == Some(true) {
             super::label(&guid, name.as_deref(), place, "info", config, out);
         }
     }
-    page_text(bytes, place, budget, out)
+    page_text(bytes, &texts, place, budget, out)
 }
 
 /// `bytes` with `#xx` escapes in names decoded, when there are any.
@@ -253,6 +273,7 @@ const MAX_MAPS: usize = 32;
 /// not read is opaque.
 fn page_text(
     bytes: &[u8],
+    objects: &[Vec<u8>],
     place: &str,
     budget: &mut Budget,
     out: &mut Findings,
@@ -260,6 +281,7 @@ fn page_text(
     let mut contents = Vec::new();
     let mut maps = Vec::new();
     let mut unread = false;
+    let mut too_many = false;
     for (dict, data) in streams(bytes) {
         let has = |w: &[u8]| memchr::memmem::find(dict, w).is_some();
         // A stream's own kind, by its keys: not a word anywhere in its dictionary (a form's
@@ -297,11 +319,19 @@ fn page_text(
                 continue;
             }
         };
-        if memchr::memmem::find(&stream, b"begincmap").is_some() {
+        if memchr::memmem::find(&stream, b"begincmap").is_some()
+            && memchr::memmem::find(&stream, b"endcmap").is_some()
+        {
             if maps.len() < MAX_MAPS {
                 maps.extend(super::pdf_text::CMap::parse(&stream));
+            } else {
+                too_many = true;
             }
-        } else if memchr::memmem::find(&stream, b"BT").is_some() {
+        } else if [&b"BT"[..], b"Tj", b"TJ", b"ET"]
+            .iter()
+            .any(|op| memchr::memmem::find(&stream, op).is_some())
+        {
+            // Text, or the rest of a text object begun in the stream before it.
             contents.push(stream);
         }
     }
@@ -309,6 +339,10 @@ fn page_text(
         out.opaque.push(format!(
             "{place} PDF page content in a stream encoding markgate does not read"
         ));
+    }
+    if too_many {
+        out.opaque
+            .push(format!("{place} PDF with more fonts than markgate reads"));
     }
     // Glyph-numbered text with no map to letters anywhere in the file: shown, not read.
     if !contents.is_empty()
@@ -319,9 +353,23 @@ fn page_text(
             "{place} PDF text in a font with no ToUnicode map, not read"
         ));
     }
-    for content in contents {
-        super::banners(&super::pdf_text::lines(&content, &maps), place, "page", out);
+    // Simple fonts that rename their codes (`/Differences`), wherever their dictionaries
+    // stand (in the file or in an object stream's inflated text).
+    for text in std::iter::once(bytes).chain(objects.iter().map(Vec::as_slice)) {
+        for at in memchr::memmem::find_iter(text, b"/Differences") {
+            let rest = &text[at + b"/Differences".len()..];
+            let Some(open) = rest.iter().position(|b| !b.is_ascii_whitespace()) else {
+                continue;
+            };
+            if rest[open] == b'[' && maps.len() < MAX_MAPS {
+                maps.extend(super::pdf_text::CMap::differences(&rest[open + 1..]));
+            }
+        }
     }
+    // The page's content streams as one (a page's `/Contents` may be an array whose parts
+    // split a text object, even a string's run of glyphs, between them).
+    let content = contents.join(&b'\n');
+    super::banners(&super::pdf_text::lines(&content, &maps), place, "page", out);
     Ok(())
 }
 

@@ -15,10 +15,12 @@
 
 use std::collections::HashMap;
 
-/// A `ToUnicode` map: codes of `width` bytes to text.
+/// A `ToUnicode` map: codes of `width` bytes to text. A simple font's `/Differences`
+/// is one too, whose codes not named keep the base encoding (`fallback`).
 pub struct CMap {
     width: usize,
     codes: HashMap<u32, String>,
+    fallback: bool,
 }
 
 /// The most codes one map's ranges may add (a map is a few hundred for a font subset).
@@ -73,6 +75,38 @@ impl CMap {
         (!codes.is_empty()).then_some(CMap {
             width: width.clamp(1, 4),
             codes,
+            fallback: false,
+        })
+    }
+
+    /// A simple font's `/Differences` array (`[ 65 /S /E 70 /C … ]`, its text after the
+    /// `[`): codes renamed to glyphs, read by the glyph's name (`S`, `hyphen`, `uni0053`).
+    /// `None` when it renames nothing markgate can name.
+    pub fn differences(array: &[u8]) -> Option<CMap> {
+        let text = String::from_utf8_lossy(array);
+        let body = text.split(']').next().unwrap_or("");
+        let mut codes = HashMap::new();
+        let mut code = 0u32;
+        for word in body
+            .split(|c: char| c.is_whitespace() || c == '/')
+            .filter(|w| !w.is_empty())
+        {
+            if let Ok(n) = word.parse::<u32>() {
+                code = n;
+                continue;
+            }
+            if let Some(c) = glyph(word) {
+                codes.insert(code, c.to_string());
+            }
+            code += 1;
+            if codes.len() > 256 {
+                break;
+            }
+        }
+        (!codes.is_empty()).then_some(CMap {
+            width: 1,
+            codes,
+            fallback: true,
         })
     }
 
@@ -84,10 +118,56 @@ impl CMap {
         let mut out = String::new();
         for chunk in bytes.chunks(self.width) {
             let c = chunk.iter().fold(0u32, |a, &b| (a << 8) | u32::from(b));
-            out.push_str(self.codes.get(&c)?);
+            match self.codes.get(&c) {
+                Some(text) => out.push_str(text),
+                None if self.fallback => out.push_str(
+                    &encoding_rs::WINDOWS_1252
+                        .decode_without_bom_handling(chunk)
+                        .0,
+                ),
+                None => return None,
+            }
         }
         Some(out)
     }
+}
+
+/// The character a glyph name stands for (the Adobe Glyph List's names for what a marking
+/// is written in: letters, digits, spaces and punctuation, and `uniXXXX`).
+fn glyph(name: &str) -> Option<char> {
+    let mut chars = name.chars();
+    if let (Some(c), None) = (chars.next(), chars.next()) {
+        return c.is_ascii_alphabetic().then_some(c);
+    }
+    if let Some(hex) = name.strip_prefix("uni").filter(|h| h.len() == 4) {
+        return u32::from_str_radix(hex, 16).ok().and_then(char::from_u32);
+    }
+    Some(match name {
+        "space" | "nbspace" => ' ',
+        "hyphen" | "minus" => '-',
+        "endash" => '\u{2013}',
+        "emdash" => '\u{2014}',
+        "period" => '.',
+        "comma" => ',',
+        "colon" => ':',
+        "semicolon" => ';',
+        "slash" => '/',
+        "parenleft" => '(',
+        "parenright" => ')',
+        "bracketleft" => '[',
+        "bracketright" => ']',
+        "zero" => '0',
+        "one" => '1',
+        "two" => '2',
+        "three" => '3',
+        "four" => '4',
+        "five" => '5',
+        "six" => '6',
+        "seven" => '7',
+        "eight" => '8',
+        "nine" => '9',
+        _ => return None,
+    })
 }
 
 /// The hex strings (`<…>`) of `text`, their digits only.
@@ -463,6 +543,10 @@ mod tests {
         .unwrap();
         let glyphs = b"BT /F3 20 Tf <0036002800260035002800370038> Tj ET";
         let text = lines(glyphs, &[map]);
+        assert!(text.lines().any(|l| l == "SECRET "), "{text:?}");
+        // A simple font whose /Differences renames the codes: read by the glyphs' names.
+        let renamed = CMap::differences(b"1 /S /E /C /R /E /T 32 /space ]").unwrap();
+        let text = lines(b"BT <01020304050620> Tj ET", &[renamed]);
         assert!(text.lines().any(|l| l == "SECRET "), "{text:?}");
         // A string with a code the map lacks adds nothing to its reading.
         let map = CMap::parse(b"beginbfchar <01> <0041> endbfchar").unwrap();
