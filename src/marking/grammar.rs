@@ -164,7 +164,7 @@ fn parse_folded(text: &str, pairs: Pairs) -> Option<Parsed> {
 /// `:`, `//`, a space or in brackets or parentheses; `None` if anything else is there.
 fn qualifiers(mut rest: &str, parsed: &mut Parsed) -> Option<()> {
     loop {
-        rest = rest.trim_start_matches(|c: char| c.is_whitespace() || "-:/,_;()[]".contains(c));
+        rest = rest.trim_start_matches(|c: char| c.is_whitespace() || "-:/,_;()[]•·|".contains(c));
         if rest.is_empty() {
             return Some(());
         }
@@ -242,6 +242,7 @@ mod tests {
             ("Document classification: SECRET", "SECRET"),
             ("Classification level: TOP SECRET", "TOP SECRET"),
             ("SECRET UKEO", "SECRET"),
+            ("SECRET \u{2022} UK EYES ONLY", "SECRET"),
             ("SECRET - OPERATIONAL", "SECRET"),
             ("SECRET \u{2013} PERSONAL DATA", "SECRET"),
             ("TOP SECRET - HANDLE VIA SOURCE UNIT", "TOP SECRET"),

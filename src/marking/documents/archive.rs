@@ -193,8 +193,15 @@ pub fn inspect(
         for (part, what) in [("content.xml", "body"), ("styles.xml", "header")] {
             match zip.read(part, budget)? {
                 Some(Ok(bytes)) => {
-                    let lines = super::xml::odf_paragraphs(&super::xml::decode_text(&bytes));
+                    let text = super::xml::decode_text(&bytes);
+                    let lines = super::xml::odf_paragraphs(&text);
                     super::banners(&lines.join("\n"), place, what, out);
+                    // A spreadsheet's sheet names, on its tabs.
+                    let names: Vec<String> = super::xml::elements(&text, "table")
+                        .into_iter()
+                        .filter_map(|a| a.into_iter().find(|(k, _)| k == "name").map(|(_, v)| v))
+                        .collect();
+                    super::loud_banners(&names.join("\n"), place, "sheet name", out);
                 }
                 Some(Err(why)) => out.opaque.push(format!("{place}{part} {why}")),
                 None => {}

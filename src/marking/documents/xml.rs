@@ -154,6 +154,12 @@ pub fn blocks(xml: &str, block: &[&str], texts: &[&str], tabs: Tabs) -> Vec<Stri
                 p.push(' ');
             }
         }
+        // Word's non-breaking hyphen is an element, not a character.
+        Step::Start("noBreakHyphen", _) => {
+            if let Some(p) = open.last_mut() {
+                p.push('-');
+            }
+        }
         Step::Start("tab" | "ptab", _) if tabs == Tabs::Space => {
             if let Some(p) = open.last_mut() {
                 p.push(' ');
