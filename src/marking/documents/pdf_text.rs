@@ -55,8 +55,8 @@ impl CMap {
                 }
                 if line.contains('[') {
                     // `<lo> <hi> [<d1> <d2> …]`: one destination per code.
-                    for (i, dst) in hexes[2..].iter().enumerate() {
-                        codes.insert(lo + i as u32, utf16(dst));
+                    for (i, dst) in hexes[2..].iter().enumerate().take(MAX_CODES) {
+                        codes.insert(lo.wrapping_add(i as u32), utf16(dst));
                     }
                 } else if let Some(dst) = hexes.get(2) {
                     // `<lo> <hi> <dst>`: consecutive codes, the destination's last unit
@@ -98,7 +98,7 @@ impl CMap {
             if let Some(c) = glyph(word) {
                 codes.insert(code, c.to_string());
             }
-            code += 1;
+            code = code.wrapping_add(1);
             if codes.len() > 256 {
                 break;
             }

@@ -195,7 +195,7 @@ pub fn first_cells(xml: &str, rows: u32) -> Vec<(String, String)> {
                 .iter()
                 .find(|(k, _)| k == "r")
                 .and_then(|(_, v)| v.parse().ok())
-                .unwrap_or(row + 1);
+                .unwrap_or(row.saturating_add(1));
         }
         Step::Start("c", attrs) if row <= rows => {
             let t = attrs.into_iter().find(|(k, _)| k == "t").map(|(_, v)| v);
