@@ -555,6 +555,14 @@ mod tests {
     }
 
     #[test]
+    fn crafted_codes_at_the_top_of_their_range_do_not_overflow() {
+        assert!(
+            CMap::parse(b"beginbfrange <FFFFFFFF> <FFFFFFFF> [<0041> <0042>] endbfrange").is_some()
+        );
+        assert!(CMap::differences(b"4294967295 /A /B ]").is_some());
+    }
+
+    #[test]
     fn inline_images_and_comments_are_not_text() {
         let content = b"BI /W 2 /H 2 ID \x00(SECRET) Tj\xff EI\n% (SECRET) Tj\nBT (plan) Tj ET";
         let text = lines(content, &[]);
