@@ -10,7 +10,7 @@
 //!   (PowerPoint): every paragraph through the banner rule, and watermarks.
 //! - `footnotes`, `endnotes`, `comments` (Word): as the body.
 //! - `worksheet` (Excel): the sheet's headers and footers (`&C…`), and the cells of its
-//!   first two rows, where a sheet's banner stands (a cell further down is data: a
+//!   first two rows that show anything, where a sheet's banner stands (a cell further down is data: a
 //!   register's "SECRET" column says what other things are); `sst`: the shared strings
 //!   those cells name; `workbook`: the sheet names on the tabs.
 //!

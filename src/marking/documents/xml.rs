@@ -182,22 +182,31 @@ pub fn blocks(xml: &str, block: &[&str], texts: &[&str], tabs: Tabs) -> Vec<Stri
     out
 }
 
-/// The cells of a worksheet's first `rows` rows: each cell's type (`t`: `s` a shared
-/// string's index, `inlineStr`, `str`, none a number) and its value or inline text.
+/// The cells of a worksheet's first `rows` rows that show anything (empty rows above a
+/// banner, and hidden ones, are skipped: the first rows a reader sees are the banner's):
+/// each cell's type (`t`: `s` a shared string's index, `inlineStr`, `str`, none a number)
+/// and its value or inline text.
 pub fn first_cells(xml: &str, rows: u32) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    let mut row = 0u32;
+    let mut shown = 0u32;
+    let mut row: Vec<(String, String)> = Vec::new();
+    let mut hidden = false;
     let mut cell: Option<(String, String)> = None;
     let mut in_value = false;
     walk(xml, |step| match step {
         Step::Start("row", attrs) => {
-            row = attrs
+            row.clear();
+            hidden = attrs
                 .iter()
-                .find(|(k, _)| k == "r")
-                .and_then(|(_, v)| v.parse().ok())
-                .unwrap_or(row.saturating_add(1));
+                .any(|(k, v)| k == "hidden" && (v == "1" || v == "true"));
         }
-        Step::Start("c", attrs) if row <= rows => {
+        Step::End("row")
+            if shown < rows && !hidden && row.iter().any(|(_, v)| !v.trim().is_empty()) =>
+        {
+            shown += 1;
+            out.append(&mut row);
+        }
+        Step::Start("c", attrs) if shown < rows => {
             let t = attrs.into_iter().find(|(k, _)| k == "t").map(|(_, v)| v);
             cell = Some((t.unwrap_or_default(), String::new()));
         }
@@ -208,7 +217,7 @@ pub fn first_cells(xml: &str, rows: u32) -> Vec<(String, String)> {
                 value.push_str(t);
             }
         }
-        Step::End("c") => out.extend(cell.take()),
+        Step::End("c") => row.extend(cell.take()),
         _ => {}
     });
     out
