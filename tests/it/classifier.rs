@@ -457,8 +457,10 @@ fn adversarial_messages_never_pass_below_confidential() {
 /// (a solicitor's `CONFIDENTIAL - LEGALLY PRIVILEGED`, a corporate tool's `Document
 /// Classification: Confidential` footer, a flowed sentence whose last word wrapped,
 /// spreadsheets with "Confidential" columns and drop-downs, Word comments, subjects that
-/// quote a marking to ask about it, charsets markgate guesses as clients do): none is
-/// refused above RESTRICTED or held as opaque.
+/// quote a marking to ask about it, charsets markgate guesses as clients do; `r16b-*`: PDF
+/// letterheads and OCR layers that place each word, court lists with a "Confidential"
+/// column, titles, bookmarks and form fields, tabbed Word headers, spreadsheet headings):
+/// none is refused above RESTRICTED or held as opaque.
 #[test]
 fn ordinary_mail_is_neither_refused_nor_held() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/ordinary");

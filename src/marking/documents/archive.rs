@@ -194,14 +194,19 @@ pub fn inspect(
             match zip.read(part, budget)? {
                 Some(Ok(bytes)) => {
                     let text = super::xml::decode_text(&bytes);
-                    let lines = super::xml::odf_paragraphs(&text);
-                    super::banners(&lines.join("\n"), place, what, out);
+                    let lines = super::xml::odf_paragraphs(&text).join("\n");
+                    // A spreadsheet's paragraphs are its cells: data, as in Excel.
+                    if text.contains("<office:spreadsheet") {
+                        super::grave_banners(&lines, place, what, out);
+                    } else {
+                        super::banners(&lines, place, what, out);
+                    }
                     // A spreadsheet's sheet names, on its tabs.
                     let names: Vec<String> = super::xml::elements(&text, "table")
                         .into_iter()
                         .filter_map(|a| a.into_iter().find(|(k, _)| k == "name").map(|(_, v)| v))
                         .collect();
-                    super::loud_banners(&names.join("\n"), place, "sheet name", out);
+                    super::grave_banners(&names.join("\n"), place, "sheet name", out);
                 }
                 Some(Err(why)) => out.opaque.push(format!("{place}{part} {why}")),
                 None => {}

@@ -229,6 +229,21 @@ fn banners(text: &str, place: &str, what: &str, out: &mut Findings) {
     }
 }
 
+/// `banners` for readings that make lines of single words out of prose, tables and
+/// letterheads (a PDF page's text set apart at every jump, a header split at its tabs, a
+/// spreadsheet's cells, a comment): SECRET and TOP SECRET only, written in capitals.
+/// `PRIVATE & CONFIDENTIAL` spread across a letterhead, a court list's "Confidential"
+/// column, a sticky note "CONFIDENTIAL?" are none of them a marking.
+fn grave_banners(text: &str, place: &str, what: &str, out: &mut Findings) {
+    for (parsed, raw, _) in super::places::banners(text) {
+        let level = parsed.level.filter(|l| l.rank() >= 4);
+        let word = level.map(|l| l.name().split([' ', '-']).next().unwrap_or(""));
+        if word.is_some_and(|w| super::normalize::fold(&raw).contains(w)) {
+            out.found.push((parsed, format!("{place}{what}"), raw));
+        }
+    }
+}
+
 /// `banners` for places that often hold one word of prose or data (a comment, a cell, a
 /// sheet's name): only a level written in capitals counts, as a banner is typed
 /// (`Classification: SECRET`, not `Confidential?`).

@@ -14,9 +14,10 @@
 //!   register's "SECRET" column says what other things are); `sst`: the shared strings
 //!   those cells name; `workbook`: the sheet names on the tabs.
 //!
-//! Footnotes, comments, cells and sheet names count only in capitals, as a banner is
-//! typed: one word is all such places often hold ("Confidential?", a drop-down of
-//! "Public / Internal / Secret").
+//! Footnotes, comments, cells, sheet names and a header's tab-separated parts count
+//! only for SECRET and TOP SECRET in capitals: one word is all such places often hold
+//! ("Confidential?", a drop-down of "Public / Internal / Secret", a "CONFIDENTIAL"
+//! column).
 
 use super::archive::Zip;
 use super::{xml, Budget, DocumentError, Findings};
@@ -61,15 +62,18 @@ pub fn inspect(
                     "comments" => "comment",
                     _ => "slide",
                 };
-                let mut lines = match what {
-                    "header" | "footer" => xml::header_paragraphs(&text),
-                    _ => xml::paragraphs(&text),
-                };
+                let mut lines = xml::paragraphs(&text);
                 lines.extend(xml::watermarks(&text));
                 if matches!(what, "note" | "comment") {
-                    super::loud_banners(&lines.join("\n"), place, what, out);
+                    super::grave_banners(&lines.join("\n"), place, what, out);
                 } else {
                     super::banners(&lines.join("\n"), place, what, out);
+                }
+                // A header's parts set apart at its tabs (`<tab>SECRET<tab>Page 1 of 3`);
+                // a part alone is often a word (`R v Smith<tab>Confidential`).
+                if matches!(what, "header" | "footer") {
+                    let parts = xml::header_paragraphs(&text).join("\n");
+                    super::grave_banners(&parts, place, what, out);
                 }
             }
             Some("worksheet") => {
@@ -106,13 +110,13 @@ pub fn inspect(
                         attrs.into_iter().find(|(k, _)| k == "name").map(|(_, v)| v)
                     })
                     .collect();
-                super::loud_banners(&names.join("\n"), place, "sheet name", out);
+                super::grave_banners(&names.join("\n"), place, "sheet name", out);
             }
             _ => {}
         }
     }
     cells.extend(shared.iter().filter_map(|&i| strings.get(i).cloned()));
-    super::loud_banners(&cells.join("\n"), place, "cell", out);
+    super::grave_banners(&cells.join("\n"), place, "cell", out);
     Ok(())
 }
 

@@ -74,7 +74,14 @@ pub fn inspect(
         // side bar) is read as a subject line is: `SECRET - Operation Nightjar`.
         for value in info_strings(text, "Title") {
             for (parsed, raw) in crate::marking::places::subject(&value) {
-                out.found.push((parsed, format!("{place}title"), raw));
+                // The gravest only, in capitals: `Confidential - Pay review` is a title.
+                let grave = parsed
+                    .level
+                    .filter(|l| l.rank() >= 4)
+                    .is_some_and(|l| raw.contains(l.name().split([' ', '-']).next().unwrap_or("")));
+                if grave {
+                    out.found.push((parsed, format!("{place}title"), raw));
+                }
             }
         }
         // What a viewer shows of annotations and form fields without drawing them from
@@ -87,7 +94,7 @@ pub fn inspect(
                 } else {
                     value
                 };
-                super::loud_banners(&value, place, "annotation", out);
+                super::grave_banners(&value, place, "annotation", out);
             }
         }
     }
@@ -265,7 +272,7 @@ fn metadata_streams(bytes: &[u8]) -> (Vec<&[u8]>, bool) {
 }
 
 /// The most `ToUnicode` maps read from one file (a file has one per font).
-const MAX_MAPS: usize = 32;
+const MAX_MAPS: usize = 128;
 
 /// The text printed on the pages (`pdf_text`): every content stream, plain or inflated,
 /// read through every `ToUnicode` map of the file. Pictures, fonts, embedded files and
@@ -297,9 +304,15 @@ fn page_text(
         ) || own(
             b"/Type",
             &[b"Metadata", b"ObjStm", b"XRef", b"EmbeddedFile"],
-        ) || [&b"/Length1"[..], b"/Length2", b"/Length3"]
-            .iter()
-            .any(|w| has(w));
+            // A picture by its keys too (a page thumbnail has no /Subtype).
+        ) || [
+            &b"/Length1"[..],
+            b"/Length2",
+            b"/Length3",
+            b"/BitsPerComponent",
+        ]
+        .iter()
+        .any(|w| has(w));
         if not_content {
             continue;
         }
@@ -345,10 +358,12 @@ fn page_text(
             .push(format!("{place} PDF with more fonts than markgate reads"));
     }
     // Glyph-numbered text with no map to letters anywhere in the file: shown, not read.
-    if !contents.is_empty()
-        && maps.is_empty()
-        && memchr::memmem::find(bytes, b"/Identity-H").is_some()
-    {
+    let glyph_numbers = contents.iter().any(|c| {
+        [&b">Tj"[..], b"> Tj", b">]TJ", b">] TJ"]
+            .iter()
+            .any(|op| memchr::memmem::find(c, op).is_some())
+    });
+    if glyph_numbers && maps.is_empty() && memchr::memmem::find(bytes, b"/Identity-H").is_some() {
         out.opaque.push(format!(
             "{place} PDF text in a font with no ToUnicode map, not read"
         ));
@@ -369,7 +384,11 @@ fn page_text(
     // The page's content streams as one (a page's `/Contents` may be an array whose parts
     // split a text object, even a string's run of glyphs, between them).
     let content = contents.join(&b'\n');
-    super::banners(&super::pdf_text::lines(&content, &maps), place, "page", out);
+    let (page, apart) = super::pdf_text::readings(&content, &maps);
+    // A page's banner is typed in capitals; a word alone on a line of a PDF is often only
+    // laid out so (a bold word in a text object of its own).
+    super::loud_banners(&page, place, "page", out);
+    super::grave_banners(&apart, place, "page", out);
     Ok(())
 }
 

@@ -385,17 +385,38 @@ const APART: usize = 1;
 
 /// A `TJ` gap (thousandths of an em) that is a space, and one that sets text apart.
 const SPACE: f64 = -250.0;
-const JUMP: f64 = -2000.0;
+const JUMP: f64 = -3000.0;
+/// A `Td` across that sets text apart, in ems of the font's size: further than a long word
+/// and its space (a letter that places each word, `PRIVATE` `&` `CONFIDENTIAL`, stays one
+/// line; a header's page number at the right margin does not).
+const FAR: f64 = 8.0;
 
-/// The lines each reading of `content` shows: the one-byte readings (Windows-1252, which
-/// simple fonts' WinAnsi encoding is: Word's `SECRET – UK EYES ONLY` dash is byte 0x96),
-/// then one per map.
-pub fn lines(content: &[u8], maps: &[CMap]) -> String {
+/// A character's width in ems, roughly as Helvetica and Arial draw it.
+fn em_width(c: char) -> f64 {
+    match c {
+        ' ' => 0.28,
+        'A'..='Z' => 0.7,
+        'a'..='z' => 0.5,
+        '0'..='9' => 0.56,
+        _ => 0.5,
+    }
+}
+
+/// The page's lines (the joined one-byte reading and every map's) and, apart, the lines
+/// of the reading that sets every jump along a line apart: that one turns a table's
+/// headings and a letterhead's spread words into lines of one word, so it is read for the
+/// gravest markings only.
+pub fn readings(content: &[u8], maps: &[CMap]) -> (String, String) {
     let mut texts: Vec<String> = vec![String::new(); 2 + maps.len()];
-    let show = |texts: &mut Vec<String>, bytes: &[u8]| {
+    // How far the text shown since the line's origin reaches, in ems (estimated from its
+    // letters: no glyph widths are read), to tell a `Td` past its end (a space: `SECRET`
+    // then `UK EYES ONLY`) from one onto the next glyph (`SEC` then `RET`).
+    let mut reach = 0.0f64;
+    let show = |texts: &mut Vec<String>, reach: &mut f64, bytes: &[u8]| {
         let one_byte = encoding_rs::WINDOWS_1252
             .decode_without_bom_handling(bytes)
             .0;
+        *reach += one_byte.chars().map(em_width).sum::<f64>();
         texts[JOINED].push_str(&one_byte);
         texts[APART].push_str(&one_byte);
         for (map, text) in maps.iter().zip(texts.iter_mut().skip(2)) {
@@ -427,6 +448,8 @@ pub fn lines(content: &[u8], maps: &[CMap]) -> String {
     // The line matrix's last vertical position (`Tm`): a matrix per glyph on one line is
     // one line.
     let mut line_y: Option<f64> = None;
+    // The font size (`Tf`), for how far a move across is.
+    let mut size = 12.0f64;
     for token in (Tokens { content, at: 0 }) {
         match token {
             Token::ArrayStart => array = Some(Vec::new()),
@@ -445,37 +468,54 @@ pub fn lines(content: &[u8], maps: &[CMap]) -> String {
                 match op.as_slice() {
                     b"Tj" => {
                         if let Some(Token::Str(s)) = operands.last() {
-                            show(&mut texts, s);
+                            show(&mut texts, &mut reach, s);
                         }
                     }
                     b"'" | b"\"" => {
                         newline(&mut texts);
+                        reach = 0.0;
                         if let Some(Token::Str(s)) = operands.last() {
-                            show(&mut texts, s);
+                            show(&mut texts, &mut reach, s);
                         }
                     }
                     b"TJ" => {
                         for item in &operands {
                             match item {
-                                Token::Str(s) => show(&mut texts, s),
+                                Token::Str(s) => show(&mut texts, &mut reach, s),
                                 // Thousandths of an em, against the writing direction.
-                                Token::Num(gap) if *gap < JUMP => jump(&mut texts, true),
+                                Token::Num(gap) if *gap < JUMP => {
+                                    reach -= gap / 1000.0;
+                                    jump(&mut texts, true)
+                                }
                                 Token::Num(gap) if *gap < SPACE => {
+                                    reach -= gap / 1000.0;
                                     for t in texts.iter_mut() {
                                         t.push(' ');
                                     }
                                 }
+                                Token::Num(gap) => reach -= gap / 1000.0,
                                 _ => {}
                             }
                         }
                     }
                     b"Td" | b"TD" => match operands.as_slice() {
                         [.., Token::Num(dx), Token::Num(dy)] if dy.abs() < 0.5 => {
-                            if *dx != 0.0 {
-                                jump(&mut texts, false);
+                            let gap = dx / size - reach;
+                            if dx.abs() > FAR * size {
+                                jump(&mut texts, gap > 0.25);
+                            } else if gap > 0.25 {
+                                for (i, t) in texts.iter_mut().enumerate() {
+                                    if i != APART && !t.ends_with([' ', '\n']) {
+                                        t.push(' ');
+                                    }
+                                }
                             }
+                            reach = 0.0;
                         }
-                        _ => newline(&mut texts),
+                        _ => {
+                            newline(&mut texts);
+                            reach = 0.0;
+                        }
                     },
                     b"Tm" => {
                         let y = match operands.as_slice() {
@@ -489,8 +529,17 @@ pub fn lines(content: &[u8], maps: &[CMap]) -> String {
                             _ => newline(&mut texts),
                         }
                         line_y = y;
+                        reach = 0.0;
                     }
-                    b"T*" | b"ET" | b"BT" => newline(&mut texts),
+                    b"Tf" => {
+                        if let [.., Token::Num(n)] = operands.as_slice() {
+                            size = n.abs().max(1.0);
+                        }
+                    }
+                    b"T*" | b"ET" | b"BT" => {
+                        newline(&mut texts);
+                        reach = 0.0;
+                    }
                     _ => {}
                 }
                 operands.clear();
@@ -498,17 +547,24 @@ pub fn lines(content: &[u8], maps: &[CMap]) -> String {
             t => operands.push(t),
         }
     }
-    let mut out = String::new();
+    let apart = std::mem::take(&mut texts[APART]);
+    let mut page = String::new();
     for t in texts {
-        out.push_str(&t);
-        out.push('\n');
+        page.push_str(&t);
+        page.push('\n');
     }
-    out
+    (page, apart)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every reading's lines.
+    fn lines(content: &[u8], maps: &[CMap]) -> String {
+        let (page, apart) = readings(content, maps);
+        page + "\n" + &apart
+    }
 
     #[test]
     fn simple_fonts_and_glyph_maps_read_as_shown() {
@@ -533,6 +589,17 @@ mod tests {
             shown.iter().filter(|l| **l == "SECRET").count() >= 2,
             "{shown:?}"
         );
+        // A letterhead that places each word is one line in every reading; words placed
+        // past each other's end are spaced.
+        let letter =
+            b"BT /F1 24 Tf 72 800 Td (PRIVATE) Tj 130 0 Td (&) Tj 30 0 Td (CONFIDENTIAL) Tj ET\n\
+            BT /F1 14 Tf 72 760 Td (SECRET) Tj 70 0 Td (UK EYES ONLY) Tj ET";
+        let text = lines(letter, &[]);
+        assert!(
+            !text.lines().any(|l| l.trim() == "CONFIDENTIAL"),
+            "{text:?}"
+        );
+        assert!(text.lines().any(|l| l == "SECRET UK EYES ONLY"), "{text:?}");
         let map = CMap::parse(
             b"/CIDInit /ProcSet findresource begin 12 dict begin begincmap\n\
               2 beginbfchar <0036> <0053> <0028> <0045> endbfchar\n\
