@@ -235,27 +235,31 @@ fn banners(text: &str, place: &str, what: &str, out: &mut Findings) {
 /// `PRIVATE & CONFIDENTIAL` spread across a letterhead, a court list's "Confidential"
 /// column, a sticky note "CONFIDENTIAL?" are none of them a marking.
 fn grave_banners(text: &str, place: &str, what: &str, out: &mut Findings) {
+    banners_in_capitals(text, 4, place, what, out);
+}
+
+/// `banners` for places where a word alone is often only laid out so (a PDF page's bold
+/// word in a text object of its own): a level written in capitals counts, as a banner is
+/// typed (`Classification: SECRET`, not `Confidential?`).
+fn loud_banners(text: &str, place: &str, what: &str, out: &mut Findings) {
+    banners_in_capitals(text, 0, place, what, out);
+}
+
+fn banners_in_capitals(text: &str, rank: u8, place: &str, what: &str, out: &mut Findings) {
     for (parsed, raw, _) in super::places::banners(text) {
-        let level = parsed.level.filter(|l| l.rank() >= 4);
-        let word = level.map(|l| l.name().split([' ', '-']).next().unwrap_or(""));
-        if word.is_some_and(|w| super::normalize::fold(&raw).contains(w)) {
+        if in_capitals(&parsed, &raw, rank) {
             out.found.push((parsed, format!("{place}{what}"), raw));
         }
     }
 }
 
-/// `banners` for places that often hold one word of prose or data (a comment, a cell, a
-/// sheet's name): only a level written in capitals counts, as a banner is typed
-/// (`Classification: SECRET`, not `Confidential?`).
-fn loud_banners(text: &str, place: &str, what: &str, out: &mut Findings) {
-    for (parsed, raw, _) in super::places::banners(text) {
-        let word = parsed
-            .level
-            .map(|l| l.name().split([' ', '-']).next().unwrap_or(""));
-        if word.is_some_and(|w| super::normalize::fold(&raw).contains(w)) {
-            out.found.push((parsed, format!("{place}{what}"), raw));
-        }
-    }
+/// Whether a finding's level is at least `rank` and written in capitals in its raw text
+/// (its first word: `TOP` of TOP SECRET, `OFFICIAL` of OFFICIAL-SENSITIVE).
+pub(super) fn in_capitals(parsed: &Parsed, raw: &str, rank: u8) -> bool {
+    parsed.level.filter(|l| l.rank() >= rank).is_some_and(|l| {
+        let word = l.name().split([' ', '-']).next().unwrap_or("");
+        super::normalize::fold(raw).contains(word)
+    })
 }
 
 /// A label name or GUID read from a document: mapped by `classifier.msip_labels` (by GUID

@@ -75,11 +75,7 @@ pub fn inspect(
         for value in info_strings(text, "Title") {
             for (parsed, raw) in crate::marking::places::subject(&value) {
                 // The gravest only, in capitals: `Confidential - Pay review` is a title.
-                let grave = parsed
-                    .level
-                    .filter(|l| l.rank() >= 4)
-                    .is_some_and(|l| raw.contains(l.name().split([' ', '-']).next().unwrap_or("")));
-                if grave {
+                if super::in_capitals(&parsed, &raw, 4) {
                     out.found.push((parsed, format!("{place}title"), raw));
                 }
             }
