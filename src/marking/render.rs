@@ -48,7 +48,7 @@ pub fn text(part: &ParsedMail, mime: &str, html: bool) -> Result<Shown, mailpars
             .get("delsp")
             .is_some_and(|d| d.eq_ignore_ascii_case("yes"));
         let flowed = unflow(&body, delsp);
-        apart = lines_not_in(&body, &flowed);
+        apart = soft_broken_capitals(&body, &flowed);
         flowed
     } else {
         body
@@ -64,7 +64,7 @@ pub fn text(part: &ParsedMail, mime: &str, html: bool) -> Result<Shown, mailpars
 /// a client that reflows, shown alone by one that does not) that are in capitals, as a
 /// banner is typed; `None` if there are none. A wrapped word in lower case
 /// (`…kept strictly` / `confidential.`) is the sentence it ends, on every client.
-fn lines_not_in(raw: &str, shown: &str) -> Option<String> {
+fn soft_broken_capitals(raw: &str, shown: &str) -> Option<String> {
     let have: std::collections::HashSet<&str> = shown.lines().map(str::trim).collect();
     let extra: Vec<&str> = raw
         .lines()

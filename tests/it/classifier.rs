@@ -428,24 +428,36 @@ proptest! {
 /// parser read otherwise than a client shows them; `r16-*`: charsets, brackets, banner
 /// wordings, flowed lines, document parts and localised forwards of the sixteenth round):
 /// each is classified above RESTRICTED, held as unclassifiable, or opaque.
+/// Every message of a fixture directory, classified with the defaults.
+fn classified_in(
+    dir: &str,
+) -> Vec<(
+    std::path::PathBuf,
+    Result<markgate::marking::classify::Classification, markgate::marking::classify::ClassifyError>,
+)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let classifier = markgate::marking::classify::Classifier::new(&Default::default());
+    std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|entry| {
+            let raw = std::fs::read(entry.path()).unwrap();
+            (entry.path(), classifier.classify(&raw))
+        })
+        .collect()
+}
+
 #[test]
 fn adversarial_messages_never_pass_below_confidential() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/adversarial");
-    let classifier = markgate::marking::classify::Classifier::new(&Default::default());
+    let all = classified_in("fixtures/adversarial");
+    let n = all.len();
     let mut passed = Vec::new();
-    let mut n = 0;
-    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-        n += 1;
-        let raw = std::fs::read(entry.path()).unwrap();
-        if let Ok(c) = classifier.classify(&raw) {
+    for (path, result) in all {
+        if let Ok(c) = result {
             // Content markgate cannot read is opaque, which the default rules hold
             // whoever it is addressed to.
             if c.marking.rank().is_none_or(|r| r < 3) && c.opaque.is_empty() {
-                passed.push(format!(
-                    "{}: {}",
-                    entry.path().display(),
-                    c.marking.level_name()
-                ));
+                passed.push(format!("{}: {}", path.display(), c.marking.level_name()));
             }
         }
     }
@@ -463,23 +475,20 @@ fn adversarial_messages_never_pass_below_confidential() {
 /// none is refused above RESTRICTED or held as opaque.
 #[test]
 fn ordinary_mail_is_neither_refused_nor_held() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/ordinary");
-    let classifier = markgate::marking::classify::Classifier::new(&Default::default());
+    let all = classified_in("fixtures/ordinary");
+    let n = all.len();
     let mut wrong = Vec::new();
-    let mut n = 0;
-    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-        n += 1;
-        let raw = std::fs::read(entry.path()).unwrap();
-        match classifier.classify(&raw) {
+    for (path, result) in all {
+        match result {
             Ok(c) if c.marking.rank().is_none_or(|r| r < 3) && c.opaque.is_empty() => {}
             Ok(c) => wrong.push(format!(
                 "{}: {} {:?} {:?}",
-                entry.path().display(),
+                path.display(),
                 c.marking.level_name(),
                 c.marking.evidence,
                 c.opaque
             )),
-            Err(e) => wrong.push(format!("{}: {e}", entry.path().display())),
+            Err(e) => wrong.push(format!("{}: {e}", path.display())),
         }
     }
     assert!(n >= 40, "{n} ordinary messages");

@@ -26,7 +26,9 @@ pub fn inspect(
     // the reader does.
     let unescaped = unescape_names(bytes);
     let bytes = unescaped.as_deref().unwrap_or(bytes);
-    let (streams, unread) = metadata_streams(bytes);
+    // The file's streams, found once: the metadata's and the pages' readers both walk them.
+    let all = streams(bytes);
+    let (streams, unread) = metadata_streams(&all);
     if unread {
         out.opaque.push(format!(
             "{place} PDF metadata in a stream encoding markgate does not read"
@@ -68,15 +70,17 @@ pub fn inspect(
         for key in ["Title", "Subject", "Keywords"] {
             for value in info_strings(text, key) {
                 super::banners(&value, place, what, out);
-            }
-        }
-        // A title (the document's, in the viewer's title bar, or a bookmark's, in its
-        // side bar) is read as a subject line is: `SECRET - Operation Nightjar`.
-        for value in info_strings(text, "Title") {
-            for (parsed, raw) in crate::marking::places::subject(&value) {
-                // The gravest only, in capitals: `Confidential - Pay review` is a title.
-                if super::in_capitals(&parsed, &raw, 4) {
-                    out.found.push((parsed, format!("{place}title"), raw));
+                if key != "Title" {
+                    continue;
+                }
+                // A title (the document's, in the viewer's title bar, or a bookmark's, in
+                // its side bar) is read as a subject line is: `SECRET - Operation
+                // Nightjar`; the gravest only, in capitals: `Confidential - Pay review` is
+                // a title.
+                for (parsed, raw) in crate::marking::places::subject(&value) {
+                    if super::in_capitals(&parsed, &raw, 4) {
+                        out.found.push((parsed, format!("{place}title"), raw));
+                    }
                 }
             }
         }
@@ -99,7 +103,7 @@ pub fn inspect(
             super::label(&guid, name.as_deref(), place, "info", config, out);
         }
     }
-    page_text(bytes, &texts, place, budget, out)
+    page_text(bytes, &all, &texts, place, budget, out)
 }
 
 /// `bytes` with `#xx` escapes in names decoded, when there are any.
@@ -250,10 +254,10 @@ fn encoding(dict: &[u8]) -> Encoding {
 /// The data of streams that may hold the Info dictionary or the XMP packet (object
 /// streams, metadata streams), and whether one of them is in an encoding not read (any
 /// filter but a plain FlateDecode).
-fn metadata_streams(bytes: &[u8]) -> (Vec<&[u8]>, bool) {
+fn metadata_streams<'a>(all: &[(&'a [u8], &'a [u8])]) -> (Vec<&'a [u8]>, bool) {
     let mut out = Vec::new();
     let mut unread = false;
-    for (dict, data) in streams(bytes) {
+    for &(dict, data) in all {
         let has = |w: &[u8]| memchr::memmem::find(dict, w).is_some();
         if !(has(b"ObjStm") || has(b"Metadata")) {
             continue;
@@ -276,6 +280,7 @@ const MAX_MAPS: usize = 128;
 /// not read is opaque.
 fn page_text(
     bytes: &[u8],
+    all: &[(&[u8], &[u8])],
     objects: &[Vec<u8>],
     place: &str,
     budget: &mut Budget,
@@ -285,7 +290,7 @@ fn page_text(
     let mut maps = Vec::new();
     let mut unread = false;
     let mut too_many = false;
-    for (dict, data) in streams(bytes) {
+    for &(dict, data) in all {
         let has = |w: &[u8]| memchr::memmem::find(dict, w).is_some();
         // A stream's own kind, by its keys: not a word anywhere in its dictionary (a form's
         // resources may name `/ImageB` or `/Image7`, or carry `/Metadata`).
@@ -506,22 +511,7 @@ fn pdf_string(s: &[u8]) -> Option<String> {
         b'(' => super::pdf_text::literal(s, 0).0,
         b'<' => {
             let end = s.iter().position(|b| *b == b'>')?;
-            let hex: Vec<u8> = s[1..end]
-                .iter()
-                .copied()
-                .filter(u8::is_ascii_hexdigit)
-                .collect();
-            hex.chunks(2)
-                .map(|pair| {
-                    let text = std::str::from_utf8(pair).unwrap_or("0");
-                    let v = u8::from_str_radix(text, 16).unwrap_or(0);
-                    if pair.len() == 1 {
-                        v << 4
-                    } else {
-                        v
-                    }
-                })
-                .collect()
+            super::pdf_text::hex_bytes(&s[1..end])
         }
         _ => return None,
     };

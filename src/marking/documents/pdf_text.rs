@@ -172,26 +172,22 @@ fn glyph(name: &str) -> Option<char> {
 
 /// The hex strings (`<…>`) of `text`, their digits only.
 fn hex_strings(text: &str) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    for piece in text.split('<').skip(1) {
-        let Some((hex, _)) = piece.split_once('>') else {
-            continue;
-        };
-        let digits: Vec<u8> = hex.bytes().filter(u8::is_ascii_hexdigit).collect();
-        let bytes = digits
-            .chunks(2)
-            .map(|p| {
-                let v = |d: u8| (d as char).to_digit(16).unwrap_or(0) as u8;
-                if p.len() == 2 {
-                    v(p[0]) << 4 | v(p[1])
-                } else {
-                    v(p[0]) << 4
-                }
-            })
-            .collect();
-        out.push(bytes);
-    }
-    out
+    text.split('<')
+        .skip(1)
+        .filter_map(|piece| piece.split_once('>'))
+        .map(|(hex, _)| hex_bytes(hex.as_bytes()))
+        .collect()
+}
+
+/// The bytes a hex string's digits spell (anything else in it skipped; an odd last digit
+/// is its byte's high half, as PDF reads it).
+pub(super) fn hex_bytes(hex: &[u8]) -> Vec<u8> {
+    let digits: Vec<u8> = hex.iter().copied().filter(u8::is_ascii_hexdigit).collect();
+    let v = |d: u8| (d as char).to_digit(16).unwrap_or(0) as u8;
+    digits
+        .chunks(2)
+        .map(|p| v(p[0]) << 4 | p.get(1).map_or(0, |&d| v(d)))
+        .collect()
 }
 
 fn code(bytes: &[u8]) -> u32 {
